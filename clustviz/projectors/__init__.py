@@ -1,0 +1,141 @@
+"""The projector registry: short names → classes, heavy libraries imported only on use.
+
+>>> from clustviz import get_projector
+>>> Y = get_projector("umap", n_neighbors=10).fit_transform(X)   # (n, 2) float32, input order
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from typing import Any
+
+from clustviz.errors import InvalidInputError
+from clustviz.projectors.base import DEFAULT_SEED, BaseProjector, ProjectorParams
+
+__all__ = [
+    "DEFAULT_SEED",
+    "BaseProjector",
+    "ProjectorParams",
+    "ProjectorSpec",
+    "available_projectors",
+    "get_projector",
+    "get_spec",
+    "library_versions",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectorSpec:
+    """One registry entry. ``libraries`` are the distributions whose versions shape a result."""
+
+    name: str
+    title: str
+    target: str  # "module:Class", imported on first use
+    params_target: str  # "module:Class" of the (light) parameter model
+    libraries: tuple[str, ...]
+    uses_labels: bool = False
+
+
+_SPECS = {
+    spec.name: spec
+    for spec in (
+        ProjectorSpec(
+            "tsne",
+            "t-SNE",
+            "clustviz.projectors.tsne:TSNEProjector",
+            "clustviz.projectors.params:TSNEParams",
+            ("scikit-learn", "numpy"),
+        ),
+        ProjectorSpec(
+            "umap",
+            "UMAP",
+            "clustviz.projectors.umap:UMAPProjector",
+            "clustviz.projectors.params:UMAPParams",
+            ("umap-learn", "pynndescent", "numba", "numpy"),
+        ),
+        ProjectorSpec(
+            "trimap",
+            "TriMAP",
+            "clustviz.projectors.trimap:TriMAPProjector",
+            "clustviz.projectors.params:TriMAPParams",
+            ("trimap", "annoy", "numba", "numpy"),
+        ),
+        ProjectorSpec(
+            "pacmap",
+            "PaCMAP",
+            "clustviz.projectors.pacmap:PaCMAPProjector",
+            "clustviz.projectors.params:PaCMAPParams",
+            ("pacmap", "numba", "numpy"),
+        ),
+        ProjectorSpec(
+            "clusterplot",
+            "ClusterPlot",
+            "clustviz.clusterplot.projector:ClusterPlot",
+            "clustviz.clusterplot.params:ClusterPlotParams",
+            ("torch", "numpy", "umap-learn"),
+            uses_labels=True,
+        ),
+    )
+}
+
+
+def available_projectors() -> list[str]:
+    """Names accepted by :func:`get_projector`, in display order."""
+    return list(_SPECS)
+
+
+def get_spec(name: str) -> ProjectorSpec:
+    """The registry entry for ``name``; ``InvalidInputError(code='unknown_projector')`` if none."""
+    spec = _SPECS.get(name)
+    if spec is None:
+        raise InvalidInputError(
+            f"projector={name!r} is not one of {available_projectors()}", code="unknown_projector"
+        )
+    return spec
+
+
+def _load(target: str) -> Any:
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def params_model(name: str) -> type[ProjectorParams]:
+    """The parameter model of a projector (validates and clamps without importing the library)."""
+    return _load(get_spec(name).params_target)  # type: ignore[no-any-return]
+
+
+def get_projector(name: str, **params: Any) -> BaseProjector:
+    """A projector instance; ``params`` are validated by its model (unknown names rejected)."""
+    from pydantic import ValidationError
+
+    spec = get_spec(name)
+    try:
+        model = params_model(name)(**params)
+    except ValidationError as exc:
+        raise InvalidInputError(
+            f"invalid params for projector {name!r}: {_describe(exc)}", code="invalid_params"
+        ) from exc
+    return _load(spec.target)(model)  # type: ignore[no-any-return]
+
+
+def _describe(exc: Any) -> str:
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "params"
+        parts.append(f"{field}={error.get('input')!r}: {error['msg']}")
+    return "; ".join(parts)
+
+
+@cache
+def library_versions(name: str) -> dict[str, str]:
+    """Versions of the libraries that shape ``name``'s results (part of every cache key)."""
+    versions = {}
+    for library in get_spec(name).libraries:
+        try:
+            versions[library] = metadata.version(library)
+        except metadata.PackageNotFoundError:
+            versions[library] = "absent"
+    return versions
