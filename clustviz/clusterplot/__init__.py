@@ -1,0 +1,15 @@
+"""ClusterPlot done right: a cluster-aware 2-D layout in PyTorch, batched over preambles.
+
+>>> from clustviz.clusterplot import ClusterPlot
+>>> Y = ClusterPlot().fit_transform(X, labels)          # (n, 2) float32, input order
+>>> results = ClusterPlot().fit_transform_many([(X1, l1), (X2, l2)], compute_hulls=False)
+
+Stages, one module each: ``anchors`` (sub-clusters), ``overlap`` (R_H, R_L, discrepancy),
+``init`` (torch or UMAP), ``optimize`` (gradient or greedy), ``hulls`` (cluster polygons).
+"""
+
+from clustviz.clusterplot.hulls import ClusterHull
+from clustviz.clusterplot.params import ClusterPlotParams
+from clustviz.clusterplot.projector import ClusterPlot, ClusterPlotResult
+
+__all__ = ["ClusterHull", "ClusterPlot", "ClusterPlotParams", "ClusterPlotResult"]

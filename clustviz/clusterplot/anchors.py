@@ -1,0 +1,251 @@
+"""Anchors: sub-clusters inside each cluster, batched over preambles.
+
+Three methods, all ending the same way (as the original): every point is reassigned to the
+nearest final centroid of its own cluster, empty sub-clusters are dropped and centroids are the
+means of their members. Anchors are ordered by (cluster, first member).
+
+* ``birch`` — the original's BIRCH with a branching factor that never splits is a sequential
+  *leader* pass: a point joins the nearest sub-cluster of its cluster if the merged radius
+  ``sqrt(SS/N - |LS/N|²)`` stays ≤ threshold, else it opens a new one. The pass is sequential in
+  the position of a point inside its cluster; it runs vectorised over all clusters of all
+  preambles at once (so ``max cluster size`` small steps, not ``n``).
+* ``kmeans`` — ``anchors_per_cluster`` centres per cluster, farthest-point init (deterministic)
+  then Lloyd iterations, all clusters at once.
+* ``points`` — every point is its own anchor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from clustviz.clusterplot.batch import PaddedBatch, pairwise_sq_dists
+
+__all__ = ["Anchors", "compute_anchors"]
+
+_INF = float("inf")
+
+
+@dataclass(slots=True)
+class Anchors:
+    """Sub-clusters of a batch. Padding anchors have ``mask`` False and cluster 0."""
+
+    centroids: torch.Tensor  # (B, A, d) high-D means of the members
+    mask: torch.Tensor  # (B, A) bool
+    cluster: torch.Tensor  # (B, A) long: sub-cluster -> cluster
+    point_anchor: torch.Tensor  # (B, n) long: point -> sub-cluster (0 at padding points)
+    count: torch.Tensor  # (B,) long: anchors per preamble
+
+    @property
+    def size(self) -> int:
+        return int(self.mask.shape[1])
+
+
+def compute_anchors(
+    batch: PaddedBatch,
+    method: Literal["birch", "kmeans", "points"],
+    *,
+    threshold: float = 0.3,
+    threshold_mode: Literal["absolute", "relative"] = "absolute",
+    per_cluster: int = 3,
+    kmeans_iter: int = 20,
+) -> Anchors:
+    """Anchors of every preamble of ``batch`` (see the module docstring for the methods)."""
+    if method == "points":
+        slot = torch.arange(batch.X.shape[1], device=batch.X.device).expand_as(batch.labels)
+        return _finish(batch, slot.contiguous(), batch.labels.clone(), batch.X.shape[1])
+    if method == "birch":
+        slot, slot_cluster, n_slots = _birch_slots(batch, threshold, threshold_mode)
+    elif method == "kmeans":
+        slot, slot_cluster, n_slots = _kmeans_slots(batch, per_cluster, kmeans_iter)
+    else:
+        raise ValueError(f"unknown anchors method {method!r}")
+    centroids = _means(batch, slot, n_slots)
+    slot = _reassign(batch, centroids, slot_cluster, _slot_used(batch, slot, n_slots))
+    return _finish(batch, slot, slot_cluster, n_slots)
+
+
+def _rank_in_cluster(batch: PaddedBatch) -> torch.Tensor:
+    """Position of each point among the points of its cluster, in input order: ``(B, n)``."""
+    B, n = batch.labels.shape
+    onehot = torch.zeros(B, n, batch.max_clusters, device=batch.X.device)
+    onehot.scatter_(2, batch.labels.unsqueeze(-1), batch.mask.unsqueeze(-1).float())
+    rank = onehot.cumsum(1).gather(2, batch.labels.unsqueeze(-1)).squeeze(-1) - 1
+    return rank.long()
+
+
+def _birch_slots(
+    batch: PaddedBatch, threshold: float, mode: Literal["absolute", "relative"]
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Leader pass. Slot ``i`` is the sub-cluster opened by point ``i`` (if it opens one)."""
+    X, labels, mask = batch.X, batch.labels, batch.mask
+    B, n, d = X.shape
+    C = batch.max_clusters
+    device = X.device
+    rank = _rank_in_cluster(batch)  # (B, n)
+    steps = int(rank[mask].max()) + 1 if bool(mask.any()) else 0
+    # order[b, c, t]: index of the t-th point of cluster c (n where absent); padding points
+    # are written to one extra column that is dropped.
+    width = C * steps
+    order = torch.full((B, width + 1), n, dtype=torch.long, device=device)
+    flat = torch.where(mask, labels * steps + rank, width)
+    order.scatter_(1, flat, torch.where(mask, _arange_like(labels, n), n))
+    order = order[:, :width].view(B, C, steps)
+    thr_sq = _thresholds_sq(batch, threshold, mode)  # (B, C)
+
+    X_ext = torch.cat([X, X.new_zeros(B, 1, d)], 1)  # row n: a dummy for absent points
+    count = X.new_zeros(B, n + 1)
+    linear = X.new_zeros(B, n + 1, d)
+    linear_sq = X.new_zeros(B, n + 1)  # |LS|²
+    squares = X.new_zeros(B, n + 1)  # SS
+    active = torch.zeros(B, n + 1, dtype=torch.bool, device=device)
+    slot_cluster = torch.cat([labels, labels.new_full((B, 1), -1)], 1)  # (B, n + 1)
+    point_slot = torch.arange(n + 1, device=device).expand(B, n + 1).clone()
+    cluster_ids = torch.arange(C, device=device).view(1, C, 1)
+    for t in range(steps):  # sequential by definition; vectorised over clusters and preambles
+        pt = order[:, :, t]  # (B, C)
+        present = pt < n
+        x = X_ext.gather(1, pt.unsqueeze(-1).expand(B, C, d))  # (B, C, d)
+        xx = (x * x).sum(-1)  # (B, C)
+        dot = x @ linear.transpose(1, 2)  # (B, C, n+1): x · LS
+        safe = count.clamp_min(1.0).unsqueeze(1)
+        dist_sq = xx.unsqueeze(-1) - 2 * dot / safe + (linear_sq / safe.squeeze(1) ** 2).unsqueeze(1)
+        eligible = active.unsqueeze(1) & (slot_cluster.unsqueeze(1) == cluster_ids)
+        nearest = dist_sq.masked_fill(~eligible, _INF).argmin(-1)  # (B, C)
+        has = eligible.any(-1)
+        n_new = count.gather(1, nearest) + 1
+        ls_sq_new = linear_sq.gather(1, nearest) + 2 * dot.gather(2, nearest.unsqueeze(-1)).squeeze(-1) + xx
+        ss_new = squares.gather(1, nearest) + xx
+        radius_sq = ss_new / n_new - ls_sq_new / n_new**2
+        merge = has & present & (radius_sq <= thr_sq)
+        target = torch.where(merge, nearest, torch.where(present, pt, n))  # (B, C)
+        new_ls_sq = torch.where(merge, ls_sq_new, xx)
+        count.scatter_add_(1, target, present.float())
+        linear.scatter_add_(1, target.unsqueeze(-1).expand(B, C, d), x)
+        squares.scatter_add_(1, target, xx)
+        linear_sq.scatter_(1, target, new_ls_sq)
+        active.scatter_(1, target, present)
+        active[:, n] = False
+        point_slot.scatter_(1, pt, target)  # absent points write the dummy column n
+    return torch.where(mask, point_slot[:, :n], 0), labels.clone(), n
+
+
+def _arange_like(labels: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.arange(n, device=labels.device).expand_as(labels).contiguous()
+
+
+def _thresholds_sq(
+    batch: PaddedBatch, threshold: float, mode: Literal["absolute", "relative"]
+) -> torch.Tensor:
+    """Squared radius threshold per cluster ``(B, C)``; relative: times the cluster's RMS radius."""
+    B, C = batch.size, batch.max_clusters
+    if mode == "absolute":
+        return batch.X.new_full((B, C), threshold**2)
+    onehot = torch.zeros(B, batch.X.shape[1], C, device=batch.X.device)
+    onehot.scatter_(2, batch.labels.unsqueeze(-1), batch.mask.unsqueeze(-1).float())
+    sizes = onehot.sum(1).clamp_min(1.0)  # (B, C)
+    means = onehot.transpose(1, 2) @ batch.X / sizes.unsqueeze(-1)  # (B, C, d)
+    centred = batch.X - means.gather(1, batch.labels.unsqueeze(-1).expand_as(batch.X))
+    sq = (centred * centred).sum(-1) * batch.mask  # (B, n)
+    mean_sq = (onehot * sq.unsqueeze(-1)).sum(1) / sizes  # (B, C)
+    return threshold**2 * mean_sq
+
+
+def _kmeans_slots(
+    batch: PaddedBatch, per_cluster: int, n_iter: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Slots ``c * m + j``: farthest-point init from the point nearest the cluster mean, Lloyd."""
+    X, labels, mask = batch.X, batch.labels, batch.mask
+    B, n, d = X.shape
+    C, m = batch.max_clusters, per_cluster
+    device = X.device
+    same = labels.unsqueeze(2) == labels.unsqueeze(1)  # (B, n, n)
+    valid_pair = same & mask.unsqueeze(2) & mask.unsqueeze(1)
+    dists = pairwise_sq_dists(X)  # (B, n, n)
+    onehot = torch.zeros(B, n, C, device=device)
+    onehot.scatter_(2, labels.unsqueeze(-1), mask.unsqueeze(-1).float())
+    sizes = onehot.sum(1)  # (B, C)
+    means = onehot.transpose(1, 2) @ X / sizes.clamp_min(1.0).unsqueeze(-1)
+    to_mean = ((X - means.gather(1, labels.unsqueeze(-1).expand_as(X))) ** 2).sum(-1)
+    # first centre of each cluster: its point nearest the mean
+    score = to_mean.masked_fill(~mask, _INF).unsqueeze(-1).expand(B, n, C)
+    score = score.masked_fill(onehot == 0, _INF)
+    centres = [score.argmin(1)]  # list of (B, C) point indices
+    nearest = dists.gather(2, _point_of_cluster(labels, centres[0])).clone()  # (B, n, 1)
+    for _ in range(1, m):  # m small; vectorised over clusters and preambles
+        far = nearest.squeeze(-1).masked_fill(~mask, -1.0).unsqueeze(-1).expand(B, n, C)
+        far = far.masked_fill(onehot == 0, -1.0)
+        centres.append(far.argmax(1))
+        nearest = torch.minimum(nearest, dists.gather(2, _point_of_cluster(labels, centres[-1])))
+    centre_idx = torch.stack(centres, 2).view(B, C * m)  # (B, C*m)
+    slot_cluster = torch.arange(C, device=device).repeat_interleave(m).expand(B, -1).clone()
+    # a cluster of size s < m gets s distinct centres only: the others are marked unused
+    slot_rank = torch.arange(m, device=device).repeat(C).expand(B, -1)
+    slot_ok = slot_rank < sizes.gather(1, slot_cluster).long()
+    centroids = X.gather(1, centre_idx.unsqueeze(-1).expand(B, C * m, d))
+    del valid_pair
+    slot = torch.zeros_like(labels)
+    for _ in range(n_iter):
+        slot = _reassign(batch, centroids, slot_cluster, slot_ok)
+        new = _means(batch, slot, C * m)
+        used = _slot_used(batch, slot, C * m)
+        centroids = torch.where(used.unsqueeze(-1), new, centroids)
+    return slot, slot_cluster, C * m
+
+
+def _point_of_cluster(labels: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """For each point, the index of its cluster's centre: ``(B, n, 1)``."""
+    return centre.gather(1, labels).unsqueeze(-1)
+
+
+def _means(batch: PaddedBatch, slot: torch.Tensor, n_slots: int) -> torch.Tensor:
+    """Mean of the members of each slot ``(B, S, d)`` (zeros for empty slots)."""
+    B, n, d = batch.X.shape
+    weight = batch.mask.float()
+    sums = batch.X.new_zeros(B, n_slots, d).scatter_add_(
+        1, slot.unsqueeze(-1).expand(B, n, d), batch.X * weight.unsqueeze(-1)
+    )
+    counts = batch.X.new_zeros(B, n_slots).scatter_add_(1, slot, weight)
+    return sums / counts.clamp_min(1.0).unsqueeze(-1)
+
+
+def _slot_used(batch: PaddedBatch, slot: torch.Tensor, n_slots: int) -> torch.Tensor:
+    counts = batch.X.new_zeros(batch.size, n_slots).scatter_add_(1, slot, batch.mask.float())
+    return counts > 0
+
+
+def _reassign(
+    batch: PaddedBatch, centroids: torch.Tensor, slot_cluster: torch.Tensor, slot_ok: torch.Tensor
+) -> torch.Tensor:
+    """Each point to the nearest usable centroid of its own cluster: ``(B, n)``."""
+    dist = pairwise_sq_dists(batch.X, centroids)  # (B, n, S)
+    allowed = (batch.labels.unsqueeze(2) == slot_cluster.unsqueeze(1)) & slot_ok.unsqueeze(1)
+    slot = dist.masked_fill(~allowed, _INF).argmin(-1)
+    return torch.where(batch.mask, slot, 0)
+
+
+def _finish(
+    batch: PaddedBatch, slot: torch.Tensor, slot_cluster: torch.Tensor, n_slots: int
+) -> Anchors:
+    """Drop empty slots, order anchors by (cluster, slot), recompute centroids as means."""
+    B = batch.size
+    used = _slot_used(batch, slot, n_slots)  # (B, S)
+    slots = torch.arange(n_slots, device=slot.device).expand(B, n_slots)
+    key = torch.where(used, slot_cluster * n_slots + slots, (batch.max_clusters + 1) * n_slots)
+    order = key.argsort(1)  # used slots first, by (cluster, slot)
+    count = used.sum(1)
+    A = int(count.max())
+    new_id = torch.empty_like(order).scatter_(1, order, slots.contiguous())
+    point_anchor = torch.where(batch.mask, new_id.gather(1, slot), 0)
+    anchor_mask = torch.arange(A, device=slot.device).expand(B, A) < count.unsqueeze(1)
+    cluster = torch.where(anchor_mask, slot_cluster.gather(1, order[:, :A]), 0)
+    centroids = _means(batch, point_anchor, A)
+    return Anchors(
+        centroids=centroids,
+        mask=anchor_mask,
+        cluster=cluster,
+        point_anchor=point_anchor,
+        count=count,
+    )

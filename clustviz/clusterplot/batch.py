@@ -1,0 +1,77 @@
+"""Padding many preambles into one batch: ``X (B, n, d)``, ``labels (B, n)``, ``mask (B, n)``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from clustviz.errors import InvalidInputError
+
+__all__ = ["PaddedBatch", "pad_batch", "pairwise_sq_dists"]
+
+
+@dataclass(slots=True)
+class PaddedBatch:
+    """Preambles padded to the largest one; padding rows are zeros with ``mask`` False."""
+
+    X: torch.Tensor  # (B, n, d) float32
+    labels: torch.Tensor  # (B, n) long, local labels 0..C_b-1, 0 at padding
+    mask: torch.Tensor  # (B, n) bool
+    n_points: torch.Tensor  # (B,) long
+    n_clusters: torch.Tensor  # (B,) long
+
+    @property
+    def size(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def max_clusters(self) -> int:
+        return int(self.n_clusters.max())
+
+
+def pad_batch(
+    items: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device
+) -> PaddedBatch:
+    """Pad ``(X_i (n_i, d), labels_i (n_i,))`` pairs; labels must already be ``0..C_i-1``."""
+    if not items:
+        raise InvalidInputError("no preambles to lay out", code="invalid_input")
+    dims = {int(X.shape[1]) for X, _ in items}
+    if len(dims) != 1:
+        raise InvalidInputError(
+            f"all preambles must share one dimension, got {sorted(dims)}", code="invalid_input"
+        )
+    B, d = len(items), dims.pop()
+    n = max(int(X.shape[0]) for X, _ in items)
+    X_pad = np.zeros((B, n, d), dtype=np.float32)
+    labels_pad = np.zeros((B, n), dtype=np.int64)
+    mask = np.zeros((B, n), dtype=bool)
+    for b, (X, labels) in enumerate(items):
+        m = X.shape[0]
+        X_pad[b, :m] = X
+        labels_pad[b, :m] = labels
+        mask[b, :m] = True
+    n_clusters = np.array([int(labels.max()) + 1 for _, labels in items], dtype=np.int64)
+    return PaddedBatch(
+        X=torch.from_numpy(X_pad).to(device),
+        labels=torch.from_numpy(labels_pad).to(device),
+        mask=torch.from_numpy(mask).to(device),
+        n_points=torch.from_numpy(mask.sum(1)).to(device),
+        n_clusters=torch.from_numpy(n_clusters).to(device),
+    )
+
+
+def pairwise_sq_dists(A: torch.Tensor, B: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared distances ``(batch, n, m)`` between rows of ``A (batch, n, d)`` and ``B``.
+
+    Differences rather than the ``|a|² - 2ab + |b|²`` expansion for 2-D layouts: exact zeros for
+    coincident points and no cancellation error in the losses.
+    """
+    B = A if B is None else B
+    if A.shape[-1] <= 3:
+        diff = A.unsqueeze(2) - B.unsqueeze(1)
+        return (diff * diff).sum(-1)
+    sq = (A * A).sum(-1).unsqueeze(2) + (B * B).sum(-1).unsqueeze(1) - 2.0 * A @ B.transpose(1, 2)
+    return sq.clamp_min(0.0)

@@ -1,0 +1,106 @@
+"""Initial 2-D layouts: a batched torch one (PCA + kNN neighbour embedding) and UMAP's.
+
+* ``torch``: PCA scores (from the ``(n, n)`` Gram matrix, batched ``eigh``; signs fixed by
+  skewness so the result does not depend on the solver), scaled to unit spread, then Adam on a
+  t-SNE-like objective ``KL(P || Q)`` with ``P`` the symmetrised uniform kNN graph of X and ``Q``
+  the normalised Student-t kernel of the layout, with early exaggeration for the first quarter.
+  Everything is masked and summed per preamble, so a batch gives what one-by-one runs give.
+* ``umap``: umap-learn on ``Z = [X; anchors]`` with ``min_dist=1`` and ``n_neighbors=15``
+  (clamped), as the original; CPU only, one preamble at a time.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from clustviz.clusterplot.batch import pairwise_sq_dists
+from clustviz.clusterplot.overlap import knn_graph
+
+__all__ = ["knn_affinities", "neighbour_embedding", "pca_init", "torch_init", "umap_init"]
+
+
+def pca_init(X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Top-2 PCA scores ``(B, n, 2)`` of ``X (B, n, d)``, scaled so PC1 has unit std."""
+    weight = mask.unsqueeze(-1).to(X.dtype)
+    count = weight.sum(1, keepdim=True).clamp_min(1.0)
+    centred = (X - (X * weight).sum(1, keepdim=True) / count) * weight
+    gram = centred @ centred.transpose(1, 2)  # (B, n, n), zero rows/cols at padding
+    values, vectors = torch.linalg.eigh(gram.double())  # ascending
+    scores = vectors[..., -2:].flip(-1) * values[..., -2:].flip(-1).clamp_min(0).sqrt().unsqueeze(1)
+    scores = scores.float() * weight
+    skew = (scores**3).sum(1, keepdim=True)
+    scores = scores * torch.where(skew < 0, -1.0, 1.0)
+    std = (scores[..., :1] ** 2).sum(1, keepdim=True).div(count).sqrt().clamp_min(1e-12)
+    return scores / std
+
+
+def knn_affinities(X: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """``P (B, n, n)``: symmetrised uniform kNN graph of X, summing to 1 per preamble."""
+    B, n, _ = X.shape
+    idx, edge_mask = knn_graph(X, mask, torch.full((B,), k, device=X.device))
+    P = X.new_zeros(B, n, n).scatter_(2, idx, edge_mask.to(X.dtype))
+    P = P + P.transpose(1, 2)
+    return P / P.sum((1, 2), keepdim=True).clamp_min(1e-12)
+
+
+def knn_kl(Y: torch.Tensor, P: torch.Tensor, mask: torch.Tensor, exaggeration: float = 1.0):
+    """``KL(P || Q)`` up to a constant, per preamble ``(B,)``; Q is the normalised t-kernel."""
+    n = Y.shape[1]
+    valid = mask.unsqueeze(1) & mask.unsqueeze(2)
+    valid = valid & ~torch.eye(n, dtype=torch.bool, device=Y.device)
+    log_w = -torch.log1p(pairwise_sq_dists(Y))  # (B, n, n)
+    attraction = -(P * log_w).sum((1, 2))
+    normaliser = torch.logsumexp(log_w.masked_fill(~valid, -torch.inf), dim=(1, 2))
+    return exaggeration * attraction + normaliser
+
+
+def neighbour_embedding(
+    Y0: torch.Tensor,
+    P: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    exaggeration: float = 4.0,
+) -> torch.Tensor:
+    """Adam on ``KL(P || Q)`` from ``Y0 (B, n, 2)``; early exaggeration for the first quarter."""
+    Y = Y0.clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([Y], lr=lr)
+    with torch.enable_grad():  # callers may hold no_grad for the rest of the pipeline
+        for step in range(steps):
+            optimiser.zero_grad(set_to_none=True)
+            ex = exaggeration if step < steps // 4 else 1.0
+            knn_kl(Y, P, mask, ex).sum().backward()
+            optimiser.step()
+    return Y.detach() * mask.unsqueeze(-1)
+
+
+def torch_init(
+    X: torch.Tensor, mask: torch.Tensor, *, k: int, steps: int, lr: float
+) -> torch.Tensor:
+    """The batched torch init ``(B, n, 2)``: PCA then a kNN neighbour embedding."""
+    P = knn_affinities(X, mask, k)
+    return neighbour_embedding(pca_init(X, mask), P, mask, steps=steps, lr=lr)
+
+
+def umap_init(X: np.ndarray, anchors: np.ndarray, *, n_neighbors: int, seed: int) -> np.ndarray:
+    """UMAP of ``Z = [X; anchors]`` with ``min_dist=1`` (the original); returns the X rows."""
+    from umap import UMAP
+
+    Z = np.concatenate([X, anchors]).astype(np.float32)
+    model = UMAP(
+        n_components=2,
+        n_neighbors=max(2, min(n_neighbors, Z.shape[0] - 1)),
+        min_dist=1.0,
+        spread=1.0,
+        random_state=seed,
+        n_jobs=1,
+    )
+    with warnings.catch_warnings():
+        # "n_jobs overridden" and the small-n spectral fallback are expected, not news.
+        warnings.simplefilter("ignore", UserWarning)
+        embedding = model.fit_transform(Z)
+    return np.asarray(embedding[: X.shape[0]], dtype=np.float32)

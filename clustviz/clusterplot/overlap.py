@@ -1,0 +1,150 @@
+"""Sub-cluster overlap matrices: R_H from a high-D kNN graph, R_L (soft or hard) in 2-D.
+
+``R[a, b]`` is the share of sub-cluster ``a``'s kNN edges that land in sub-cluster ``b``:
+edge counts are summed per (a, b), the diagonal is removed, rows are normalised, then pairs in
+the same cluster are zeroed (so a row sums to the share of ``a``'s outgoing edges that leave its
+cluster, ≤ 1). Edges of zero length count (an anchor coincides with its only member).
+
+The 2-D side is computed on the n points (an anchor's 2-D position is the mean of its members,
+which would only duplicate them). Its soft version replaces "j is among i's k nearest" by
+``sigmoid((r_i² - d_ij²) / (τ r_i²))`` where ``r_i²`` (detached) lies between i's k-th and
+(k+1)-th squared distances: it is 1 deep inside the kNN ball, 0 far outside, ≈ k per row, and
+scale free (``r_i`` scales with the layout).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from clustviz.clusterplot.batch import pairwise_sq_dists
+
+__all__ = [
+    "aggregate_edges",
+    "cluster_shares",
+    "discrepancy",
+    "hard_edges",
+    "knn_graph",
+    "normalise_overlap",
+    "overlap_pair_mask",
+    "soft_edges",
+]
+
+_INF = float("inf")
+_EPS = 1e-12
+
+
+def knn_graph(
+    Z: torch.Tensor, mask: torch.Tensor, k: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """kNN of every row of ``Z (B, N, d)`` among valid rows, self excluded.
+
+    ``k (B,)`` is clamped per preamble to ``N_b - 1``. Returns ``idx (B, N, k_max)`` and
+    ``edge_mask (B, N, k_max)`` (False for padding rows and beyond a preamble's own k).
+    """
+    B, N, _ = Z.shape
+    k = torch.minimum(k, mask.sum(1) - 1).clamp_min(0)
+    k_max = max(int(k.max()), 1)
+    dist = pairwise_sq_dists(Z)
+    invalid = ~(mask.unsqueeze(1) & mask.unsqueeze(2)) | torch.eye(
+        N, dtype=torch.bool, device=Z.device
+    )
+    dist = dist.masked_fill(invalid, _INF)
+    idx = dist.topk(k_max, dim=2, largest=False).indices  # (B, N, k_max), sorted ascending
+    rank = torch.arange(k_max, device=Z.device).view(1, 1, k_max)
+    edge_mask = (rank < k.view(B, 1, 1)) & mask.unsqueeze(-1)
+    return idx, edge_mask
+
+
+def aggregate_edges(
+    src_group: torch.Tensor,
+    dst_group: torch.Tensor,
+    weight: torch.Tensor,
+    n_groups: int,
+) -> torch.Tensor:
+    """Sum edge weights per (group of source, group of target): ``(B, G, G)``.
+
+    ``src_group``/``dst_group``/``weight`` share one shape ``(B, ...)``.
+    """
+    B = weight.shape[0]
+    flat = (src_group * n_groups + dst_group).reshape(B, -1)
+    out = weight.new_zeros(B, n_groups * n_groups)
+    return out.scatter_add(1, flat, weight.reshape(B, -1)).view(B, n_groups, n_groups)
+
+
+def hard_edges(
+    idx: torch.Tensor, edge_mask: torch.Tensor, group: torch.Tensor, n_groups: int
+) -> torch.Tensor:
+    """Edge counts ``(B, G, G)`` of a kNN graph whose rows belong to ``group (B, N)``."""
+    B, N, kk = idx.shape
+    dst = group.gather(1, idx.reshape(B, -1)).view(B, N, kk)
+    src = group.unsqueeze(-1).expand(B, N, kk)
+    return aggregate_edges(src, dst, edge_mask.float(), n_groups)
+
+
+def soft_edges(
+    Y: torch.Tensor,
+    mask: torch.Tensor,
+    k: torch.Tensor,
+    group: torch.Tensor,
+    n_groups: int,
+    temperature: float,
+) -> torch.Tensor:
+    """Differentiable edge counts ``(B, G, G)`` of the soft kNN graph of ``Y (B, n, 2)``."""
+    B, n, _ = Y.shape
+    k = torch.minimum(k, mask.sum(1) - 1).clamp_min(1)
+    dist = pairwise_sq_dists(Y)  # (B, n, n)
+    invalid = ~(mask.unsqueeze(1) & mask.unsqueeze(2)) | torch.eye(
+        n, dtype=torch.bool, device=Y.device
+    )
+    with torch.no_grad():
+        ordered = dist.masked_fill(invalid, _INF).sort(dim=2).values  # (B, n, n)
+        kth = ordered.gather(2, (k - 1).view(B, 1, 1).expand(B, n, 1))
+        next_ = ordered.gather(2, k.view(B, 1, 1).clamp_max(n - 1).expand(B, n, 1))
+        # with no (k+1)-th neighbour, put the radius a little beyond the k-th
+        radius_sq = torch.where(torch.isfinite(next_), 0.5 * (kth + next_), 1.5 * kth)
+        radius_sq = radius_sq.clamp_min(_EPS).masked_fill(~torch.isfinite(radius_sq), 1.0)
+    weight = torch.sigmoid((radius_sq - dist) / (temperature * radius_sq))
+    weight = weight.masked_fill(invalid, 0.0)
+    src = group.unsqueeze(-1).expand(B, n, n)
+    dst = group.unsqueeze(1).expand(B, n, n)
+    return aggregate_edges(src, dst, weight, n_groups)
+
+
+def overlap_pair_mask(cluster: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Pairs ``(B, G, G)`` that count: both valid, in different clusters."""
+    different = cluster.unsqueeze(2) != cluster.unsqueeze(1)
+    return different & valid.unsqueeze(2) & valid.unsqueeze(1)
+
+
+def normalise_overlap(
+    edges: torch.Tensor, cluster: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
+    """``R (B, A, A)`` from edge counts: diagonal removed, rows normalised, same cluster zeroed."""
+    A = edges.shape[1]
+    off = edges * (1.0 - torch.eye(A, device=edges.device, dtype=edges.dtype))
+    rows = off.sum(2, keepdim=True).clamp_min(_EPS)
+    return (off / rows) * overlap_pair_mask(cluster, valid)
+
+
+def cluster_shares(
+    edges: torch.Tensor, anchor_cluster: torch.Tensor, n_clusters: int
+) -> torch.Tensor:
+    """Label level ``M (B, C, C)``: share of cluster c's edges (all, self included) landing in c'."""
+    B, A, _ = edges.shape
+    src = anchor_cluster.unsqueeze(2).expand(B, A, A)
+    dst = anchor_cluster.unsqueeze(1).expand(B, A, A)
+    per_cluster = aggregate_edges(src, dst, edges, n_clusters)
+    return per_cluster / per_cluster.sum(2, keepdim=True).clamp_min(_EPS)
+
+
+def discrepancy(
+    R_H: torch.Tensor, R_L: torch.Tensor, pair_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and max of ``|R_H - R_L|`` over the valid pairs of each preamble: ``(B,), (B,)``.
+
+    A preamble without valid pairs (one cluster) has discrepancy 0.
+    """
+    diff = (R_H - R_L).abs() * pair_mask
+    count = pair_mask.sum((1, 2))
+    mean = diff.sum((1, 2)) / count.clamp_min(1)
+    return mean, diff.amax((1, 2))

@@ -1,0 +1,307 @@
+"""``ClusterPlot``: the cluster-aware layout as a projector, one preamble or many at once.
+
+Pipeline per batch of preambles (one padded torch program): anchors → kNN graph on
+``[X; anchors]`` → ``R_H`` → init (torch or UMAP) → relaxation (gradient or greedy) → hulls
+(CPU, shapely, per preamble, optional). Output rows are in input order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from clustviz.clusterplot.anchors import compute_anchors
+from clustviz.clusterplot.batch import PaddedBatch, pad_batch
+from clustviz.clusterplot.hulls import ClusterHull, cluster_hulls
+from clustviz.clusterplot.init import knn_affinities, torch_init, umap_init
+from clustviz.clusterplot.optimize import (
+    OverlapTarget,
+    gradient_layout,
+    greedy_layout,
+    hard_discrepancy,
+)
+from clustviz.clusterplot.overlap import (
+    cluster_shares,
+    hard_edges,
+    knn_graph,
+    normalise_overlap,
+)
+from clustviz.clusterplot.params import ClusterPlotParams
+from clustviz.device import resolve_device
+from clustviz.errors import InvalidInputError, ProjectionFailedError
+from clustviz.projectors.base import BaseProjector, check_input, check_output
+
+__all__ = ["ClusterPlot", "ClusterPlotResult"]
+
+#: Points per padded chunk: bounds memory (X alone is chunk × d floats) without hurting speed.
+CHUNK_POINTS = 32_768
+
+
+@dataclass(slots=True)
+class ClusterPlotResult:
+    """One preamble's layout and what produced it (all coordinates in one 2-D space)."""
+
+    embedding: np.ndarray  # (n, 2) float32, input order
+    anchors: np.ndarray  # (A, 2) float32: 2-D anchor positions (means of their members)
+    memberships: dict[str, np.ndarray]  # point_anchor (n,), anchor_cluster (A,), labels (n,)
+    hulls: list[ClusterHull]
+    loss_trace: list[float]
+    discrepancy_before: dict[str, float]
+    discrepancy_after: dict[str, float]
+    device: str
+    params_used: ClusterPlotParams
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class ClusterPlot(BaseProjector):
+    """Cluster-aware layout; ``labels`` are required. See :mod:`clustviz.clusterplot`."""
+
+    name = "clusterplot"
+    Params = ClusterPlotParams
+    params: ClusterPlotParams
+
+    def fit_transform(self, X: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Lay out ``X (n, d)`` with cluster ``labels (n,)``; ``(n, 2)`` float32, input order."""
+        if labels is None:
+            raise InvalidInputError(
+                "projector 'clusterplot' needs cluster labels (labels=None given)",
+                code="labels_required",
+            )
+        return super().fit_transform(X, labels)
+
+    def _fit(self, X: np.ndarray, labels: np.ndarray | None, params: Any) -> np.ndarray:
+        assert labels is not None
+        (result,) = self._run([(X, labels)], compute_hulls=True)
+        self.result_ = result
+        return result.embedding
+
+    def fit_transform_many(
+        self,
+        items: Sequence[tuple[np.ndarray, np.ndarray]],
+        *,
+        compute_hulls: bool = True,
+    ) -> list[ClusterPlotResult]:
+        """Lay out many preambles ``(X_i, labels_i)`` in one padded, masked torch program.
+
+        Each result equals what :meth:`fit_transform` gives for that preamble alone, up to
+        float32 round-off (tested: coordinates within 1e-3 of the layout's extent).
+        """
+        checked = []
+        for X, labels in items:
+            if labels is None:
+                raise InvalidInputError(
+                    "projector 'clusterplot' needs cluster labels (labels=None given)",
+                    code="labels_required",
+                )
+            checked.append(
+                check_input(X, labels, name=self.name, min_points=self.Params.min_points)
+            )
+        try:
+            return self._run(checked, compute_hulls=compute_hulls)  # type: ignore[arg-type]
+        except (InvalidInputError, ProjectionFailedError):
+            raise
+        except Exception as exc:
+            raise ProjectionFailedError(
+                f"projector 'clusterplot' failed: {type(exc).__name__}: {exc}",
+                code="projection_failed",
+            ) from exc
+
+    # --- the pipeline ----------------------------------------------------------------------
+    def _run(
+        self, items: Sequence[tuple[np.ndarray, np.ndarray]], *, compute_hulls: bool
+    ) -> list[ClusterPlotResult]:
+        device = resolve_device(self.params.device)
+        local = [(X, np.unique(labels, return_inverse=True)[1].astype(np.int64)) for X, labels in items]
+        results: list[ClusterPlotResult] = []
+        start = 0
+        while start < len(local):
+            stop, points = start, 0
+            while stop < len(local) and (stop == start or points + len(local[stop][0]) <= CHUNK_POINTS):
+                points += len(local[stop][0])
+                stop += 1
+            results.extend(self._run_chunk(local[start:stop], device, compute_hulls))
+            start = stop
+        return results
+
+    def _run_chunk(
+        self,
+        items: Sequence[tuple[np.ndarray, np.ndarray]],
+        device: torch.device,
+        compute_hulls: bool,
+    ) -> list[ClusterPlotResult]:
+        p = self.params
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[name] = now - clock
+            clock = now
+
+        with torch.no_grad():
+            batch = pad_batch(items, device)
+            anchors = compute_anchors(
+                batch,
+                p.anchors_method,
+                threshold=p.birch_threshold,
+                threshold_mode=p.birch_threshold_mode,
+                per_cluster=p.anchors_per_cluster,
+            )
+            lap("anchors")
+            target = _overlap_target(batch, anchors, p)
+            lap("overlap")
+            if p.init == "torch":
+                Y0 = torch_init(
+                    batch.X, batch.mask, k=p.knn_k, steps=p.init_steps, lr=p.step_size
+                )
+            else:
+                Y0 = _umap_init(batch, anchors.centroids, anchors.count, p)
+            lap("init")
+            before = hard_discrepancy(Y0, target)
+        if p.mode == "gradient":
+            Y, trace = gradient_layout(
+                Y0,
+                target,
+                steps=p.n_steps,
+                lr=p.step_size,
+                overlap_weight=p.overlap_weight,
+                label_overlap_weight=p.label_overlap_weight,
+                knn_weight=p.knn_weight,
+                temperature=p.temperature,
+            )
+        else:
+            generator = torch.Generator(device).manual_seed(p.random_state)
+            with torch.no_grad():
+                Y, trace = greedy_layout(
+                    Y0,
+                    target,
+                    n_iter=p.n_iter,
+                    lr=p.learning_rate,
+                    batch_size=p.batch_size,
+                    top_greedy=p.top_greedy,
+                    magnitude_step=p.magnitude_step,
+                    generator=generator,
+                )
+        lap("relax")
+        with torch.no_grad():
+            after = hard_discrepancy(Y, target)
+            members = torch.zeros_like(anchors.mask, dtype=Y.dtype).scatter_add_(
+                1, anchors.point_anchor, batch.mask.to(Y.dtype)
+            )
+            sums = torch.zeros(*anchors.mask.shape, 2, dtype=Y.dtype, device=device)
+            sums.scatter_add_(1, anchors.point_anchor.unsqueeze(-1).expand(-1, -1, 2), Y)
+            anchor_2d = sums / members.clamp_min(1).unsqueeze(-1)
+        host = {
+            "Y": Y.cpu().numpy(),
+            "anchors": anchor_2d.cpu().numpy(),
+            "point_anchor": anchors.point_anchor.cpu().numpy(),
+            "anchor_cluster": anchors.cluster.cpu().numpy(),
+            "count": anchors.count.cpu().numpy(),
+            "trace": trace.cpu().numpy(),
+            "before": [t.cpu().numpy() for t in before],
+            "after": [t.cpu().numpy() for t in after],
+        }
+        # free the transient device tensors before the CPU-side hulls
+        del batch, anchors, target, Y0, Y, trace, anchor_2d, sums, members
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        lap("transfer")
+        results = []
+        hull_time = 0.0
+        for b, (X, labels) in enumerate(items):
+            n, A = X.shape[0], int(host["count"][b])
+            used, notes = p.resolve(n)
+            embedding = check_output(host["Y"][b, :n], n, name=self.name)
+            hull_start = time.perf_counter()
+            hulls = (
+                cluster_hulls(
+                    embedding,
+                    labels,
+                    alpha=p.alpha,
+                    outlier_k=p.remove_outliers_k,
+                    tolerance=p.douglas_peucker_tolerance,
+                    smooth_iter=p.smooth_iter,
+                )
+                if compute_hulls
+                else []
+            )
+            hull_time += time.perf_counter() - hull_start
+            results.append(
+                ClusterPlotResult(
+                    embedding=embedding,
+                    anchors=np.ascontiguousarray(host["anchors"][b, :A], dtype=np.float32),
+                    memberships={
+                        "point_anchor": host["point_anchor"][b, :n].copy(),
+                        "anchor_cluster": host["anchor_cluster"][b, :A].copy(),
+                        "labels": labels,
+                    },
+                    hulls=hulls,
+                    loss_trace=[float(v) for v in host["trace"][:, b]],
+                    discrepancy_before={
+                        "mean": float(host["before"][0][b]),
+                        "max": float(host["before"][1][b]),
+                    },
+                    discrepancy_after={
+                        "mean": float(host["after"][0][b]),
+                        "max": float(host["after"][1][b]),
+                    },
+                    device=str(device),
+                    params_used=used,
+                    notes=notes,
+                    timings=dict(timings) | {"hulls": hull_time},
+                )
+            )
+        return results
+
+
+def _overlap_target(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams) -> OverlapTarget:
+    """R_H from the kNN graph of ``Z = [X; anchors]`` (or X), plus the kNN affinities of X."""
+    B, A = anchors.mask.shape
+    arange_a = torch.arange(A, device=batch.X.device).expand(B, A)
+    if p.anchors_in_graph:
+        Z = torch.cat([batch.X, anchors.centroids], 1)  # (B, n + A, d)
+        Z_mask = torch.cat([batch.mask, anchors.mask], 1)
+        group = torch.cat([anchors.point_anchor, arange_a], 1)
+    else:
+        Z, Z_mask, group = batch.X, batch.mask, anchors.point_anchor
+    k = torch.full((B,), p.k, device=batch.X.device)
+    idx, edge_mask = knn_graph(Z, Z_mask, k)
+    edges = hard_edges(idx, edge_mask, group, A)
+    C = batch.max_clusters
+    return OverlapTarget(
+        R_H=normalise_overlap(edges, anchors.cluster, anchors.mask),
+        M_H=cluster_shares(edges, anchors.cluster, C),
+        P=knn_affinities(batch.X, batch.mask, p.knn_k),
+        point_anchor=anchors.point_anchor,
+        anchor_cluster=anchors.cluster,
+        anchor_mask=anchors.mask,
+        cluster_mask=torch.arange(C, device=batch.X.device).expand(B, C)
+        < batch.n_clusters.unsqueeze(1),
+        mask=batch.mask,
+        k=k,
+    )
+
+
+def _umap_init(
+    batch: PaddedBatch, centroids: torch.Tensor, count: torch.Tensor, p: ClusterPlotParams
+) -> torch.Tensor:
+    """UMAP init, one preamble at a time on the CPU, padded back to ``(B, n, 2)``."""
+    Y0 = torch.zeros(batch.size, batch.X.shape[1], 2)
+    for b in range(batch.size):
+        n, A = int(batch.n_points[b]), int(count[b])
+        Y0[b, :n] = torch.from_numpy(
+            umap_init(
+                batch.X[b, :n].cpu().numpy(),
+                centroids[b, :A].cpu().numpy(),
+                n_neighbors=15,
+                seed=p.random_state,
+            )
+        )
+    return Y0.to(batch.X.device)

@@ -1,0 +1,132 @@
+"""Plots in the seed notebook's look, with plotnine: each guess drawn as its text, coloured by
+cluster with Paul Tol's discrete rainbow, ``theme_bw``; the cluster plot adds translucent blobs
+(hull polygons) under the text, in the same colour as their cluster's text.
+
+Functions return bytes (PNG/SVG) or the ``ggplot`` object; no matplotlib figure is left open.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["cluster_colors", "make_plot", "plot_title", "render_plot"]
+
+ImageFormat = Literal["png", "svg"]
+MAX_TOL_COLORS = 23  # tol_colors.rainbow_discrete refuses more
+
+
+def cluster_colors(n_clusters: int) -> list[str]:
+    """``n`` distinct colours: Tol's discrete rainbow up to 23, else Tol's continuous rainbow
+    sampled evenly past its near-white start (the discrete scheme stops at 23, and cycling
+    would give two clusters one colour)."""
+    import matplotlib.colors as mcolors
+    import tol_colors
+
+    if n_clusters <= 0:
+        return []
+    if n_clusters <= MAX_TOL_COLORS:
+        return [mcolors.to_hex(c) for c in tol_colors.rainbow_discrete(n_clusters).colors]
+    return [mcolors.to_hex(tol_colors.rainbow(x)) for x in np.linspace(0.12, 1.0, n_clusters)]
+
+
+def _escape_mathtext(text: str) -> str:
+    # matplotlib treats "$...$" as math: a guess such as "$5" would fail to render.
+    return text.replace("$", r"\$")
+
+
+def make_plot(
+    x: np.ndarray,
+    y: np.ndarray,
+    guesses: Sequence[str],
+    cluster_ids: np.ndarray,
+    *,
+    title: str,
+    caption: str = "",
+    hulls: Sequence[tuple[int, Sequence[np.ndarray]]] = (),
+) -> Any:
+    """The ggplot: text per guess coloured by ``cluster_ids``; ``hulls`` are
+    ``(cluster_id, [polygon (m, 2), ...])`` drawn as blobs in the cluster's colour."""
+    import plotnine as p9
+
+    order = np.unique(cluster_ids)
+    palette = dict(zip((str(c) for c in order), cluster_colors(len(order)), strict=True))
+    levels = [str(c) for c in order]
+    points = pd.DataFrame(
+        {
+            "x": np.asarray(x, dtype=float),
+            "y": np.asarray(y, dtype=float),
+            "guess": [_escape_mathtext(g) for g in guesses],
+            "cluster_id": pd.Categorical([str(c) for c in cluster_ids], categories=levels),
+        }
+    )
+    plot = p9.ggplot(points, p9.aes(x="x", y="y"))
+    if hulls:
+        rows = []
+        for group, (cluster_id, polygons) in enumerate(
+            (cid, poly) for cid, polys in hulls for poly in polys
+        ):
+            polygon = np.asarray(polygons)
+            rows.append(
+                pd.DataFrame(
+                    {"x": polygon[:, 0], "y": polygon[:, 1], "group": group, "cluster_id": str(cluster_id)}
+                )
+            )
+        if rows:
+            blobs = pd.concat(rows, ignore_index=True)
+            blobs["cluster_id"] = pd.Categorical(blobs["cluster_id"], categories=levels)
+            plot += p9.geom_polygon(
+                p9.aes(x="x", y="y", group="group", fill="cluster_id", color="cluster_id"),
+                data=blobs,
+                alpha=0.2,
+                size=0.6,
+                show_legend=False,
+            )
+            plot += p9.scale_fill_manual(values=palette, limits=levels, guide=None)
+    plot += p9.geom_text(p9.aes(label="guess", color="cluster_id"), size=9)
+    plot += p9.scale_color_manual(values=palette, limits=levels, name="cluster_id")
+    plot += p9.theme_bw()
+    plot += p9.labs(title=title, caption=caption, x="x", y="y")
+    plot += p9.theme(plot_caption=p9.element_text(size=7, ha="left"))
+    return plot
+
+
+def plot_title(preamble: str, projector_title: str, dataset_name: str) -> tuple[str, str]:
+    """``(title, caption)``: preamble (wrapped) and projector above, the dataset below —
+    what a reader needs to tell plots apart."""
+    title = "\n".join([*textwrap.wrap(f"“{preamble} …”", width=64), projector_title])
+    caption = "\n".join(textwrap.wrap(f"dataset: {dataset_name}", width=110))
+    return title, caption
+
+
+def render_plot(
+    plot: Any, fmt: ImageFormat = "png", *, width: float = 8.0, height: float = 6.0, dpi: int = 100
+) -> bytes:
+    """Draw ``plot`` to PNG or SVG bytes and close the figure. SVG keeps text as ``<text>``."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    import plotnine as p9
+
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"fmt={fmt!r} is not 'png' or 'svg'")
+    plot = plot + p9.theme(figure_size=(width, height), dpi=dpi)
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "clustviz"}):
+        figure = plot.draw()
+        try:
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format=fmt, dpi=dpi, metadata=_metadata(fmt))
+            return buffer.getvalue()
+        finally:
+            plt.close(figure)
+
+
+def _metadata(fmt: str) -> dict[str, Any]:
+    # No creation dates or version strings in the bytes: the same view renders the same file.
+    if fmt == "svg":
+        return {"Date": None, "Creator": None}
+    return {"Software": None}

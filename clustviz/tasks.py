@@ -1,0 +1,129 @@
+"""Functions that worker processes run (``"clustviz.tasks:project"`` etc.).
+
+Arguments and results are plain picklable values (numpy arrays, dicts, bytes), so the same
+functions serve the local worker pool and remote executors alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from clustviz.projectors import get_projector, get_spec
+
+__all__ = ["project", "project_many", "render", "warm_up"]
+
+
+def warm_up(names: Sequence[str]) -> dict[str, Any]:
+    """Import each projector's library and run one tiny fit, so numba compiles now, not later.
+
+    Returns ``{"warm": {name: seconds}, "warm_errors": {name: message}}``.
+    """
+    rng = np.random.default_rng(0)
+    n = 40
+    X = rng.normal(size=(n, 16)).astype(np.float32)
+    labels = rng.integers(0, 4, size=n)
+    seconds: dict[str, float] = {}
+    failures: dict[str, str] = {}
+    for name in names:
+        started = time.perf_counter()
+        try:
+            get_projector(name).fit_transform(X, labels if get_spec(name).uses_labels else None)
+        except Exception as exc:  # a missing optional library must not stop the worker
+            failures[name] = f"{type(exc).__name__}: {exc}"
+        seconds[name] = round(time.perf_counter() - started, 2)
+    if names:
+        started = time.perf_counter()
+        try:
+            render("png", X[:, 0], X[:, 1], [f"w{i}" for i in range(n)], labels, "warm-up", "", [])
+        except Exception as exc:
+            failures["render"] = f"{type(exc).__name__}: {exc}"
+        seconds["render"] = round(time.perf_counter() - started, 2)
+    return {"warm": seconds, "warm_errors": failures}
+
+
+def project(
+    name: str, params: dict[str, Any], X: np.ndarray, labels: np.ndarray | None
+) -> dict[str, Any]:
+    """Run one projection; the embedding, the parameters actually used, notes, metrics, timing."""
+    from clustviz.metrics import layout_metrics
+
+    projector = get_projector(name, **params)
+    started = time.perf_counter()
+    Y = projector.fit_transform(X, labels if get_spec(name).uses_labels else None)
+    seconds = time.perf_counter() - started
+    out: dict[str, Any] = {
+        "embedding": Y,
+        "params_used": projector.params_used_.model_dump(mode="json"),
+        "notes": list(projector.notes_),
+        "seconds": seconds,
+        "metrics": layout_metrics(X, Y, labels) if labels is not None else {},
+    }
+    result = getattr(projector, "result_", None)
+    if result is not None:
+        out["extras"] = _clusterplot_extras(result)
+    return out
+
+
+def project_many(
+    name: str, params: dict[str, Any], items: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> list[dict[str, Any]]:
+    """Many preambles through one batched fit (``fit_transform_many``), one result dict each."""
+    from clustviz.metrics import layout_metrics
+
+    projector = get_projector(name, **params)
+    started = time.perf_counter()
+    results = projector.fit_transform_many(items)  # type: ignore[attr-defined]
+    seconds = (time.perf_counter() - started) / max(1, len(items))
+    return [
+        {
+            "embedding": result.embedding,
+            "params_used": _as_dict(result.params_used),
+            "notes": list(result.notes),
+            "seconds": seconds,
+            "metrics": layout_metrics(X, result.embedding, labels),
+            "extras": _clusterplot_extras(result),
+        }
+        for (X, labels), result in zip(items, results, strict=True)
+    ]
+
+
+def _as_dict(params: Any) -> dict[str, Any]:
+    return params.model_dump(mode="json") if hasattr(params, "model_dump") else dict(params)
+
+
+def _clusterplot_extras(result: Any) -> dict[str, Any]:
+    return {
+        "hulls": [
+            {"label": int(hull.label), "polygons": [np.asarray(p).tolist() for p in hull.polygons]}
+            for hull in result.hulls
+        ],
+        "discrepancy_before": dict(result.discrepancy_before),
+        "discrepancy_after": dict(result.discrepancy_after),
+        "n_anchors": int(len(result.anchors)),
+        "device": str(result.device),
+    }
+
+
+def render(
+    fmt: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    guesses: Sequence[str],
+    cluster_ids: np.ndarray,
+    title: str,
+    caption: str,
+    hulls: Sequence[tuple[int, Sequence[Any]]],
+    width: float = 8.0,
+    height: float = 6.0,
+    dpi: int = 100,
+) -> bytes:
+    """PNG or SVG bytes of one projection (see :mod:`clustviz.render`)."""
+    from clustviz.render import make_plot, render_plot
+
+    polygons = [(cid, [np.asarray(p, dtype=float) for p in polys]) for cid, polys in hulls]
+    plot = make_plot(x, y, guesses, cluster_ids, title=title, caption=caption, hulls=polygons)
+    return render_plot(plot, fmt, width=width, height=height, dpi=dpi)  # type: ignore[arg-type]

@@ -1,0 +1,179 @@
+"""The FastAPI app factory. Nothing heavy happens on import or on the event loop.
+
+Start-up takes well under a second: workers are spawned and warm up in the background, datasets
+are validated in a background thread, and ``/health`` reports progress meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import metadata
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from clustviz.data import DataCatalog
+from clustviz.lane import DeviceLane
+from clustviz.workers import WorkerPool, WorkerSettings
+from service.engine import Engine
+from service.errors import error_response, install_error_handlers
+from service.routes import datasets, health, projections
+from service.routes.health import _versions
+from service.settings import Settings
+from service.store import ResultStore
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger("clustviz.service")
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def make_pools(settings: Settings) -> tuple[WorkerPool, WorkerPool]:
+    """The CPU pool for library projectors and rendering, and the one-process device lane."""
+    cache_dir = str(settings.numba_cache_dir)
+    pool = WorkerPool(
+        settings.workers,
+        WorkerSettings(warm=settings.warm, numba_cache_dir=cache_dir, threads=1),
+        max_queue=settings.max_queue,
+        default_timeout=settings.projection_timeout,
+    )
+    # The lane gets all cores' worth of torch threads: its batches are the big, parallel work.
+    lane_pool = WorkerPool(
+        1,
+        WorkerSettings(warm=("clusterplot",), numba_cache_dir=cache_dir, threads=os.cpu_count() or 1),
+        max_queue=settings.max_queue,
+        default_timeout=settings.projection_timeout,
+    )
+    return pool, lane_pool
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    pool: WorkerPool | None = None,
+    lane_pool: WorkerPool | None = None,
+) -> FastAPI:
+    """Build the app. Pools passed in are used as they are and not closed on shutdown
+    (tests share warm pools across apps); otherwise the lifespan creates and closes them."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        owned = pool is None
+        if owned:
+            own_pool, own_lane_pool = make_pools(settings)
+            own_pool.start()
+            own_lane_pool.start()
+        else:
+            own_pool, own_lane_pool = pool, lane_pool  # type: ignore[assignment]
+        catalog = DataCatalog(settings.data_dir, max_loaded=settings.max_loaded_datasets)
+        store = ResultStore(
+            settings.store_path,
+            max_bytes=settings.cache_max_bytes,
+            memory_entries=settings.memory_cache_entries,
+        )
+        lane = None
+        if own_lane_pool is not None:
+            lane = DeviceLane(
+                lambda params, items: own_lane_pool.submit(
+                    "clustviz.tasks:project_many", "clusterplot", params, items
+                ),
+                window=settings.lane_window_ms / 1000,
+                max_batch=settings.lane_max_batch,
+            )
+        engine = Engine(
+            catalog=catalog,
+            store=store,
+            pool=own_pool,
+            lane=lane,
+            device=_device_label(settings.device),
+            timeout=settings.projection_timeout,
+        )
+        app.state.engine = engine
+        app.state.lane_pool = own_lane_pool
+        app.state.versions = _versions()
+        # Validate datasets in the background so GET /datasets soon shows real statuses.
+        threading.Thread(target=catalog.check_all, name="clustviz-check", daemon=True).start()
+        if settings.device == "auto":
+            threading.Thread(
+                target=_resolve_device_later, args=(engine,), name="clustviz-device", daemon=True
+            ).start()
+        try:
+            yield
+        finally:
+            if lane is not None:
+                lane.close()
+            if owned:
+                await asyncio.to_thread(own_pool.close)
+                await asyncio.to_thread(own_lane_pool.close)
+            store.close()
+
+    app = FastAPI(
+        title="clustviz",
+        version=metadata.version("clustviz"),
+        description="2-D projections of language-model guess embeddings: t-SNE, UMAP, TriMAP, "
+        "PaCMAP and a cluster-aware layout, as JSON or plots.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.started = time.monotonic()
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "X-API-Key", "If-None-Match"],
+            expose_headers=["ETag"],
+        )
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+            return error_response(
+                413,
+                f"request body of {length} bytes exceeds the limit of {settings.max_body_bytes}",
+                "body_too_large",
+            )
+        return await call_next(request)
+
+    app.include_router(health.router)
+    app.include_router(datasets.router)
+    app.include_router(projections.router)
+
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> Response:
+        page = STATIC_DIR / "index.html"
+        if not page.is_file():
+            return error_response(404, "no web page is installed", "not_found")
+        return FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    return app
+
+
+def _device_label(name: str) -> str:
+    if name == "auto":
+        return "pending"  # resolved in the background: importing torch costs a second or two
+    from clustviz.device import resolve_device
+
+    return str(resolve_device(name))  # explicit "cuda" without CUDA fails start-up, loudly
+
+
+def _resolve_device_later(engine: Engine) -> None:
+    from clustviz.device import resolve_device
+
+    engine.device = str(resolve_device("auto"))

@@ -1,0 +1,42 @@
+"""Typed dependencies shared by the routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from clustviz.errors import ClustvizError
+from service.engine import Engine
+from service.settings import Settings
+
+
+class UnauthorizedError(ClustvizError):
+    """A mutating endpoint was called without the configured API key (→ 401)."""
+
+    default_code = "unauthorized"
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def require_api_key(
+    settings: SettingsDep, x_api_key: Annotated[str | None, Header()] = None
+) -> None:
+    """Guard for mutating endpoints: enforced only when ``CLUSTVIZ_API_KEY`` is set."""
+    import hmac
+
+    if settings.api_key and not hmac.compare_digest(x_api_key or "", settings.api_key):
+        raise UnauthorizedError("missing or wrong X-API-Key header")
+
+
+ApiKeyDep = Depends(require_api_key)

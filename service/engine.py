@@ -1,0 +1,255 @@
+"""Request → validated request → cache lookup → executor → store → result.
+
+One engine per app. Identical concurrent requests are computed once (single flight): the
+first starts the work, the others await the same future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+from pydantic import ValidationError
+
+from clustviz.data import DataCatalog, Dataset, PreambleView
+from clustviz.errors import InvalidInputError, UnavailableError
+from clustviz.keys import image_key, projection_key
+from clustviz.lane import DeviceLane
+from clustviz.projectors import DEFAULT_SEED, ProjectorSpec, get_spec, params_model
+from clustviz.render import plot_title
+from clustviz.workers import WorkerPool
+from service.store import ResultStore, StoredProjection
+
+__all__ = ["Engine", "Projection", "ResolvedRequest"]
+
+MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRequest:
+    """A projection request after validation: everything needed to compute or find it."""
+
+    dataset: Dataset
+    spec: ProjectorSpec
+    view: PreambleView
+    params_used: dict[str, Any]
+    notes: list[str]
+    seed: int
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    request: ResolvedRequest
+    stored: StoredProjection
+    cached: bool
+    total_ms: float
+
+
+def describe_validation(exc: ValidationError) -> str:
+    """``field=value: message; ...`` — names the field and the value, as our errors do."""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "params"
+        parts.append(f"params.{field}={error.get('input')!r}: {error['msg']}")
+    return "; ".join(parts)
+
+
+class Engine:
+    """Validates, caches and computes projections and plots."""
+
+    def __init__(
+        self,
+        *,
+        catalog: DataCatalog,
+        store: ResultStore,
+        pool: WorkerPool,
+        lane: DeviceLane | None,
+        device: str,
+        timeout: float,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.pool = pool
+        self.lane = lane
+        self.device = device
+        self.timeout = timeout
+        self._inflight: dict[str, asyncio.Future[StoredProjection]] = {}
+        self._preamble_tables: dict[str, pl.DataFrame] = {}
+
+    def preamble_table(self, dataset: Dataset) -> pl.DataFrame:
+        """The dataset's preamble summaries, computed once per content fingerprint."""
+        table = self._preamble_tables.get(dataset.fingerprint)
+        if table is None:
+            table = dataset.preamble_summaries()
+            if len(self._preamble_tables) > 16:
+                self._preamble_tables.clear()
+            self._preamble_tables[dataset.fingerprint] = table
+        return table
+
+    async def dataset(self, dataset_id: str) -> Dataset:
+        # Loading a dataset reads files: never on the event loop.
+        return await asyncio.to_thread(self.catalog.get, dataset_id)
+
+    async def resolve(
+        self,
+        *,
+        dataset_id: str,
+        projector: str,
+        preamble: str | None = None,
+        preamble_id_: str | None = None,
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> ResolvedRequest:
+        """Validate a request (404/422 errors) and compute its cache key; runs nothing heavy."""
+        spec = get_spec(projector)
+        params = dict(params or {})
+        if "random_state" in params and seed is not None:
+            raise InvalidInputError(
+                "give the seed either as 'seed' or as params.random_state, not both",
+                code="invalid_params",
+            )
+        params.setdefault("random_state", DEFAULT_SEED if seed is None else seed)
+        if spec.name == "clusterplot":
+            params.setdefault("device", self.device)
+        try:
+            model = params_model(projector)(**params)
+        except ValidationError as exc:
+            raise InvalidInputError(
+                f"invalid params for projector {projector!r}: {describe_validation(exc)}",
+                code="invalid_params",
+            ) from exc
+        dataset = await self.dataset(dataset_id)
+        text = dataset.resolve_preamble(preamble, preamble_id_)
+        view = dataset.view(text)
+        if view.n_points < model.min_points:
+            raise InvalidInputError(
+                f"projector {projector!r} needs at least {model.min_points} points; preamble "
+                f"{text!r} has n={view.n_points}",
+                code="too_few_points",
+            )
+        used, notes = model.resolve(view.n_points)
+        used_dict = used.model_dump(mode="json")
+        key = projection_key(
+            fingerprint=dataset.fingerprint, preamble=text, projector=projector, params_used=used_dict
+        )
+        return ResolvedRequest(dataset, spec, view, used_dict, notes, used.random_state, key)
+
+    async def project(self, request: ResolvedRequest) -> Projection:
+        """The stored result, computing it once if needed (concurrent twins wait for it)."""
+        started = time.perf_counter()
+        stored = self.store.get(request.key)
+        if stored is not None:
+            return Projection(request, stored, True, _ms(started))
+        pending = self._inflight.get(request.key)
+        if pending is not None:
+            stored = await asyncio.shield(pending)
+            return Projection(request, stored, True, _ms(started))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StoredProjection] = loop.create_future()
+        self._inflight[request.key] = future
+        try:
+            stored = await self._compute(request)
+            future.set_result(stored)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: twins may not exist
+            raise
+        finally:
+            self._inflight.pop(request.key, None)
+        return Projection(request, stored, False, _ms(started))
+
+    async def _compute(self, request: ResolvedRequest) -> StoredProjection:
+        view = request.view
+        if request.spec.name == "clusterplot" and self.lane is not None:
+            params = request.params_used
+            future = self.lane.submit(_params_key(params), params, view.X, view.labels)
+        else:
+            future = self.pool.submit(
+                "clustviz.tasks:project",
+                request.spec.name,
+                request.params_used,
+                view.X,
+                view.labels,
+                timeout=self.timeout,
+            )
+        result = await asyncio.wrap_future(future)
+        meta = {
+            "params_used": result["params_used"],
+            "notes": result["notes"],
+            "seconds": result["seconds"],
+            "metrics": _finite(result.get("metrics", {})),
+            "extras": result.get("extras"),
+            "device": (result.get("extras") or {}).get("device", "cpu"),
+        }
+        return await asyncio.to_thread(self.store.put, request.key, result["embedding"], meta)
+
+    async def render(
+        self,
+        projection: Projection,
+        fmt: str,
+        *,
+        width: float = 8.0,
+        height: float = 6.0,
+        dpi: int = 100,
+    ) -> tuple[str, bytes, str]:
+        """``(media_type, body, image_key)``; rendered in a worker, stored next to the result."""
+        request = projection.request
+        key = image_key(request.key, fmt, width=width, height=height, dpi=dpi)
+        hit = self.store.get_image(key)
+        if hit is not None:
+            return hit[0], hit[1], key
+        view = request.view
+        embedding = projection.stored.embedding
+        hulls = []
+        extras = projection.stored.meta.get("extras") or {}
+        local_to_global = np.unique(view.cluster_ids)
+        for hull in extras.get("hulls", []):
+            hulls.append((int(local_to_global[hull["label"]]), hull["polygons"]))
+        title, caption = plot_title(view.preamble, request.spec.title, request.dataset.name)
+        body = await asyncio.wrap_future(
+            self.pool.submit(
+                "clustviz.tasks:render",
+                fmt,
+                embedding[:, 0],
+                embedding[:, 1],
+                view.guesses,
+                view.cluster_ids,
+                title,
+                caption,
+                hulls,
+                width,
+                height,
+                dpi,
+                timeout=self.timeout,
+            )
+        )
+        media_type = MEDIA_TYPES[fmt]
+        await asyncio.to_thread(self.store.put_image, key, media_type, body)
+        return media_type, body, key
+
+    def ensure_capacity(self) -> None:
+        """503 early when the heavy queue is full, rather than queueing without bound."""
+        if self.pool.queued >= self.pool.max_queue:
+            raise UnavailableError("too many projections are queued; retry shortly", code="busy")
+
+
+def _params_key(params: dict[str, Any]) -> str:
+    return repr(sorted(params.items()))
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, float | None]:
+    # JSON has no NaN: an undefined metric (e.g. silhouette of one cluster) becomes null.
+    return {
+        name: (float(value) if value is not None and np.isfinite(value) else None)
+        for name, value in metrics.items()
+    }
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+

@@ -1,0 +1,260 @@
+"""Projections as JSON or images: ``POST /projections`` and cacheable GET forms for ``<img>``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from clustviz.data import preamble_id
+from clustviz.errors import InvalidInputError
+from clustviz.keys import image_key
+from service.deps import EngineDep
+from service.engine import Engine, Projection
+from service.schemas import (
+    DEMO_DATASET,
+    DEMO_PREAMBLE_ID,
+    ErrorResponse,
+    ProjectionRequest,
+    ProjectionResponse,
+)
+
+router = APIRouter(tags=["projections"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "unknown dataset or preamble"},
+    422: {"model": ErrorResponse, "description": "unknown projector, bad params, too few points"},
+    500: {"model": ErrorResponse, "description": "the projector failed (detail says how)"},
+    503: {"model": ErrorResponse, "description": "too busy; retry after Retry-After seconds"},
+}
+IMAGE_CONTENT = {
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "image/svg+xml": {"schema": {"type": "string"}},
+}
+# A GET plot URL names a dataset by id, not by content: the same URL may change when the file
+# is replaced, so clients revalidate (cheaply, with the ETag) rather than trust it for days.
+CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=600"
+
+Size = Annotated[float, Query(gt=1, le=30, description="inches")]
+Dpi = Annotated[int, Query(ge=30, le=300)]
+
+
+def _to_response(projection: Projection) -> ProjectionResponse:
+    request = projection.request
+    view = request.view
+    meta = projection.stored.meta
+    embedding = projection.stored.embedding
+    extras = meta.get("extras") or {}
+    global_ids = sorted({int(c) for c in view.cluster_ids})
+    points = [
+        {
+            "guess": guess,
+            "token_id": int(token_id),
+            "logit": float(logit),
+            "cluster_id": int(cluster_id),
+            "label": int(label),
+            "x": float(x),
+            "y": float(y),
+        }
+        for guess, token_id, logit, cluster_id, label, (x, y) in zip(
+            view.guesses,
+            view.token_ids,
+            view.logits,
+            view.cluster_ids,
+            view.labels,
+            embedding.tolist(),
+            strict=True,
+        )
+    ]
+    hulls = None
+    overlap = None
+    if "hulls" in extras:
+        hulls = [
+            {"cluster_id": global_ids[hull["label"]], "polygons": hull["polygons"]}
+            for hull in extras["hulls"]
+        ]
+        overlap = {"before": extras["discrepancy_before"], "after": extras["discrepancy_after"]}
+    return ProjectionResponse(
+        dataset=request.dataset.id,
+        preamble=view.preamble,
+        preamble_id=preamble_id(view.preamble),
+        projector=request.spec.name,
+        seed=request.seed,
+        params=meta["params_used"],
+        notes=request.notes,
+        device=meta.get("device", "cpu"),
+        cached=projection.cached,
+        key=request.key,
+        n_points=view.n_points,
+        n_clusters=view.n_clusters,
+        timings={"compute_ms": round(meta["seconds"] * 1000, 3), "total_ms": projection.total_ms},
+        metrics=meta.get("metrics", {}),
+        points=points,  # type: ignore[arg-type]
+        hulls=hulls,  # type: ignore[arg-type]
+        overlap=overlap,
+    )
+
+
+def _wants_image(accept: str | None) -> Literal["png", "svg"] | None:
+    accept = (accept or "").lower()
+    if "image/png" in accept:
+        return "png"
+    if "image/svg+xml" in accept:
+        return "svg"
+    return None
+
+
+def _etag(key: str) -> str:
+    return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    header = request.headers.get("if-none-match", "")
+    return etag in {tag.strip() for tag in header.split(",")} or header.strip() == "*"
+
+
+def _parse_params(params: str | None) -> dict[str, Any]:
+    if not params:
+        return {}
+    try:
+        value = json.loads(params)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"params={params[:200]!r} is not valid JSON ({exc.msg})", code="invalid_params"
+        ) from exc
+    if not isinstance(value, dict):
+        raise InvalidInputError(
+            f"params={params[:200]!r} must be a JSON object", code="invalid_params"
+        )
+    return value
+
+
+@router.post(
+    "/projections",
+    response_model=ProjectionResponse,
+    responses={**ERRORS, 200: {"content": IMAGE_CONTENT}},
+)
+async def create_projection(
+    body: ProjectionRequest,
+    request: Request,
+    engine: EngineDep,
+    width: Size = 8.0,
+    height: Size = 6.0,
+    dpi: Dpi = 100,
+) -> Any:
+    """Project one preamble. JSON by default; ``Accept: image/png`` or ``image/svg+xml`` for the
+    plot. Points come in the dataset's row order with ``x, y`` and cluster ids."""
+    resolved = await engine.resolve(
+        dataset_id=body.dataset,
+        projector=body.projector,
+        preamble=body.preamble,
+        preamble_id_=body.preamble_id,
+        params=body.params,
+        seed=body.seed,
+    )
+    engine.ensure_capacity()
+    projection = await engine.project(resolved)
+    fmt = _wants_image(request.headers.get("accept"))
+    if fmt is not None:
+        media_type, image, image_key = await engine.render(
+            projection, fmt, width=width, height=height, dpi=dpi
+        )
+        return Response(image, media_type=media_type, headers={"ETag": _etag(image_key)})
+    return _to_response(projection)
+
+
+async def _resolve_get(
+    engine: Engine,
+    dataset_id: str,
+    projector: str,
+    preamble: str | None,
+    preamble_id_: str | None,
+    seed: int | None,
+    params: str | None,
+):  # type: ignore[no-untyped-def]
+    if preamble is None and preamble_id_ is None:
+        raise InvalidInputError(
+            "give the preamble as ?preamble=<text> or ?preamble_id=<id>", code="invalid_request"
+        )
+    return await engine.resolve(
+        dataset_id=dataset_id,
+        projector=projector,
+        preamble=preamble,
+        preamble_id_=preamble_id_,
+        params=_parse_params(params),
+        seed=seed,
+    )
+
+
+PreambleText = Annotated[
+    str | None, Query(max_length=10_000, description="preamble text (URL-encoded)")
+]
+PreambleId = Annotated[
+    str | None, Query(max_length=64, examples=[DEMO_PREAMBLE_ID], description="preamble id")
+]
+Seed = Annotated[int | None, Query(ge=0, le=2**32 - 1)]
+ParamsJson = Annotated[
+    str | None, Query(max_length=4000, description='JSON object, e.g. {"n_neighbors": 10}')
+]
+DatasetPath = Annotated[str, Path(examples=[DEMO_DATASET])]
+
+
+@router.get(
+    "/plots/{dataset_id}/{projector}.{fmt}",
+    responses={**ERRORS, 200: {"content": IMAGE_CONTENT}, 304: {"description": "not modified"}},
+    response_class=Response,
+)
+async def get_plot(
+    dataset_id: DatasetPath,
+    projector: str,
+    fmt: Literal["png", "svg"],
+    request: Request,
+    engine: EngineDep,
+    preamble: PreambleText = None,
+    preamble_id: PreambleId = None,
+    seed: Seed = None,
+    params: ParamsJson = None,
+    width: Size = 8.0,
+    height: Size = 6.0,
+    dpi: Dpi = 100,
+) -> Response:
+    """The plot as an image, for ``<img src>``: cacheable, with ``ETag`` and ``304``."""
+    resolved = await _resolve_get(engine, dataset_id, projector, preamble, preamble_id, seed, params)
+    key = image_key(resolved.key, fmt, width=width, height=height, dpi=dpi)
+    headers = {"ETag": _etag(key), "Cache-Control": CACHE_CONTROL}
+    if _not_modified(request, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    engine.ensure_capacity()
+    projection = await engine.project(resolved)
+    media_type, image, _ = await engine.render(projection, fmt, width=width, height=height, dpi=dpi)
+    return Response(image, media_type=media_type, headers=headers)
+
+
+@router.get(
+    "/projections/{dataset_id}/{projector}",
+    response_model=ProjectionResponse,
+    responses={**ERRORS, 304: {"description": "not modified"}},
+)
+async def get_projection(
+    dataset_id: DatasetPath,
+    projector: str,
+    request: Request,
+    response: Response,
+    engine: EngineDep,
+    preamble: PreambleText = None,
+    preamble_id: PreambleId = None,
+    seed: Seed = None,
+    params: ParamsJson = None,
+) -> Any:
+    """The JSON of a projection by GET (cacheable, ``ETag``), e.g. for a front-end."""
+    resolved = await _resolve_get(engine, dataset_id, projector, preamble, preamble_id, seed, params)
+    etag = _etag(resolved.key + ".json")
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    if _not_modified(request, etag):
+        return Response(status_code=304, headers=headers)
+    engine.ensure_capacity()
+    projection = await engine.project(resolved)
+    response.headers.update(headers)
+    return _to_response(projection)

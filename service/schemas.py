@@ -1,0 +1,154 @@
+"""Request and response models of the HTTP API (they are the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEMO_DATASET = "smollm2-135m-instruct-layer7-c50-fc37d2fe"
+DEMO_PREAMBLE = "Students were outraged over the administration's new"
+DEMO_PREAMBLE_ID = "000ff918bc98"
+
+
+class ErrorResponse(BaseModel):
+    """Every error: a message naming the field and value, and a stable machine code."""
+
+    detail: str
+    code: str = Field(examples=["dataset_not_found", "too_few_points", "invalid_params"])
+
+
+class WorkerStatus(BaseModel):
+    index: int
+    pid: int | None
+    state: str
+    tasks_done: int
+    restarts: int
+    warm_seconds: float
+
+
+class PoolStatus(BaseModel):
+    size: int
+    ready: int
+    queued: int
+    workers: list[WorkerStatus]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "warming"]
+    version: str
+    device: str
+    versions: dict[str, str]
+    warm: bool
+    pool: PoolStatus
+    lane: PoolStatus | None
+    datasets: int
+    uptime_s: float
+
+
+class DatasetSummary(BaseModel):
+    id: str
+    name: str
+    status: Literal["ok", "invalid", "unchecked"]
+    error: str | None = None
+    n_preambles: int | None = None
+    n_rows: int | None = None
+    dim: int | None = None
+    n_clusters: int | None = None
+    embeddings_file: str | None = None
+    clustering_file: str | None = None
+
+
+class PreambleSummary(BaseModel):
+    id: str
+    text: str
+    n_points: int
+    n_clusters: int
+
+
+class PreamblePage(BaseModel):
+    dataset: str
+    total: int
+    offset: int
+    limit: int
+    items: list[PreambleSummary]
+
+
+class ProjectorInfo(BaseModel):
+    name: str
+    title: str
+    uses_labels: bool
+    min_points: int
+    params_schema: dict[str, Any]
+
+
+class ProjectionRequest(BaseModel):
+    """One preamble through one projector. Give the preamble as text or as its id."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"dataset": DEMO_DATASET, "preamble": DEMO_PREAMBLE, "projector": "umap"},
+                {
+                    "dataset": DEMO_DATASET,
+                    "preamble_id": DEMO_PREAMBLE_ID,
+                    "projector": "tsne",
+                    "params": {"perplexity": 10},
+                    "seed": 7,
+                },
+            ]
+        },
+    )
+
+    dataset: str = Field(min_length=1, max_length=200, examples=[DEMO_DATASET])
+    preamble: str | None = Field(None, max_length=10_000, examples=[DEMO_PREAMBLE])
+    preamble_id: str | None = Field(None, max_length=64, examples=[DEMO_PREAMBLE_ID])
+    projector: str = Field(min_length=1, max_length=50, examples=["umap"])
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Projector parameters (see GET /projectors); unknown names are rejected.",
+    )
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="random_state; default 1871")
+
+
+class Point(BaseModel):
+    guess: str
+    token_id: int
+    logit: float
+    cluster_id: int
+    label: int = Field(description="cluster re-indexed within this preamble (0..n_clusters-1)")
+    x: float
+    y: float
+
+
+class Hull(BaseModel):
+    cluster_id: int
+    polygons: list[list[tuple[float, float]]]
+
+
+class Timings(BaseModel):
+    compute_ms: float = Field(description="time the projector itself took (when computed)")
+    total_ms: float = Field(description="time this request spent in the engine")
+
+
+class ProjectionResponse(BaseModel):
+    dataset: str
+    preamble: str
+    preamble_id: str
+    projector: str
+    seed: int
+    params: dict[str, Any] = Field(description="parameters actually used (after clamping)")
+    notes: list[str] = Field(description="one line per parameter clamped for this n")
+    device: str
+    cached: bool
+    key: str
+    n_points: int
+    n_clusters: int
+    timings: Timings
+    metrics: dict[str, float | None]
+    points: list[Point]
+    hulls: list[Hull] | None = None
+    overlap: dict[str, dict[str, float]] | None = Field(
+        None, description="clusterplot: mean/max |R_H - R_L| before and after optimisation"
+    )

@@ -1,0 +1,55 @@
+"""Service settings from ``CLUSTVIZ_*`` environment variables (and command-line flags).
+
+Read when ``create_app`` runs, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_workers() -> int:
+    # One single-threaded worker per core, at least one, at most four: numba fits are
+    # single-threaded when seeded, so more workers than cores only adds memory.
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class Settings(BaseSettings):
+    """Everything configurable; each field is ``CLUSTVIZ_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CLUSTVIZ_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = REPO_ROOT / "data" / "demo"
+    state_dir: Path = REPO_ROOT / ".state"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = Field(default_factory=_default_workers, ge=1, le=64)
+    warm: tuple[str, ...] = ("tsne", "umap", "trimap", "pacmap")
+    projection_timeout: float = Field(120.0, gt=0, description="Seconds before a run is stopped.")
+    max_loaded_datasets: int = Field(4, ge=1)
+    cache_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
+    memory_cache_entries: int = Field(4096, ge=0)
+    max_queue: int = Field(256, ge=1, description="Heavy tasks queued before 503.")
+    lane_window_ms: float = Field(10.0, ge=0, description="How long the device lane gathers.")
+    lane_max_batch: int = Field(512, ge=1)
+    cors_origins: list[str] = Field(default_factory=list)
+    api_key: str | None = Field(None, description="If set, required on mutating endpoints.")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
+    @property
+    def numba_cache_dir(self) -> Path:
+        return self.state_dir / "numba-cache"
+
+    @property
+    def store_path(self) -> Path:
+        return self.state_dir / "clustviz.sqlite3"

@@ -1,0 +1,189 @@
+"""The durable, content-addressed result store: SQLite (WAL) in the state dir.
+
+Projections are stored by key (a hash of everything that shapes a result, see
+:func:`service.keys.projection_key`) with coordinates as raw float32 bytes, metadata as JSON,
+and rendered images as blobs. Total size is bounded: least-recently-used rows are evicted.
+A small in-memory LRU in front keeps hot answers off the disk.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ResultStore", "StoredProjection"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS projections (
+    key TEXT PRIMARY KEY,
+    n INTEGER NOT NULL,
+    coords BLOB NOT NULL,          -- float32 little-endian, (n, 2) row-major
+    meta TEXT NOT NULL,            -- JSON: params_used, notes, metrics, extras, seconds
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    key TEXT PRIMARY KEY,          -- projection key + format + size
+    media_type TEXT NOT NULL,
+    body BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS projections_lru ON projections(last_used);
+CREATE INDEX IF NOT EXISTS images_lru ON images(last_used);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredProjection:
+    """A finished projection: coordinates in the view's row order plus its metadata."""
+
+    embedding: np.ndarray  # (n, 2) float32
+    meta: dict[str, Any]
+
+
+class ResultStore:
+    """Thread-safe SQLite store with an in-memory LRU front and a size bound."""
+
+    def __init__(self, path: Path, *, max_bytes: int, memory_entries: int = 4096) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.memory_entries = memory_entries
+        self._lock = threading.Lock()
+        self._memory: OrderedDict[str, StoredProjection | tuple[str, bytes]] = OrderedDict()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._bytes = self._total_bytes()
+
+    def _total_bytes(self) -> int:
+        row = self._db.execute(
+            "SELECT (SELECT COALESCE(SUM(size), 0) FROM projections)"
+            " + (SELECT COALESCE(SUM(size), 0) FROM images)"
+        ).fetchone()
+        return int(row[0])
+
+    def _remember(self, key: str, value: StoredProjection | tuple[str, bytes]) -> None:
+        if self.memory_entries <= 0:
+            return
+        self._memory[key] = value
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.memory_entries:
+            self._memory.popitem(last=False)
+
+    def get(self, key: str) -> StoredProjection | None:
+        """The stored projection, or ``None``. A corrupt row is deleted and reported as a miss."""
+        with self._lock:
+            hit = self._memory.get(key)
+            if isinstance(hit, StoredProjection):
+                self._memory.move_to_end(key)
+                return hit
+            row = self._db.execute(
+                "SELECT n, coords, meta FROM projections WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                return None
+            n, coords, meta = row
+            try:
+                embedding = np.frombuffer(coords, dtype="<f4").reshape(n, 2).copy()
+                stored = StoredProjection(embedding, json.loads(meta))
+                if not np.isfinite(embedding).all():
+                    raise ValueError("non-finite coordinates")
+            except (ValueError, TypeError) as exc:  # corrupt entry: drop it, recompute
+                del exc
+                self._db.execute("DELETE FROM projections WHERE key = ?", (key,))
+                self._bytes = self._total_bytes()
+                return None
+            self._db.execute(
+                "UPDATE projections SET last_used = ? WHERE key = ?", (time.time(), key)
+            )
+            self._remember(key, stored)
+            return stored
+
+    def put(self, key: str, embedding: np.ndarray, meta: dict[str, Any]) -> StoredProjection:
+        """Store a projection (idempotent) and evict least-recently-used rows past the bound."""
+        embedding = np.ascontiguousarray(embedding, dtype="<f4")
+        coords = embedding.tobytes()
+        meta_text = json.dumps(meta, separators=(",", ":"))
+        size = len(coords) + len(meta_text) + len(key)
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO projections VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, embedding.shape[0], coords, meta_text, size, now, now),
+            )
+            self._bytes = self._total_bytes()
+            self._evict()
+            stored = StoredProjection(embedding.astype(np.float32), meta)
+            self._remember(key, stored)
+            return stored
+
+    def get_image(self, key: str) -> tuple[str, bytes] | None:
+        """``(media_type, body)`` of a rendered image, or ``None``."""
+        memory_key = "img:" + key
+        with self._lock:
+            hit = self._memory.get(memory_key)
+            if isinstance(hit, tuple):
+                self._memory.move_to_end(memory_key)
+                return hit
+            row = self._db.execute(
+                "SELECT media_type, body FROM images WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None:
+                return None
+            self._db.execute("UPDATE images SET last_used = ? WHERE key = ?", (time.time(), key))
+            image = (str(row[0]), bytes(row[1]))
+            self._remember(memory_key, image)
+            return image
+
+    def put_image(self, key: str, media_type: str, body: bytes) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?)",
+                (key, media_type, body, len(body) + len(key), time.time()),
+            )
+            self._bytes = self._total_bytes()
+            self._evict()
+            self._remember("img:" + key, (media_type, body))
+
+    def _evict(self) -> None:
+        # Oldest first across both tables until under the bound (images go first: cheap to redo).
+        while self._bytes > self.max_bytes:
+            row = self._db.execute(
+                "SELECT 'images', key, size FROM images ORDER BY last_used LIMIT 1"
+            ).fetchone() or self._db.execute(
+                "SELECT 'projections', key, size FROM projections ORDER BY last_used LIMIT 1"
+            ).fetchone()
+            if row is None:
+                break
+            table, key, size = row
+            self._db.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
+            self._memory.pop(key if table == "projections" else "img:" + key, None)
+            self._bytes -= int(size)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            counts = self._db.execute(
+                "SELECT (SELECT COUNT(*) FROM projections), (SELECT COUNT(*) FROM images)"
+            ).fetchone()
+        return {
+            "projections": counts[0],
+            "images": counts[1],
+            "bytes": self._bytes,
+            "max_bytes": self.max_bytes,
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
