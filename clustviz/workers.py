@@ -138,7 +138,7 @@ class _Slot:
     def _run(self) -> None:
         while not self.pool._closed.is_set():
             if self.process is None or not self.process.is_alive():
-                if self.process is not None:
+                if self.pid is not None:  # a previous process died or was stopped
                     self.restarts += 1
                     self._kill()
                 if not self._spawn():
@@ -170,7 +170,10 @@ class _Slot:
                 return
             kind, payload = self.conn.recv()
         except (EOFError, OSError, BrokenPipeError):
-            exitcode = self.process.exitcode if self.process is not None else None
+            exitcode = None
+            if self.process is not None:
+                self.process.join(timeout=2)  # reap it, so the exit code is known
+                exitcode = self.process.exitcode
             self._kill()
             task.future.set_exception(
                 ProjectionFailedError(

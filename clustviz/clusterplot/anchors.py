@@ -111,12 +111,16 @@ def _birch_slots(
         xx = (x * x).sum(-1)  # (B, C)
         dot = x @ linear.transpose(1, 2)  # (B, C, n+1): x · LS
         safe = count.clamp_min(1.0).unsqueeze(1)
-        dist_sq = xx.unsqueeze(-1) - 2 * dot / safe + (linear_sq / safe.squeeze(1) ** 2).unsqueeze(1)
+        dist_sq = (
+            xx.unsqueeze(-1) - 2 * dot / safe + (linear_sq / safe.squeeze(1) ** 2).unsqueeze(1)
+        )
         eligible = active.unsqueeze(1) & (slot_cluster.unsqueeze(1) == cluster_ids)
         nearest = dist_sq.masked_fill(~eligible, _INF).argmin(-1)  # (B, C)
         has = eligible.any(-1)
         n_new = count.gather(1, nearest) + 1
-        ls_sq_new = linear_sq.gather(1, nearest) + 2 * dot.gather(2, nearest.unsqueeze(-1)).squeeze(-1) + xx
+        ls_sq_new = (
+            linear_sq.gather(1, nearest) + 2 * dot.gather(2, nearest.unsqueeze(-1)).squeeze(-1) + xx
+        )
         ss_new = squares.gather(1, nearest) + xx
         radius_sq = ss_new / n_new - ls_sq_new / n_new**2
         merge = has & present & (radius_sq <= thr_sq)

@@ -32,9 +32,7 @@ class PaddedBatch:
         return int(self.n_clusters.max())
 
 
-def pad_batch(
-    items: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device
-) -> PaddedBatch:
+def pad_batch(items: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device) -> PaddedBatch:
     """Pad ``(X_i (n_i, d), labels_i (n_i,))`` pairs; labels must already be ``0..C_i-1``."""
     if not items:
         raise InvalidInputError("no preambles to lay out", code="invalid_input")

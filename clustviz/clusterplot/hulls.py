@@ -30,17 +30,18 @@ class ClusterHull:
     polygons: list[np.ndarray]
 
 
-def remove_outliers(points: np.ndarray, k: int, *, factor: float = 3.0) -> np.ndarray:
+def remove_outliers(points: np.ndarray, k: int, *, factor: float = 4.0) -> np.ndarray:
     """Boolean mask of inliers of ``points (m, 2)``.
 
-    Score = mean distance to the ``k`` nearest other points of the cluster (k clamped to m-1);
+    Score = mean distance to the ``max(k, 3)`` nearest other points of the cluster (clamped to
+    m-1; fewer than 3 neighbours make the score too noisy on a Gaussian's tail);
     outlier when the score exceeds ``median + factor · 1.4826 · MAD`` *and* ``factor · median``
     (the second guard keeps tight, even clusters whole). Clusters under 4 points are kept whole.
     """
     m = points.shape[0]
     if k <= 0 or m < 4:
         return np.ones(m, dtype=bool)
-    k = min(k, m - 1)
+    k = min(max(k, 3), m - 1)
     dist = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(-1))
     np.fill_diagonal(dist, np.inf)
     score = np.sort(dist, axis=1)[:, :k].mean(1)

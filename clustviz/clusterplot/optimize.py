@@ -22,7 +22,6 @@ import torch
 
 from clustviz.clusterplot.init import knn_kl
 from clustviz.clusterplot.overlap import (
-    cluster_shares,
     discrepancy,
     hard_edges,
     knn_graph,
@@ -39,14 +38,17 @@ class OverlapTarget:
     """What the relaxation matches, fixed for a fit."""
 
     R_H: torch.Tensor  # (B, A, A) sub-cluster overlap in high-D
-    M_H: torch.Tensor  # (B, C, C) cluster-level edge shares in high-D
+    M_H: torch.Tensor  # (B, C, C) cluster-level edge shares of the kNN graph of X (knn_k)
     P: torch.Tensor  # (B, n, n) kNN affinities of X (for the local-structure term)
     point_anchor: torch.Tensor  # (B, n) long
     anchor_cluster: torch.Tensor  # (B, A) long
     anchor_mask: torch.Tensor  # (B, A) bool
     cluster_mask: torch.Tensor  # (B, C) bool: clusters present
     mask: torch.Tensor  # (B, n) bool
-    k: torch.Tensor  # (B,) long: kNN size of the 2-D graph
+    labels: torch.Tensor  # (B, n) long
+    k: torch.Tensor  # (B,) long: kNN size of the sub-cluster graphs
+    knn_k: torch.Tensor  # (B,) long: kNN size of the point graphs (label level, local term)
+    anchors_in_graph: bool  # the 2-D graph mirrors the high-D one: [Y; anchors] or Y
 
     @property
     def n_anchors(self) -> int:
@@ -61,18 +63,46 @@ def _translate(Y0: torch.Tensor, T: torch.Tensor, point_anchor: torch.Tensor) ->
     return Y0 + T.gather(1, point_anchor.unsqueeze(-1).expand(*point_anchor.shape, 2))
 
 
+def low_graph_rows(
+    Y: torch.Tensor, target: OverlapTarget
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows of the 2-D graph mirroring the high-D one: ``Z_low (B, N, 2)``, mask, group.
+
+    With anchors in the graph, an anchor's 2-D position is the mean of its members.
+    """
+    if not target.anchors_in_graph:
+        return Y, target.mask, target.point_anchor
+    B, A = target.anchor_mask.shape
+    weight = target.mask.unsqueeze(-1).to(Y.dtype)
+    index = target.point_anchor.unsqueeze(-1).expand(-1, -1, 2)
+    sums = Y.new_zeros(B, A, 2).scatter_add(1, index, Y * weight)
+    members = Y.new_zeros(B, A).scatter_add(1, target.point_anchor, weight.squeeze(-1))
+    anchors = sums / members.clamp_min(1).unsqueeze(-1)
+    arange = torch.arange(A, device=Y.device).expand(B, A)
+    return (
+        torch.cat([Y, anchors], 1),
+        torch.cat([target.mask, target.anchor_mask], 1),
+        torch.cat([target.point_anchor, arange], 1),
+    )
+
+
+def _cluster_pairs(target: OverlapTarget) -> torch.Tensor:
+    clusters = torch.arange(target.n_clusters, device=target.mask.device)
+    return overlap_pair_mask(clusters.expand_as(target.cluster_mask), target.cluster_mask)
+
+
 def _losses(Y: torch.Tensor, target: OverlapTarget, temperature: float):
     """Per-preamble ``(sub-cluster overlap, cluster overlap)`` losses, ``(B,)`` each."""
-    edges = soft_edges(Y, target.mask, target.k, target.point_anchor, target.n_anchors, temperature)
+    Z, Z_mask, group = low_graph_rows(Y, target)
+    edges = soft_edges(Z, Z_mask, target.k, group, target.n_anchors, temperature)
     R_L = normalise_overlap(edges, target.anchor_cluster, target.anchor_mask)
     pairs = overlap_pair_mask(target.anchor_cluster, target.anchor_mask)
     overlap, _ = discrepancy(target.R_H, R_L, pairs)
-    M_L = cluster_shares(edges, target.anchor_cluster, target.n_clusters)
-    cluster_pairs = overlap_pair_mask(
-        torch.arange(target.n_clusters, device=Y.device).expand_as(target.cluster_mask),
-        target.cluster_mask,
+    label_edges = soft_edges(
+        Y, target.mask, target.knn_k, target.labels, target.n_clusters, temperature
     )
-    label_overlap, _ = discrepancy(target.M_H, M_L, cluster_pairs)
+    M_L = label_edges / label_edges.sum(2, keepdim=True).clamp_min(1e-12)
+    label_overlap, _ = discrepancy(target.M_H, M_L, _cluster_pairs(target))
     return overlap, label_overlap
 
 
@@ -111,16 +141,23 @@ def gradient_layout(
 
 def hard_R_L(Y: torch.Tensor, target: OverlapTarget) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard 2-D ``R_L (B, A, A)`` and cluster shares ``M_L (B, C, C)`` of a layout."""
-    idx, edge_mask = knn_graph(Y, target.mask, target.k)
-    edges = hard_edges(idx, edge_mask, target.point_anchor, target.n_anchors)
+    Z, Z_mask, group = low_graph_rows(Y, target)
+    idx, edge_mask = knn_graph(Z, Z_mask, target.k)
+    edges = hard_edges(idx, edge_mask, group, target.n_anchors)
     R_L = normalise_overlap(edges, target.anchor_cluster, target.anchor_mask)
-    return R_L, cluster_shares(edges, target.anchor_cluster, target.n_clusters)
+    idx, edge_mask = knn_graph(Y, target.mask, target.knn_k)
+    label_edges = hard_edges(idx, edge_mask, target.labels, target.n_clusters)
+    return R_L, label_edges / label_edges.sum(2, keepdim=True).clamp_min(1e-12)
 
 
-def hard_discrepancy(Y: torch.Tensor, target: OverlapTarget) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and max ``|R_H - R_L|`` with the hard 2-D kNN graph: ``(B,), (B,)``."""
-    R_L, _ = hard_R_L(Y, target)
-    return discrepancy(target.R_H, R_L, overlap_pair_mask(target.anchor_cluster, target.anchor_mask))
+def hard_discrepancy(Y: torch.Tensor, target: OverlapTarget) -> dict[str, torch.Tensor]:
+    """Hard 2-D kNN discrepancies, ``(B,)`` each: sub-cluster ``mean``/``max`` |R_H - R_L| and
+    label-level ``label_mean``/``label_max`` |M_H - M_L|."""
+    R_L, M_L = hard_R_L(Y, target)
+    pairs = overlap_pair_mask(target.anchor_cluster, target.anchor_mask)
+    mean, max_ = discrepancy(target.R_H, R_L, pairs)
+    label_mean, label_max = discrepancy(target.M_H, M_L, _cluster_pairs(target))
+    return {"mean": mean, "max": max_, "label_mean": label_mean, "label_max": label_max}
 
 
 def greedy_layout(

@@ -129,7 +129,7 @@ def normalise_overlap(
 def cluster_shares(
     edges: torch.Tensor, anchor_cluster: torch.Tensor, n_clusters: int
 ) -> torch.Tensor:
-    """Label level ``M (B, C, C)``: share of cluster c's edges (all, self included) landing in c'."""
+    """Label level ``M (B, C, C)``: share of cluster c's edges (self included) landing in c'."""
     B, A, _ = edges.shape
     src = anchor_cluster.unsqueeze(2).expand(B, A, A)
     dst = anchor_cluster.unsqueeze(1).expand(B, A, A)

@@ -15,7 +15,9 @@ from clustviz.projectors.base import ProjectorParams
 
 __all__ = ["ClusterPlotParams"]
 
-_DISPLAY_ONLY = "Display option of the original; accepted for compatibility, no effect on the layout."
+_DISPLAY_ONLY = (
+    "Display option of the original; accepted for compatibility, no effect on the layout."
+)
 
 
 class ClusterPlotParams(ProjectorParams):
@@ -114,7 +116,7 @@ class ClusterPlotParams(ProjectorParams):
         10, ge=1, le=200, description="Neighbours of the kNN term that keeps local structure."
     )
     overlap_weight: float = Field(
-        1.0, ge=0, le=1000, description="Weight of the sub-cluster overlap loss mean|R_H - R_L|."
+        3.0, ge=0, le=1000, description="Weight of the sub-cluster overlap loss mean|R_H - R_L|."
     )
     label_overlap_weight: float = Field(
         1.0,
@@ -127,7 +129,7 @@ class ClusterPlotParams(ProjectorParams):
         0.1, ge=0, le=1000, description="Weight of the kNN cross-entropy (local structure) term."
     )
     temperature: float = Field(
-        0.3,
+        0.1,
         gt=0,
         le=10,
         description="Softness of the 2-D soft kNN indicator, relative to each point's squared "

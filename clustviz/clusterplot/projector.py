@@ -26,7 +26,6 @@ from clustviz.clusterplot.optimize import (
     hard_discrepancy,
 )
 from clustviz.clusterplot.overlap import (
-    cluster_shares,
     hard_edges,
     knn_graph,
     normalise_overlap,
@@ -117,12 +116,16 @@ class ClusterPlot(BaseProjector):
         self, items: Sequence[tuple[np.ndarray, np.ndarray]], *, compute_hulls: bool
     ) -> list[ClusterPlotResult]:
         device = resolve_device(self.params.device)
-        local = [(X, np.unique(labels, return_inverse=True)[1].astype(np.int64)) for X, labels in items]
+        local = [
+            (X, np.unique(labels, return_inverse=True)[1].astype(np.int64)) for X, labels in items
+        ]
         results: list[ClusterPlotResult] = []
         start = 0
         while start < len(local):
             stop, points = start, 0
-            while stop < len(local) and (stop == start or points + len(local[stop][0]) <= CHUNK_POINTS):
+            while stop < len(local) and (
+                stop == start or points + len(local[stop][0]) <= CHUNK_POINTS
+            ):
                 points += len(local[stop][0])
                 stop += 1
             results.extend(self._run_chunk(local[start:stop], device, compute_hulls))
@@ -158,9 +161,7 @@ class ClusterPlot(BaseProjector):
             target = _overlap_target(batch, anchors, p)
             lap("overlap")
             if p.init == "torch":
-                Y0 = torch_init(
-                    batch.X, batch.mask, k=p.knn_k, steps=p.init_steps, lr=p.step_size
-                )
+                Y0 = torch_init(batch.X, batch.mask, k=p.knn_k, steps=p.init_steps, lr=p.step_size)
             else:
                 Y0 = _umap_init(batch, anchors.centroids, anchors.count, p)
             lap("init")
@@ -205,8 +206,8 @@ class ClusterPlot(BaseProjector):
             "anchor_cluster": anchors.cluster.cpu().numpy(),
             "count": anchors.count.cpu().numpy(),
             "trace": trace.cpu().numpy(),
-            "before": [t.cpu().numpy() for t in before],
-            "after": [t.cpu().numpy() for t in after],
+            "before": {key: t.cpu().numpy() for key, t in before.items()},
+            "after": {key: t.cpu().numpy() for key, t in after.items()},
         }
         # free the transient device tensors before the CPU-side hulls
         del batch, anchors, target, Y0, Y, trace, anchor_2d, sums, members
@@ -245,12 +246,10 @@ class ClusterPlot(BaseProjector):
                     hulls=hulls,
                     loss_trace=[float(v) for v in host["trace"][:, b]],
                     discrepancy_before={
-                        "mean": float(host["before"][0][b]),
-                        "max": float(host["before"][1][b]),
+                        key: float(value[b]) for key, value in host["before"].items()
                     },
                     discrepancy_after={
-                        "mean": float(host["after"][0][b]),
-                        "max": float(host["after"][1][b]),
+                        key: float(value[b]) for key, value in host["after"].items()
                     },
                     device=str(device),
                     params_used=used,
@@ -275,9 +274,12 @@ def _overlap_target(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams) -> O
     idx, edge_mask = knn_graph(Z, Z_mask, k)
     edges = hard_edges(idx, edge_mask, group, A)
     C = batch.max_clusters
+    knn_k = torch.full((B,), p.knn_k, device=batch.X.device)
+    idx, edge_mask = knn_graph(batch.X, batch.mask, knn_k)
+    label_edges = hard_edges(idx, edge_mask, batch.labels, C)
     return OverlapTarget(
         R_H=normalise_overlap(edges, anchors.cluster, anchors.mask),
-        M_H=cluster_shares(edges, anchors.cluster, C),
+        M_H=label_edges / label_edges.sum(2, keepdim=True).clamp_min(1e-12),
         P=knn_affinities(batch.X, batch.mask, p.knn_k),
         point_anchor=anchors.point_anchor,
         anchor_cluster=anchors.cluster,
@@ -285,7 +287,10 @@ def _overlap_target(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams) -> O
         cluster_mask=torch.arange(C, device=batch.X.device).expand(B, C)
         < batch.n_clusters.unsqueeze(1),
         mask=batch.mask,
+        labels=batch.labels,
         k=k,
+        knn_k=knn_k,
+        anchors_in_graph=p.anchors_in_graph,
     )
 
 

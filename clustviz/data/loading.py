@@ -166,12 +166,21 @@ def _read_clustering(path: Path) -> pl.DataFrame:
         )
     if frame.height == 0:
         raise _invalid(f"{name}: the file has no rows")
+    # A line with too few fields is padded with nulls by the parser: report it as broken.
+    incomplete = frame.select(pl.any_horizontal(pl.col(CLUSTERING_REQUIRED).is_null())).to_series()
+    if incomplete.any():
+        row = int(incomplete.arg_true()[0])
+        missing_here = [column for column in CLUSTERING_REQUIRED if frame[column][row] is None]
+        raise _invalid(
+            f"{name}: line {row + 2} has no value for {missing_here} "
+            "(a broken line with too few tab-separated fields?)"
+        )
     casts = {"cluster_id": pl.Int64, "dist_to_cluster_avg": pl.Float64}
     for column, dtype in casts.items():
         if column not in frame.columns:
             continue
         cast = frame[column].cast(dtype, strict=False)
-        bad = cast.is_null() & frame[column].is_not_null() | frame[column].is_null()
+        bad = cast.is_null() & frame[column].is_not_null()
         if column == "cluster_id" and bad.any():
             row = int(bad.arg_true()[0])
             raise _invalid(

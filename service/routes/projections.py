@@ -158,10 +158,10 @@ async def create_projection(
     projection = await engine.project(resolved)
     fmt = _wants_image(request.headers.get("accept"))
     if fmt is not None:
-        media_type, image, image_key = await engine.render(
+        media_type, image, key = await engine.render(
             projection, fmt, width=width, height=height, dpi=dpi
         )
-        return Response(image, media_type=media_type, headers={"ETag": _etag(image_key)})
+        return Response(image, media_type=media_type, headers={"ETag": _etag(key)})
     return _to_response(projection)
 
 

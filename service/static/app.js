@@ -1,0 +1,507 @@
+// The clustviz page: pick a dataset and a preamble, compare projectors side by side.
+// The view lives in the URL (?dataset=&preamble=&projectors=a,b&seed=), so it can be shared and
+// the back button walks through it. No framework, no build step.
+import { describe, drawProjection } from "./plot.js";
+
+const PAGE_SIZE = 8;
+const DEFAULT_PROJECTORS = ["tsne", "umap"];
+const MAX_BUSY_RETRIES = 4;
+const MAX_KEPT = 200; // projections kept in memory for instant back/forward
+
+const $ = (id) => document.getElementById(id);
+const enc = encodeURIComponent;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const catalog = { datasets: [], projectors: [] };
+let view = { dataset: null, preamble: null, projectors: [], seed: null };
+const search = { q: "", offset: 0, total: 0, items: [], controller: null, dataset: undefined };
+const preambleTexts = new Map(); // "dataset/preamble id" -> text
+const done = new Map(); // projection URL -> response, for an instant redraw
+const pending = new Map(); // projection URL -> Promise, so a view asked twice is fetched once
+
+class ApiError extends Error {
+  constructor(status, detail, code, retryAfter = 0) {
+    super(detail);
+    Object.assign(this, { status, detail, code, retryAfter });
+  }
+}
+
+/** GET a JSON resource; an API error becomes an ApiError with the service's detail and code. */
+async function getJson(url, { signal } = {}) {
+  let response;
+  try {
+    response = await fetch(url, { signal, headers: { Accept: "application/json" } });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ApiError(0, `the service did not answer (${error.message})`, "network_error");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // not JSON: keep the status text
+  }
+  if (!response.ok) {
+    let detail = body?.detail ?? (response.statusText || "request failed");
+    if (typeof detail !== "string") detail = JSON.stringify(detail);
+    const retryAfter = Number(response.headers.get("Retry-After")) || 0;
+    throw new ApiError(response.status, detail, body?.code ?? `http_${response.status}`, retryAfter);
+  }
+  return body;
+}
+
+/** `tag` with attributes and children (strings become text nodes, never HTML). */
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    node.setAttribute(key, value === true ? "" : value);
+  }
+  node.append(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+  return node;
+}
+
+function errorBox(error) {
+  const code = error.code ? `${error.status || ""} ${error.code}`.trim() : "error";
+  return h("div", { class: "error", role: "alert" }, h("strong", {}, code), " ", error.detail ?? String(error));
+}
+
+function showBanner(message) {
+  const banner = $("banner");
+  banner.textContent = message;
+  banner.hidden = false;
+}
+
+// ---- the URL ------------------------------------------------------------------------------
+
+function readUrl() {
+  const params = new URLSearchParams(location.search);
+  const listed = params.get("projectors");
+  const projectors =
+    listed === null ? [...DEFAULT_PROJECTORS] : listed.split(",").map((s) => s.trim()).filter(Boolean);
+  const seed = params.get("seed");
+  return {
+    dataset: params.get("dataset"),
+    preamble: params.get("preamble") || null,
+    projectors: [...new Set(projectors)],
+    seed: seed === null || seed === "" ? null : seed,
+  };
+}
+
+function urlOf(v) {
+  const parts = [];
+  if (v.dataset) parts.push(`dataset=${enc(v.dataset)}`);
+  if (v.preamble) parts.push(`preamble=${enc(v.preamble)}`);
+  parts.push(`projectors=${v.projectors.map(enc).join(",")}`);
+  if (v.seed !== null) parts.push(`seed=${enc(v.seed)}`);
+  return `${location.pathname}?${parts.join("&")}`;
+}
+
+/** Go to a new view: a new history entry (when the URL changes), then draw it. */
+function navigate(changes) {
+  const next = { ...view, ...changes };
+  const url = urlOf(next);
+  if (url !== location.pathname + location.search) history.pushState(null, "", url);
+  apply(next);
+}
+
+function apply(next) {
+  view = next;
+  syncControls();
+  if (search.dataset !== view.dataset) {
+    search.dataset = view.dataset;
+    search.q = "";
+    search.offset = 0;
+    $("q").value = "";
+    loadPreambles();
+  } else {
+    renderPreambleList();
+  }
+  renderView();
+}
+
+// ---- controls -----------------------------------------------------------------------------
+
+function syncControls() {
+  const select = $("dataset");
+  if (view.dataset && ![...select.options].some((o) => o.value === view.dataset)) {
+    select.append(h("option", { value: view.dataset }, `${view.dataset} (unknown)`));
+  }
+  select.value = view.dataset ?? "";
+
+  const box = $("projectors");
+  const known = catalog.projectors.map((p) => p.name);
+  const unknown = view.projectors.filter((name) => !known.includes(name));
+  box.replaceChildren(
+    h("legend", {}, "Projectors"),
+    ...catalog.projectors.map((p) => projectorChoice(p.name, p.title, `min. ${p.min_points} points`)),
+    ...unknown.map((name) => projectorChoice(name, name, "not offered by the service")),
+  );
+  $("seed").value = view.seed ?? "";
+}
+
+function projectorChoice(name, title, note) {
+  return h(
+    "label",
+    { class: "choice", title: note },
+    h("input", {
+      type: "checkbox",
+      name: "projector",
+      value: name,
+      checked: view.projectors.includes(name),
+    }),
+    ` ${title} `,
+    title === name ? h("small", {}, "(unknown)") : h("code", {}, name),
+  );
+}
+
+function bindControls() {
+  $("dataset").addEventListener("change", (e) => navigate({ dataset: e.target.value, preamble: null }));
+  $("projectors").addEventListener("change", () => {
+    const checked = [...$("projectors").querySelectorAll("input:checked")].map((i) => i.value);
+    navigate({ projectors: checked });
+  });
+  $("seed").addEventListener("change", (e) => navigate({ seed: e.target.value.trim() || null }));
+
+  let timer = null;
+  const runSearch = () => {
+    clearTimeout(timer);
+    if ($("q").value === search.q) return;
+    search.q = $("q").value;
+    search.offset = 0;
+    loadPreambles();
+  };
+  $("q").addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(runSearch, 250);
+  });
+  $("search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    runSearch();
+  });
+  $("prev").addEventListener("click", () => {
+    search.offset = Math.max(0, search.offset - PAGE_SIZE);
+    loadPreambles();
+  });
+  $("next").addEventListener("click", () => {
+    search.offset += PAGE_SIZE;
+    loadPreambles();
+  });
+  $("preamble-list").addEventListener("click", (e) => {
+    const button = e.target.closest("button[data-id]");
+    if (button) navigate({ preamble: button.dataset.id });
+  });
+  window.addEventListener("popstate", () => apply(readUrl()));
+}
+
+// ---- preambles ----------------------------------------------------------------------------
+
+async function loadPreambles() {
+  search.controller?.abort();
+  const controller = (search.controller = new AbortController());
+  const status = $("preamble-status");
+  status.replaceChildren("loading preambles…");
+  if (!view.dataset) {
+    status.replaceChildren("No dataset is available.");
+    return;
+  }
+  const query = new URLSearchParams({ limit: PAGE_SIZE, offset: search.offset });
+  if (search.q) query.set("q", search.q);
+  try {
+    const page = await getJson(`/datasets/${enc(view.dataset)}/preambles?${query}`, {
+      signal: controller.signal,
+    });
+    Object.assign(search, { total: page.total, items: page.items });
+    for (const item of page.items) preambleTexts.set(`${view.dataset}/${item.id}`, item.text);
+    status.replaceChildren(
+      page.total ? "" : search.q ? `No preamble contains “${search.q}”.` : "This dataset has no preambles.",
+    );
+  } catch (error) {
+    if (error.name === "AbortError") return;
+    Object.assign(search, { total: 0, items: [] });
+    status.replaceChildren(errorBox(error));
+  }
+  renderPreambleList();
+  renderTitle();
+}
+
+function renderPreambleList() {
+  $("preamble-list").replaceChildren(
+    ...search.items.map((item) =>
+      h(
+        "li",
+        {},
+        h(
+          "button",
+          { type: "button", "data-id": item.id, "aria-pressed": String(item.id === view.preamble) },
+          h("span", { class: "text" }, item.text),
+          h("small", {}, `${item.n_points} guesses · ${item.n_clusters} clusters`),
+        ),
+      ),
+    ),
+  );
+  const { offset, items, total } = search;
+  $("page-info").textContent = total ? `${offset + 1}–${offset + items.length} of ${total}` : "";
+  $("prev").disabled = offset === 0;
+  $("next").disabled = offset + items.length >= total;
+}
+
+function renderTitle() {
+  const title = $("preamble-title");
+  if (!view.preamble) {
+    title.replaceChildren();
+    document.title = "clustviz";
+    return;
+  }
+  const text = preambleTexts.get(`${view.dataset}/${view.preamble}`);
+  title.replaceChildren(
+    h("q", { class: "text" }, text ? `${text} …` : `preamble ${view.preamble}`),
+    " ",
+    h("small", {}, `id ${view.preamble}`),
+  );
+  document.title = text ? `clustviz — ${text}` : "clustviz";
+}
+
+// ---- projections --------------------------------------------------------------------------
+
+function projectionQuery(v) {
+  const query = new URLSearchParams({ preamble_id: v.preamble });
+  if (v.seed !== null) query.set("seed", v.seed);
+  return query.toString();
+}
+
+function renderView() {
+  renderTitle();
+  const hint = $("view-hint");
+  const panels = $("panels");
+  if (!view.preamble || !view.projectors.length) {
+    hint.textContent = !view.preamble
+      ? "Pick a preamble to see its guesses projected."
+      : "Choose at least one projector.";
+    panels.replaceChildren();
+    return;
+  }
+  hint.textContent = "";
+  // Panels already showing the same projection are kept as they are.
+  const shown = new Map([...panels.children].map((panel) => [panel.dataset.url, panel]));
+  const query = projectionQuery(view);
+  panels.replaceChildren(
+    ...view.projectors.map((name) => {
+      const url = `/projections/${enc(view.dataset)}/${enc(name)}?${query}`;
+      return shown.get(url) ?? newPanel(name, url, query);
+    }),
+  );
+}
+
+async function fetchProjection(url, onWait) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await getJson(url);
+    } catch (error) {
+      if (error.status !== 503 || attempt >= MAX_BUSY_RETRIES) throw error;
+      const seconds = error.retryAfter || 5;
+      onWait(`${error.detail} — trying again in ${seconds} s…`);
+      await sleep(seconds * 1000);
+    }
+  }
+}
+
+function loadProjection(url, onWait) {
+  if (!pending.has(url)) {
+    const promise = fetchProjection(url, onWait).then(
+      (data) => {
+        done.set(url, data);
+        if (done.size > MAX_KEPT) done.delete(done.keys().next().value);
+        pending.delete(url);
+        return data;
+      },
+      (error) => {
+        pending.delete(url);
+        throw error;
+      },
+    );
+    pending.set(url, promise);
+  }
+  return pending.get(url);
+}
+
+function newPanel(name, url, query) {
+  const info = catalog.projectors.find((p) => p.name === name);
+  const headingId = `panel-${name.replace(/[^\w-]/g, "_")}`;
+  const links = h("span", { class: "links" });
+  const body = h("div", { class: "body" });
+  const panel = h(
+    "section",
+    { class: "panel", "data-projector": name, "data-url": url, "aria-labelledby": headingId },
+    h("header", {}, h("h3", { id: headingId }, info ? [info.title, " ", h("code", {}, name)] : name), links),
+    body,
+  );
+  const base = `/plots/${enc(view.dataset)}/${enc(name)}`;
+  const file = `${name}-${view.preamble}`;
+  const show = (data) => {
+    links.replaceChildren(
+      h("a", { href: `${base}.png?${query}`, download: `${file}.png` }, "PNG"),
+      h("a", { href: `${base}.svg?${query}`, download: `${file}.svg` }, "SVG"),
+      h("a", { href: url }, "JSON"),
+    );
+    preambleTexts.set(`${data.dataset}/${data.preamble_id}`, data.preamble);
+    renderTitle();
+    body.replaceChildren(...renderResult(data, info?.title ?? name));
+    panel.removeAttribute("aria-busy");
+  };
+  if (done.has(url)) {
+    show(done.get(url));
+    return panel;
+  }
+  panel.setAttribute("aria-busy", "true");
+  const status = h("p", { class: "status computing", role: "status" }, "computing…");
+  body.replaceChildren(status);
+  loadProjection(url, (message) => status.replaceChildren(message)).then(show, (error) => {
+    panel.removeAttribute("aria-busy");
+    body.replaceChildren(errorBox(error));
+  });
+  return panel;
+}
+
+const METRICS = [
+  ["knn_preservation", "kNN preservation", "share of high-D nearest neighbours kept in 2-D"],
+  ["trustworthiness", "trustworthiness", "no false neighbours in 2-D (1 is best)"],
+  ["overlap_mean", "overlap |R_H − R_L| mean", "cluster-overlap discrepancy, lower is better"],
+  ["overlap_max", "overlap |R_H − R_L| max", "worst cluster pair, lower is better"],
+  ["silhouette", "silhouette", "separation of the clusters in 2-D"],
+];
+
+const num = (v, digits = 3) => (typeof v === "number" ? v.toFixed(digits) : v === null ? "—" : String(v));
+
+function renderResult(data, title) {
+  const plot = h("div", { class: "plot" });
+  const tooltip = h("div", { class: "tooltip", role: "tooltip", hidden: true });
+  const svg = drawProjection(data, `${title} projection of ${data.n_points} guesses`);
+  plot.append(svg, tooltip);
+  bindHover(svg, tooltip, plot, data);
+
+  const timing = data.cached ? "cached" : `computed in ${Math.round(data.timings.compute_ms)} ms`;
+  const metrics = h(
+    "dl",
+    { class: "metrics" },
+    METRICS.filter(([key]) => key in data.metrics).map(([key, label, help]) => [
+      h("dt", { title: help }, label),
+      h("dd", { "data-metric": key }, num(data.metrics[key])),
+    ]),
+    data.overlap
+      ? [
+          h("dt", { title: "clusterplot's optimisation: before → after" }, "cluster overlap (layout)"),
+          h(
+            "dd",
+            { "data-metric": "overlap" },
+            `mean ${num(data.overlap.before.mean)} → ${num(data.overlap.after.mean)}, ` +
+              `max ${num(data.overlap.before.max)} → ${num(data.overlap.after.max)}`,
+          ),
+        ]
+      : [],
+  );
+  const notes = data.notes.length
+    ? h("ul", { class: "notes", "aria-label": "notes" }, data.notes.map((note) => h("li", {}, note)))
+    : null;
+  const params = h(
+    "details",
+    { class: "params" },
+    h("summary", {}, `Parameters used (${Object.keys(data.params).length})`),
+    h(
+      "table",
+      {},
+      h("tbody", {}, Object.entries(data.params).map(([key, value]) =>
+        h("tr", {}, h("th", { scope: "row" }, key), h("td", {}, JSON.stringify(value))),
+      )),
+    ),
+  );
+  const summary = h(
+    "p",
+    { class: "summary" },
+    `${data.n_points} guesses · ${data.n_clusters} clusters · seed ${data.seed} · ${timing} · ${data.device}`,
+  );
+  return [plot, h("div", { class: "meta" }, summary, metrics, notes, params)];
+}
+
+/** Hover or focus a guess: its details in a tooltip; the same guess and its cluster stand out in
+ * every panel, so projectors can be compared point by point. */
+function bindHover(svg, tooltip, plot, data) {
+  const enter = (event) => {
+    const text = event.target.closest?.("text.guess");
+    if (!text) return;
+    const point = data.points[Number(text.dataset.i)];
+    tooltip.replaceChildren(
+      h("strong", {}, point.guess),
+      h("span", {}, `cluster ${point.cluster_id}`),
+      h("span", {}, `logit ${point.logit.toFixed(2)}`),
+    );
+    tooltip.setAttribute("aria-label", describe(point));
+    tooltip.hidden = false;
+    const box = text.getBoundingClientRect();
+    const frame = plot.getBoundingClientRect();
+    const left = Math.min(Math.max(0, box.left - frame.left + box.width / 2 - tooltip.offsetWidth / 2),
+      frame.width - tooltip.offsetWidth);
+    const above = box.top - frame.top - tooltip.offsetHeight - 6;
+    tooltip.style.left = `${left}px`;
+    tooltip.style.top = `${above >= 0 ? above : box.bottom - frame.top + 6}px`;
+    highlight(text.dataset.i, text.dataset.cluster);
+  };
+  const leave = (event) => {
+    if (!event.target.closest?.("text.guess")) return;
+    tooltip.hidden = true;
+    highlight(null, null);
+  };
+  svg.addEventListener("pointerover", enter);
+  svg.addEventListener("pointerout", leave);
+  svg.addEventListener("focusin", enter);
+  svg.addEventListener("focusout", leave);
+}
+
+function highlight(index, cluster) {
+  for (const svg of document.querySelectorAll("svg.projection")) {
+    svg.classList.toggle("focused", index !== null);
+    for (const node of svg.querySelectorAll("[data-cluster]")) {
+      node.classList.toggle("kin", node.dataset.cluster === cluster);
+      node.classList.toggle("hit", index !== null && node.dataset.i === index);
+    }
+  }
+}
+
+// ---- start --------------------------------------------------------------------------------
+
+async function start() {
+  bindControls();
+  try {
+    [catalog.datasets, catalog.projectors] = await Promise.all([
+      getJson("/datasets"),
+      getJson("/projectors"),
+    ]);
+  } catch (error) {
+    showBanner(`The service could not list its datasets and projectors: ${error.detail ?? error}`);
+    return;
+  }
+  const select = $("dataset");
+  select.replaceChildren(
+    ...catalog.datasets.map((d) =>
+      h(
+        "option",
+        { value: d.id, title: d.error ?? d.name },
+        d.status === "invalid" ? `${d.name} (invalid)` : d.name,
+      ),
+    ),
+  );
+  select.disabled = false;
+  const initial = readUrl();
+  if (!initial.dataset) {
+    const usable = catalog.datasets.find((d) => d.status !== "invalid") ?? catalog.datasets[0];
+    initial.dataset = usable?.id ?? null;
+    history.replaceState(null, "", urlOf(initial));
+  }
+  apply(initial);
+}
+
+window.addEventListener("error", (event) => showBanner(`Page error: ${event.message}`));
+window.addEventListener("unhandledrejection", (event) =>
+  showBanner(`Page error: ${event.reason?.message ?? event.reason}`),
+);
+start();

@@ -1,0 +1,45 @@
+"""A data dir with the demo fixture, a tiny dataset and a malformed one; apps built on it."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import DEMO10, make_rows, write_dataset
+from fastapi.testclient import TestClient
+
+from clustviz.workers import WorkerPool
+from service.app import create_app
+from service.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    shutil.copytree(DEMO10, root, dirs_exist_ok=True)  # top level, as data/demo is served
+    embeddings, clusters = make_rows({"The cat sat on the": 12, "Tiny": 3})
+    write_dataset(root / "tiny", embeddings, clusters)
+    bad_embeddings, bad_clusters = make_rows({"p": 6})
+    write_dataset(root / "bad", bad_embeddings.vstack(bad_embeddings.head(1)), bad_clusters)
+    return root
+
+
+def make_settings(data_dir: Path, state_dir: Path, **overrides: object) -> Settings:
+    return Settings(data_dir=data_dir, state_dir=state_dir, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def client(
+    data_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    warm_pools: tuple[WorkerPool, WorkerPool],
+) -> Iterator[TestClient]:
+    pool, lane = warm_pools
+    settings = make_settings(data_dir, tmp_path_factory.mktemp("state"), device="cpu")
+    app = create_app(settings, pool=pool, lane_pool=lane)
+    with TestClient(app) as test_client:
+        assert pool.wait_ready(300), pool.status()
+        app.state.engine.catalog.check_all()
+        yield test_client

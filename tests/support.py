@@ -1,0 +1,88 @@
+"""Helpers shared by the tests: real tiny datasets in clamp's layout, ids of test data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from fastapi.testclient import TestClient
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO10 = REPO / "tests" / "data" / "demo10"
+DEMO_ID = "smollm2-135m-instruct-layer7-c50-fc37d2fe"
+SEED_PREAMBLE = "Students were outraged over the administration's new"
+STEM = "acme:tiny-model|k=40+layer=7"
+CLUSTER_SUFFIX = "+covariance_type=full|n_clusters=5"
+
+
+def make_rows(
+    preambles: dict[str, int], *, dim: int = 8, n_clusters: int = 3, seed: int = 0
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Embedding and clustering frames with real columns: ``{preamble: n_guesses}``."""
+    rng = np.random.default_rng(seed)
+    emb_rows, cluster_rows = [], []
+    token = 100
+    for preamble, count in preambles.items():
+        for index in range(count):
+            guess = f"g{index}"
+            cluster = index % n_clusters
+            center = np.zeros(dim)
+            center[cluster % dim] = 5.0
+            vector = center + rng.normal(size=dim)
+            logit = 20.0 - index
+            emb_rows.append((preamble, token, guess, logit, vector.tolist()))
+            cluster_rows.append((preamble, token, guess, logit, 10 + cluster, float(index)))
+            token += 1
+    embeddings = pl.DataFrame(
+        emb_rows,
+        schema={
+            "preamble": pl.String,
+            "token_id": pl.Int64,
+            "guess": pl.String,
+            "logit": pl.Float64,
+            "embedding": pl.List(pl.Float64),
+        },
+        orient="row",
+    ).with_columns(pl.col("embedding").cast(pl.Array(pl.Float64, dim)))
+    clusters = pl.DataFrame(
+        cluster_rows,
+        schema={
+            "preamble": pl.String,
+            "token_id": pl.Int64,
+            "guess": pl.String,
+            "logit": pl.Float64,
+            "cluster_id": pl.Int64,
+            "dist_to_cluster_avg": pl.Float64,
+        },
+        orient="row",
+    )
+    return embeddings, clusters
+
+
+def write_dataset(
+    root: Path,
+    embeddings: pl.DataFrame,
+    clusters: pl.DataFrame,
+    *,
+    stem: str = STEM,
+    suffix: str = CLUSTER_SUFFIX,
+) -> tuple[Path, Path]:
+    """Write a dataset in clamp's layout under ``root``; return (parquet, tsv) paths."""
+    (root / "embeddings").mkdir(parents=True, exist_ok=True)
+    (root / "clustering").mkdir(parents=True, exist_ok=True)
+    parquet = root / "embeddings" / f"{stem}.parquet"
+    tsv = root / "clustering" / f"{stem}{suffix}.tsv"
+    embeddings.write_parquet(parquet)
+    clusters.write_csv(tsv, separator="\t")
+    return parquet, tsv
+
+
+
+
+def tiny_id(client: TestClient) -> str:
+    """The id of the tiny dataset (the one holding the 3-point preamble 'Tiny')."""
+    for item in client.get("/datasets").json():
+        if item["status"] == "ok" and item["n_preambles"] == 2:
+            return str(item["id"])
+    raise AssertionError("tiny dataset not found")

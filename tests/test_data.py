@@ -1,0 +1,213 @@
+"""The data layer on real files: discovery, loading, every malformation, the catalog."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from support import DEMO10, DEMO_ID, SEED_PREAMBLE, STEM, make_rows, write_dataset
+
+from clustviz.data import DataCatalog, discover_datasets, load_dataset, preamble_id
+from clustviz.errors import InvalidInputError, NotFoundError
+
+
+def load_only(root: Path):  # type: ignore[no-untyped-def]
+    (source,) = discover_datasets(root)
+    return load_dataset(source)
+
+
+def test_demo_fixture_loads_as_float32_with_o1_views() -> None:
+    dataset = load_only(DEMO10)
+    assert dataset.id == DEMO_ID
+    assert dataset.embeddings.dtype == np.float32 and dataset.embeddings.flags.c_contiguous
+    assert dataset.dim == 576 and dataset.n_rows == 400 and len(dataset.preambles) == 10
+    assert dataset.preambles[0] == SEED_PREAMBLE
+    view = dataset.view(SEED_PREAMBLE)
+    assert view.X.shape == (40, 576) and view.n_points == 40
+    # per-view cluster ids re-indexed 0..C-1 in increasing global id
+    assert sorted(set(view.labels.tolist())) == list(range(view.n_clusters))
+    order = np.argsort(view.cluster_ids, kind="stable")
+    assert np.all(np.diff(view.labels[order]) >= 0)
+    # rows match the parquet's order and values
+    raw = pl.read_parquet(next((DEMO10 / "embeddings").glob("*.parquet")))
+    first = raw.filter(pl.col("preamble") == SEED_PREAMBLE)
+    assert view.guesses == first["guess"].to_list()
+    np.testing.assert_allclose(view.X, first["embedding"].to_numpy().astype(np.float32))
+
+
+def test_list_column_and_float32_embeddings_load(tmp_path: Path) -> None:
+    embeddings, clusters = make_rows({"p": 6})
+    embeddings = embeddings.with_columns(pl.col("embedding").cast(pl.List(pl.Float32)))
+    write_dataset(tmp_path, embeddings, clusters)
+    dataset = load_only(tmp_path)
+    assert dataset.embeddings.dtype == np.float32 and dataset.dim == 8
+
+
+def test_guesses_that_look_numeric_stay_text(tmp_path: Path) -> None:
+    embeddings, clusters = make_rows({"In the year": 4})
+    guesses = ["1984", "007", "true", "null"]
+    embeddings = embeddings.with_columns(pl.Series("guess", guesses))
+    clusters = clusters.with_columns(pl.Series("guess", guesses))
+    write_dataset(tmp_path, embeddings, clusters)
+    assert load_only(tmp_path).view("In the year").guesses == guesses
+
+
+def test_preamble_ids_are_stable_and_resolve() -> None:
+    dataset = load_only(DEMO10)
+    pid = preamble_id(SEED_PREAMBLE)
+    assert pid == "000ff918bc98"
+    assert dataset.resolve_preamble(preamble_id=pid) == SEED_PREAMBLE
+    with pytest.raises(NotFoundError) as err:
+        dataset.resolve_preamble("no such preamble")
+    assert err.value.code == "preamble_not_found"
+
+
+def test_discovery_pairs_one_embeddings_file_with_several_clusterings(tmp_path: Path) -> None:
+    embeddings, clusters = make_rows({"p": 6})
+    write_dataset(tmp_path, embeddings, clusters, suffix="+n_clusters=5")
+    write_dataset(tmp_path, embeddings, clusters, suffix="+n_clusters=9")
+    # a prefix look-alike must not pair with "…k=40+layer=7"
+    write_dataset(tmp_path, embeddings, clusters, stem="acme:tiny-model|k=4", suffix="+n=1")
+    sources = discover_datasets(tmp_path)
+    assert len(sources) == 3 and all(source.error is None for source in sources)
+    assert len({source.id for source in sources}) == 3
+    for source in sources:
+        assert source.id.replace("-", "").isalnum()  # URL-safe
+
+
+def test_nested_collections_are_discovered(tmp_path: Path) -> None:
+    embeddings, clusters = make_rows({"p": 6})
+    write_dataset(tmp_path / "a", embeddings, clusters)
+    write_dataset(tmp_path / "b", embeddings, clusters)
+    assert len(discover_datasets(tmp_path)) == 2
+
+
+def test_unicode_and_separator_file_names(tmp_path: Path) -> None:
+    embeddings, clusters = make_rows({"Über die": 6})
+    write_dataset(tmp_path, embeddings, clusters, stem="org:модель|k=40+layer=7", suffix="+ñ=1")
+    dataset = load_only(tmp_path)
+    assert dataset.view("Über die").n_points == 6
+
+
+# ---- malformed datasets: each is an InvalidInputError naming what is wrong -------------------
+
+
+def _malformed(tmp_path: Path, case: str) -> None:
+    embeddings, clusters = make_rows({"p": 6, "q": 6})
+    if case == "missing column":
+        embeddings = embeddings.drop("logit")
+    elif case == "wrong dtype":
+        embeddings = embeddings.with_columns(pl.col("token_id").cast(pl.String))
+    elif case == "ragged list":
+        ragged = embeddings["embedding"].cast(pl.List(pl.Float64)).to_list()
+        ragged[3] = ragged[3][:5]
+        embeddings = embeddings.with_columns(pl.Series("embedding", ragged))
+    elif case in ("nan", "inf"):
+        values = embeddings["embedding"].to_list()
+        values[4][2] = float(case)
+        embeddings = embeddings.with_columns(
+            pl.Series("embedding", values, dtype=pl.Array(pl.Float64, 8))
+        )
+    elif case == "duplicate key":
+        embeddings = pl.concat([embeddings, embeddings.head(1)])
+    elif case == "row without cluster":
+        clusters = clusters.head(clusters.height - 1)
+    elif case == "cluster without row":
+        embeddings = embeddings.head(embeddings.height - 1)
+    elif case == "non-integer cluster_id":
+        clusters = clusters.with_columns(
+            pl.when(pl.int_range(pl.len()) == 2)
+            .then(pl.lit("seven"))
+            .otherwise(pl.col("cluster_id").cast(pl.String))
+            .alias("cluster_id")
+        )
+    parquet, tsv = write_dataset(tmp_path, embeddings, clusters)
+    if case == "empty tsv":
+        tsv.write_bytes(b"")
+    elif case == "truncated parquet":
+        parquet.write_bytes(parquet.read_bytes()[: parquet.stat().st_size // 2])
+    elif case == "broken tsv line":
+        text = tsv.read_text().splitlines()
+        text[3] = text[3].split("\t")[0] + "\tonly-two-fields"
+        tsv.write_text("\n".join(text) + "\n")
+    elif case == "tsv without cluster_id":
+        tsv.write_text(clusters.drop("cluster_id").write_csv(separator="\t"))
+    elif case == "no clustering file":
+        tsv.unlink()
+
+
+MALFORMED = {
+    "missing column": "missing column(s) ['logit']",
+    "wrong dtype": "'token_id' has type",
+    "ragged list": "ragged: row 3 has 5 values, expected 8",
+    "nan": "NaN or inf at row 4",
+    "inf": "NaN or inf at row 4",
+    "duplicate key": "share a (preamble, guess) key, e.g. ('p', 'g0')",
+    "row without cluster": "1 embedding row(s) have no clustering row, e.g. ('q', 'g5')",
+    "cluster without row": "1 clustering row(s) have no embedding row, e.g. ('q', 'g5')",
+    "non-integer cluster_id": "non-integer value 'seven' at row 2",
+    "empty tsv": "the file is empty",
+    "truncated parquet": "not a readable parquet file",
+    "broken tsv line": "line 4 has no value for ['guess', 'cluster_id']",
+    "tsv without cluster_id": "missing column(s) ['cluster_id']",
+    "no clustering file": "no clustering file",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_dataset_is_a_clear_error(tmp_path: Path, case: str) -> None:
+    _malformed(tmp_path, case)
+    with pytest.raises(InvalidInputError) as err:
+        load_only(tmp_path)
+    assert err.value.code == "invalid_dataset"
+    assert MALFORMED[case] in err.value.message
+
+
+def test_catalog_lists_invalid_datasets_and_keeps_serving_the_others(tmp_path: Path) -> None:
+    good_embeddings, good_clusters = make_rows({"p": 6})
+    write_dataset(tmp_path / "good", good_embeddings, good_clusters)
+    _malformed(tmp_path / "bad", "duplicate key")
+    catalog = DataCatalog(tmp_path)
+    catalog.check_all()
+    infos = {info.status: info for info in catalog.list()}
+    assert set(infos) == {"ok", "invalid"}
+    assert "share a (preamble, guess) key" in (infos["invalid"].error or "")
+    assert infos["ok"].n_preambles == 1 and infos["ok"].n_rows == 6 and infos["ok"].dim == 8
+    with pytest.raises(InvalidInputError):
+        catalog.get(infos["invalid"].id)
+    assert catalog.get(infos["ok"].id).view("p").n_points == 6
+
+
+def test_catalog_rejects_unknown_and_traversal_ids(tiny_dataset: Path) -> None:
+    catalog = DataCatalog(tiny_dataset)
+    for bad in ["nope", "../etc/passwd", "/etc/passwd", "..%2F..%2Fetc", STEM]:
+        with pytest.raises(NotFoundError) as err:
+            catalog.get(bad)
+        assert err.value.code == "dataset_not_found"
+
+
+def test_catalog_reloads_a_replaced_file_with_a_new_fingerprint(tmp_path: Path) -> None:
+    embeddings, clusters = make_rows({"p": 6})
+    parquet, _ = write_dataset(tmp_path, embeddings, clusters)
+    catalog = DataCatalog(tmp_path)
+    (info,) = catalog.list()
+    before = catalog.get(info.id)
+    changed, _ = make_rows({"p": 6}, seed=1)
+    changed.write_parquet(parquet)
+    os.utime(parquet, ns=(1, 1))  # a distinct mtime even on coarse file systems
+    after = catalog.get(info.id)
+    assert after.fingerprint != before.fingerprint
+    assert not np.allclose(after.view("p").X, before.view("p").X)
+
+
+def test_catalog_keeps_at_most_max_loaded(tmp_path: Path) -> None:
+    embeddings, clusters = make_rows({"p": 6})
+    for name in "abc":
+        write_dataset(tmp_path / name, embeddings, clusters)
+    catalog = DataCatalog(tmp_path, max_loaded=2)
+    for info in catalog.list():
+        catalog.get(info.id)
+    assert len(catalog._loaded) == 2

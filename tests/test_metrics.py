@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from clustviz.metrics import (
+    cluster_overlap_discrepancy,
+    knn_preservation,
+    layout_metrics,
+    silhouette,
+    trustworthiness,
+)
+
+
+def _blobs(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), 10)
+    X = rng.normal(size=(3, 5))[labels] * 5 + rng.normal(size=(30, 5))
+    return X, labels
+
+
+def test_identity_layout_is_perfect() -> None:
+    X, labels = _blobs()
+    Y = X[:, :2] * 0 + X @ np.linalg.qr(np.random.default_rng(1).normal(size=(5, 5)))[0][:, :2]
+    full = X  # an isometry of X keeps everything
+    assert knn_preservation(X, full, k=5) == 1.0
+    assert cluster_overlap_discrepancy(X, full, labels, k=5) == {"mean": 0.0, "max": 0.0}
+    assert 0 <= knn_preservation(X, Y, k=5) <= 1
+
+
+def test_overlap_by_hand() -> None:
+    # 1-D: clusters a={0,1}, b={2,3}; high-D 0 1 | 2 3 far apart; low-D interleaved 0 2 1 3
+    X = np.array([[0.0], [1.0], [10.0], [11.0]])
+    Y = np.array([[0.0], [2.0], [1.0], [3.0]])
+    labels = np.array([0, 0, 1, 1])
+    # k=1 high-D: all edges within clusters; low-D: 0->2 (b), 1->2 or 3 (b), 2->0 or 1 (a), 3->1 (a)
+    result = cluster_overlap_discrepancy(X, Y, labels, k=1)
+    assert result == {"mean": 1.0, "max": 1.0}
+
+
+def test_random_layout_is_worse() -> None:
+    X, labels = _blobs()
+    good = X[:, :2]
+    bad = np.random.default_rng(2).normal(size=(30, 2))
+    assert knn_preservation(X, bad) < knn_preservation(X, X)
+    assert (
+        cluster_overlap_discrepancy(X, bad, labels)["mean"]
+        > cluster_overlap_discrepancy(X, X, labels)["mean"]
+    )
+    assert trustworthiness(X, good, 5) > trustworthiness(X, bad, 5)
+
+
+def test_silhouette_nan_safe() -> None:
+    X, labels = _blobs()
+    assert math.isnan(silhouette(X[:, :2], np.zeros(30, dtype=int)))
+    assert silhouette(X[:, :2], labels) > 0
+
+
+def test_layout_metrics_keys() -> None:
+    X, labels = _blobs()
+    metrics = layout_metrics(X, X[:, :2], labels)
+    assert set(metrics) == {
+        "knn_preservation",
+        "trustworthiness",
+        "overlap_mean",
+        "overlap_max",
+        "silhouette",
+    }
+    assert all(isinstance(v, float) for v in metrics.values())
