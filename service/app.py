@@ -26,7 +26,8 @@ from clustviz.lane import DeviceLane
 from clustviz.workers import WorkerPool, WorkerSettings
 from service.engine import Engine
 from service.errors import error_response, install_error_handlers
-from service.routes import datasets, health, projections
+from service.jobs import JobManager
+from service.routes import batches, datasets, health, projections
 from service.routes.health import _versions
 from service.settings import Settings
 from service.store import ResultStore
@@ -100,6 +101,15 @@ def create_app(
             timeout=settings.projection_timeout,
         )
         app.state.engine = engine
+        jobs = JobManager(
+            engine,
+            store,
+            max_items=settings.max_batch_items,
+            library_concurrency=2 * own_pool.status()["size"],
+            lane_concurrency=settings.lane_max_batch,
+        )
+        app.state.jobs = jobs
+        await jobs.resume_all()
         app.state.lane_pool = own_lane_pool
         app.state.versions = _versions()
         # Validate datasets in the background so GET /datasets soon shows real statuses.
@@ -111,6 +121,7 @@ def create_app(
         try:
             yield
         finally:
+            await jobs.shutdown()
             if lane is not None:
                 lane.close()
             if owned:
@@ -151,6 +162,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(projections.router)
+    app.include_router(batches.router)
 
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

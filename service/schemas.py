@@ -152,3 +152,56 @@ class ProjectionResponse(BaseModel):
     overlap: dict[str, dict[str, float]] | None = Field(
         None, description="clusterplot: mean/max |R_H - R_L| before and after optimisation"
     )
+
+
+class BatchRequest(BaseModel):
+    """Many preambles × several projectors, as one durable job."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"dataset": DEMO_DATASET, "preambles": "all", "projectors": ["umap", "tsne"]},
+                {
+                    "dataset": DEMO_DATASET,
+                    "preambles": [DEMO_PREAMBLE],
+                    "projectors": ["pacmap"],
+                    "params": {"pacmap": {"n_neighbors": 10}},
+                    "seed": 3,
+                },
+            ]
+        },
+    )
+
+    dataset: str = Field(min_length=1, max_length=200)
+    preambles: list[str] | Literal["all"] = Field(
+        description='preamble texts, or "all"', examples=["all"]
+    )
+    projectors: list[str] = Field(min_length=1, max_length=10, examples=[["umap", "tsne"]])
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per projector: {projector: {param: value}}"
+    )
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+
+class BatchItemError(BaseModel):
+    preamble: str
+    projector: str
+    code: str | None
+    detail: str | None
+
+
+class BatchStatus(BaseModel):
+    id: str
+    state: Literal["queued", "running", "done", "cancelled", "deleted"]
+    spec: dict[str, Any]
+    total: int
+    done: int
+    failed: int
+    pending: int
+    created: float
+    started: float | None
+    finished: float | None
+    elapsed_s: float | None
+    errors: list[BatchItemError]
+    links: dict[str, str] = Field(default_factory=dict)

@@ -38,6 +38,28 @@ CREATE TABLE IF NOT EXISTS images (
     size INTEGER NOT NULL,
     last_used REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,            -- JSON: the validated request
+    state TEXT NOT NULL,           -- queued | running | done | cancelled
+    total INTEGER NOT NULL,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS job_items (
+    job_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    preamble TEXT NOT NULL,
+    projector TEXT NOT NULL,
+    key TEXT,                      -- projection key once resolved; pins the result
+    state TEXT NOT NULL,           -- pending | done | failed
+    error TEXT,
+    code TEXT,
+    seconds REAL,
+    PRIMARY KEY (job_id, idx)
+);
+CREATE INDEX IF NOT EXISTS job_items_key ON job_items(key);
 CREATE INDEX IF NOT EXISTS projections_lru ON projections(last_used);
 CREATE INDEX IF NOT EXISTS images_lru ON images(last_used);
 """
@@ -160,10 +182,13 @@ class ResultStore:
     def _evict(self) -> None:
         # Oldest first across both tables until under the bound (images go first: cheap to redo).
         while self._bytes > self.max_bytes:
+            # Results that a batch job still lists are pinned: its client has not fetched them.
             row = self._db.execute(
                 "SELECT 'images', key, size FROM images ORDER BY last_used LIMIT 1"
             ).fetchone() or self._db.execute(
-                "SELECT 'projections', key, size FROM projections ORDER BY last_used LIMIT 1"
+                "SELECT 'projections', key, size FROM projections"
+                " WHERE key NOT IN (SELECT key FROM job_items WHERE key IS NOT NULL)"
+                " ORDER BY last_used LIMIT 1"
             ).fetchone()
             if row is None:
                 break
@@ -171,6 +196,25 @@ class ResultStore:
             self._db.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
             self._memory.pop(key if table == "projections" else "img:" + key, None)
             self._bytes -= int(size)
+
+    def execute(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> None:
+        """Run one write statement (jobs share this database and its lock)."""
+        with self._lock:
+            self._db.execute(sql, params)
+
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def query(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

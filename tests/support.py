@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
+
+import httpx
 
 import numpy as np
 import polars as pl
@@ -86,3 +94,57 @@ def tiny_id(client: TestClient) -> str:
         if item["status"] == "ok" and item["n_preambles"] == 2:
             return str(item["id"])
     raise AssertionError("tiny dataset not found")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``python -m service`` in a subprocess, as scripts/serve runs it."""
+
+    def __init__(self, data_dir: Path, state_dir: Path, **env: str) -> None:
+        self.extra_env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir, self.state_dir = data_dir, state_dir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> float:
+        """Start; return seconds until the first answered request."""
+        env = {
+            **os.environ,
+            "CLUSTVIZ_WORKERS": "1",
+            "CLUSTVIZ_WARM": '["umap"]',
+            "CLUSTVIZ_DEVICE": "cpu",
+            "NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba"),
+            **self.extra_env,
+        }
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), "--state-dir", str(self.state_dir)],
+            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        while time.monotonic() - started < 60:
+            try:
+                httpx.get(self.url + "/health", timeout=1)
+                return time.monotonic() - started
+            except httpx.TransportError:
+                time.sleep(0.02)
+        raise AssertionError("server did not answer within 60 s")
+
+    def wait_warm(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if httpx.get(self.url + "/health", timeout=5).json()["warm"]:
+                return
+            time.sleep(0.5)
+        raise AssertionError("workers did not warm up")
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)

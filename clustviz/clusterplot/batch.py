@@ -10,7 +10,7 @@ import torch
 
 from clustviz.errors import InvalidInputError
 
-__all__ = ["PaddedBatch", "pad_batch", "pairwise_sq_dists"]
+__all__ = ["Adam", "PaddedBatch", "pad_batch", "pair_gradient", "pairwise_sq_dists"]
 
 
 @dataclass(slots=True)
@@ -68,8 +68,57 @@ def pairwise_sq_dists(A: torch.Tensor, B: torch.Tensor | None = None) -> torch.T
     coincident points and no cancellation error in the losses.
     """
     B = A if B is None else B
-    if A.shape[-1] <= 3:
-        diff = A.unsqueeze(2) - B.unsqueeze(1)
-        return (diff * diff).sum(-1)
+    if A.shape[-1] <= 3:  # one coordinate at a time: no (batch, n, m, d) temporary
+        out = None
+        for axis in range(A.shape[-1]):
+            diff = A[..., axis].unsqueeze(2) - B[..., axis].unsqueeze(1)
+            out = diff * diff if out is None else out.addcmul_(diff, diff)
+        assert out is not None
+        return out
     sq = (A * A).sum(-1).unsqueeze(2) + (B * B).sum(-1).unsqueeze(1) - 2.0 * A @ B.transpose(1, 2)
     return sq.clamp_min(0.0)
+
+
+def pair_gradient(coef: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
+    """Gradient ``(batch, N, 2)`` of a loss w.r.t. ``Z`` from ``coef = dL/dD (batch, N, N)``.
+
+    With ``D_ij = |z_i - z_j|²``: ``dL/dz_i = 2 Σ_j (c_ij + c_ji)(z_i - z_j)``, i.e.
+    ``2 [(rowsum + colsum)(c) · z_i - ((c + cᵀ) Z)_i]``: two reductions and one small ``bmm``
+    instead of an autograd graph over the ``(batch, N, N, 2)`` differences.
+    """
+    sym = coef + coef.transpose(1, 2)
+    # (2, N) @ (N, N) per preamble: several times faster than (N, N) @ (N, 2) with MKL
+    mixed = torch.bmm(Z.transpose(1, 2), sym).transpose(1, 2)  # sym is symmetric
+    return 2.0 * (sym.sum(2, keepdim=True) * Z - mixed)
+
+
+class Adam:
+    """Adam (the formula of ``torch.optim.Adam``) on tensors whose gradients we compute.
+
+    ``eps`` is absolute, as in torch; the layouts it moves are scaled to unit spread first, so
+    one value fits every preamble.
+    """
+
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        self.params = list(params)
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def step(self, grads: Sequence[torch.Tensor]) -> None:
+        """One update of every parameter, in place, from ``grads`` (same shapes)."""
+        self.t += 1
+        beta1, beta2 = self.betas
+        step = self.lr / (1.0 - beta1**self.t)
+        root_bc2 = (1.0 - beta2**self.t) ** 0.5
+        for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
+            m.mul_(beta1).add_(g, alpha=1.0 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+            p.addcdiv_(m, v.sqrt().div_(root_bc2).add_(self.eps), value=-step)

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import torch
 
-from clustviz.clusterplot.batch import pairwise_sq_dists
+from clustviz.clusterplot.batch import Adam, pair_gradient, pairwise_sq_dists
 from clustviz.clusterplot.overlap import knn_graph
 
 __all__ = ["knn_affinities", "neighbour_embedding", "pca_init", "torch_init", "umap_init"]
@@ -66,16 +66,24 @@ def neighbour_embedding(
     lr: float,
     exaggeration: float = 4.0,
 ) -> torch.Tensor:
-    """Adam on ``KL(P || Q)`` from ``Y0 (B, n, 2)``; early exaggeration for the first quarter."""
-    Y = Y0.clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([Y], lr=lr)
-    with torch.enable_grad():  # callers may hold no_grad for the rest of the pipeline
+    """Adam on ``KL(P || Q)`` from ``Y0 (B, n, 2)``; early exaggeration for the first quarter.
+
+    The gradient is written out (the t-SNE one, no autograd): with ``w = 1 / (1 + D)`` and
+    ``S = Σ w``, ``dKL/dD_ij = ex · P_ij w_ij - w_ij² / S``.
+    """
+    n = Y0.shape[1]
+    valid = mask.unsqueeze(1) & mask.unsqueeze(2)
+    valid = (valid & ~torch.eye(n, dtype=torch.bool, device=Y0.device)).to(Y0.dtype)
+    Y = Y0.detach().clone()
+    optimiser = Adam([Y], lr=lr)
+    with torch.no_grad():
         for step in range(steps):
-            optimiser.zero_grad(set_to_none=True)
             ex = exaggeration if step < steps // 4 else 1.0
-            knn_kl(Y, P, mask, ex).sum().backward()
-            optimiser.step()
-    return Y.detach() * mask.unsqueeze(-1)
+            w = valid / (1.0 + pairwise_sq_dists(Y))  # (B, n, n), 0 off the valid pairs
+            q = w / w.sum((1, 2), keepdim=True).clamp_min(1e-30)
+            coef = (P * ex - q).mul_(w)  # dKL/dD
+            optimiser.step([pair_gradient(coef, Y)])
+    return Y * mask.unsqueeze(-1)
 
 
 def torch_init(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from clustviz.clusterplot.batch import Adam, pair_gradient, pairwise_sq_dists
 from clustviz.clusterplot.init import knn_kl
 from clustviz.clusterplot.overlap import (
     discrepancy,
@@ -28,7 +29,11 @@ from clustviz.clusterplot.overlap import (
     normalise_overlap,
     overlap_pair_mask,
     soft_edges,
+    soft_radius,
 )
+
+_INF = float("inf")
+_EPS = 1e-12
 
 __all__ = ["OverlapTarget", "gradient_layout", "greedy_layout", "hard_discrepancy"]
 
@@ -106,6 +111,105 @@ def _losses(Y: torch.Tensor, target: OverlapTarget, temperature: float):
     return overlap, label_overlap
 
 
+def reference_loss(
+    Y: torch.Tensor,
+    target: OverlapTarget,
+    *,
+    overlap_weight: float,
+    label_overlap_weight: float,
+    knn_weight: float,
+    temperature: float,
+) -> torch.Tensor:
+    """The gradient mode's loss ``(B,)`` through autograd (what :func:`gradient_layout`
+    differentiates by hand; kept as the reference for tests)."""
+    overlap, label_overlap = _losses(Y, target, temperature)
+    loss = overlap_weight * overlap + label_overlap_weight * label_overlap
+    return loss + knn_weight * knn_kl(Y, target.P, target.mask)
+
+
+class _SoftOverlap:
+    """One soft-kNN overlap term with its gradient written out (no autograd graph).
+
+    Forward (as :func:`~clustviz.clusterplot.overlap.soft_edges` then
+    :func:`~clustviz.clusterplot.overlap.normalise_overlap` / row shares and
+    :func:`~clustviz.clusterplot.overlap.discrepancy`): ``w_ij = σ((r_i - D_ij) / (τ r_i))`` on
+    the valid pairs, ``E = Σ w`` per (group, group), ``R = off(E) / rowsum · pairs``,
+    ``loss = mean_pairs |R - R_H|``. Backward: ``dL/dE`` on the small ``(G, G)`` matrix, gathered
+    back to the pairs, times ``dw/dD``. Only ``(B, N, N)`` elementwise passes, one scatter and one
+    gather per step.
+    """
+
+    def __init__(
+        self,
+        mask: torch.Tensor,  # (B, N) bool
+        k: torch.Tensor,  # (B,) long
+        group: torch.Tensor,  # (B, N) long
+        n_groups: int,
+        target: torch.Tensor,  # (B, G, G)
+        pairs: torch.Tensor,  # (B, G, G) bool: pairs that count
+        temperature: float,
+        remove_diagonal: bool,
+    ) -> None:
+        B, N = mask.shape
+        eye = torch.eye(N, dtype=torch.bool, device=mask.device)
+        self.invalid = ~(mask.unsqueeze(1) & mask.unsqueeze(2)) | eye  # (B, N, N)
+        self.valid = (~self.invalid).to(target.dtype)
+        k = torch.minimum(k, mask.sum(1) - 1).clamp_min(1)
+        self.k = k
+        self.flat = (group.unsqueeze(2) * n_groups + group.unsqueeze(1)).reshape(B, N * N)
+        self.G = n_groups
+        self.target = target
+        self.pairs = pairs.to(target.dtype)
+        self.count = self.pairs.sum((1, 2)).clamp_min(1.0)  # (B,)
+        self.temperature = temperature
+        self.off_diagonal = (
+            1.0 - torch.eye(n_groups, dtype=target.dtype, device=target.device)
+            if remove_diagonal
+            else None
+        )
+
+    def radius(self, D: torch.Tensor) -> torch.Tensor:
+        """``r (B, N, 1)``: midway between each row's k-th and (k+1)-th squared distance."""
+        return soft_radius(D, self.invalid, self.k)
+
+    def __call__(
+        self, D: torch.Tensor, radius: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss ``(B,)`` and ``dL/dD (B, N, N)`` for squared distances ``D`` and radii."""
+        B, N, _ = D.shape
+        scale = 1.0 / (self.temperature * radius)  # (B, N, 1)
+        w = torch.sigmoid((radius - D) * scale) * self.valid
+        edges = D.new_zeros(B, self.G * self.G).scatter_add_(1, self.flat, w.view(B, N * N))
+        edges = edges.view(B, self.G, self.G)
+        off = edges if self.off_diagonal is None else edges * self.off_diagonal
+        rows = off.sum(2, keepdim=True)
+        inv_rows = 1.0 / rows.clamp_min(_EPS)
+        R = off * inv_rows * self.pairs
+        diff = R - self.target
+        loss = (diff.abs() * self.pairs).sum((1, 2)) / self.count
+        g_R = torch.sign(diff) * self.pairs / self.count.view(B, 1, 1)
+        # R_ab = off_ab p_ab / s_a  →  dL/doff_ab = (g_ab p_ab - Σ_b' g_ab' R_ab') / s_a
+        g_off = (g_R * self.pairs - (g_R * R).sum(2, keepdim=True)) * inv_rows
+        g_off = g_off * (rows > _EPS)  # the clamp stops the row-sum path
+        if self.off_diagonal is not None:
+            g_off = g_off * self.off_diagonal
+        g_w = g_off.view(B, -1).gather(1, self.flat).view(B, N, N)
+        # dw/dD = -w (1 - w) / (τ r);  w is 0 on invalid pairs
+        return loss, g_w.mul_(w).mul_(w - 1.0).mul_(scale)
+
+
+def _knn_kl_grad(
+    D: torch.Tensor, P: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~clustviz.clusterplot.init.knn_kl` ``(B,)`` and its ``dL/dD (B, n, n)``."""
+    log1p = torch.log1p(D)
+    w = valid / (1.0 + D)
+    total = w.sum((1, 2))
+    loss = (P * log1p).sum((1, 2)) + torch.log(total.clamp_min(1e-30))
+    coef = (P - w / total.clamp_min(1e-30).view(-1, 1, 1)).mul_(w)
+    return loss, coef
+
+
 def gradient_layout(
     Y0: torch.Tensor,
     target: OverlapTarget,
@@ -116,26 +220,88 @@ def gradient_layout(
     label_overlap_weight: float,
     knn_weight: float,
     temperature: float,
+    radius_every: int = 10,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Optimised layout ``(B, n, 2)`` and the loss trace ``(steps, B)``."""
-    B, A = target.R_H.shape[:2]
-    T = Y0.new_zeros(B, A, 2, requires_grad=True)
-    delta = torch.zeros_like(Y0, requires_grad=True)
-    optimiser = torch.optim.Adam([T, delta], lr=lr)
+    """Optimised layout ``(B, n, 2)`` and the loss trace ``(steps, B)``.
+
+    Adam over translations ``T (B, A, 2)`` and per-point moves ``delta (B, n, 2)``; the loss
+    is ``overlap_weight · mean|R_H - R_L| + label_overlap_weight · mean|M_H - M_L|
+    + knn_weight · KL(P || Q)`` per preamble, summed (never averaged) over the batch. The
+    gradients are written out (see :class:`_SoftOverlap`): same values as autograd on
+    :func:`_losses`, several times faster on the CPU. The soft-kNN radii are detached; they are
+    refreshed every ``radius_every`` steps.
+    """
+    B, n, _ = Y0.shape
+    A = target.n_anchors
+    mask = target.mask
+    weight = mask.unsqueeze(-1).to(Y0.dtype)
+    Z_mask = torch.cat([mask, target.anchor_mask], 1) if target.anchors_in_graph else mask
+    group = (
+        torch.cat([target.point_anchor, torch.arange(A, device=Y0.device).expand(B, A)], 1)
+        if target.anchors_in_graph
+        else target.point_anchor
+    )
+    sub = _SoftOverlap(
+        Z_mask,
+        target.k,
+        group,
+        A,
+        target.R_H,
+        overlap_pair_mask(target.anchor_cluster, target.anchor_mask),
+        temperature,
+        remove_diagonal=True,
+    )
+    label = _SoftOverlap(
+        mask,
+        target.knn_k,
+        target.labels,
+        target.n_clusters,
+        target.M_H,
+        _cluster_pairs(target),
+        temperature,
+        remove_diagonal=False,
+    )
+    valid = label.valid
+    members = Y0.new_zeros(B, A).scatter_add_(1, target.point_anchor, weight.squeeze(-1))
+    inv_members = (1.0 / members.clamp_min(1.0)).unsqueeze(-1)  # (B, A, 1)
+    anchor_index = target.point_anchor.unsqueeze(-1).expand(B, n, 2)
+
+    T = Y0.new_zeros(B, A, 2)
+    delta = torch.zeros_like(Y0)
+    optimiser = Adam([T, delta], lr=lr)
     trace = Y0.new_zeros(steps, B)
-    weight = target.mask.unsqueeze(-1).to(Y0.dtype)
-    for step in range(steps):
-        optimiser.zero_grad(set_to_none=True)
-        Y = _translate(Y0, T, target.point_anchor) + delta * weight
-        overlap, label_overlap = _losses(Y, target, temperature)
-        loss = overlap_weight * overlap + label_overlap_weight * label_overlap
-        if knn_weight > 0:
-            loss = loss + knn_weight * knn_kl(Y, target.P, target.mask)
-        loss.sum().backward()
-        optimiser.step()
-        trace[step] = loss.detach()
+    radius_sub = radius_label = None
     with torch.no_grad():
-        Y = (_translate(Y0, T, target.point_anchor) + delta * weight) * weight
+        for step in range(steps):
+            Y = Y0 + T.gather(1, anchor_index) + delta * weight
+            if target.anchors_in_graph:
+                sums = Y.new_zeros(B, A, 2).scatter_add_(1, anchor_index, Y * weight)
+                Z = torch.cat([Y, sums * inv_members], 1)  # anchors: means of their members
+            else:
+                Z = Y
+            D = pairwise_sq_dists(Z)  # (B, N, N); its first n × n block is Y's
+            D_Y = D[:, :n, :n]
+            if step % radius_every == 0 or radius_sub is None:
+                radius_sub, radius_label = sub.radius(D), label.radius(D_Y)
+            loss, coef = sub(D, radius_sub)
+            loss = loss * overlap_weight
+            coef.mul_(overlap_weight)
+            label_loss, label_coef = label(D_Y, radius_label)
+            loss = loss + label_overlap_weight * label_loss
+            coef[:, :n, :n].add_(label_coef, alpha=label_overlap_weight)
+            if knn_weight > 0:
+                kl, kl_coef = _knn_kl_grad(D_Y, target.P, valid)
+                loss = loss + knn_weight * kl
+                coef[:, :n, :n].add_(kl_coef, alpha=knn_weight)
+            g_Z = pair_gradient(coef, Z)
+            g_Y = g_Z[:, :n]
+            if target.anchors_in_graph:  # an anchor's gradient flows to its members
+                g_Y = g_Y + (g_Z[:, n:] * inv_members).gather(1, anchor_index)
+            g_Y = g_Y * weight
+            g_T = torch.zeros_like(T).scatter_add_(1, anchor_index, g_Y)
+            optimiser.step([g_T, g_Y])
+            trace[step] = loss
+        Y = (Y0 + T.gather(1, anchor_index) + delta * weight) * weight
     return Y, trace
 
 

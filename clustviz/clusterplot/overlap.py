@@ -27,6 +27,7 @@ __all__ = [
     "normalise_overlap",
     "overlap_pair_mask",
     "soft_edges",
+    "soft_radius",
 ]
 
 _INF = float("inf")
@@ -96,18 +97,29 @@ def soft_edges(
     invalid = ~(mask.unsqueeze(1) & mask.unsqueeze(2)) | torch.eye(
         n, dtype=torch.bool, device=Y.device
     )
-    with torch.no_grad():
-        ordered = dist.masked_fill(invalid, _INF).sort(dim=2).values  # (B, n, n)
-        kth = ordered.gather(2, (k - 1).view(B, 1, 1).expand(B, n, 1))
-        next_ = ordered.gather(2, k.view(B, 1, 1).clamp_max(n - 1).expand(B, n, 1))
-        # with no (k+1)-th neighbour, put the radius a little beyond the k-th
-        radius_sq = torch.where(torch.isfinite(next_), 0.5 * (kth + next_), 1.5 * kth)
-        radius_sq = radius_sq.clamp_min(_EPS).masked_fill(~torch.isfinite(radius_sq), 1.0)
+    radius_sq = soft_radius(dist.detach(), invalid, k)
     weight = torch.sigmoid((radius_sq - dist) / (temperature * radius_sq))
     weight = weight.masked_fill(invalid, 0.0)
     src = group.unsqueeze(-1).expand(B, n, n)
     dst = group.unsqueeze(1).expand(B, n, n)
     return aggregate_edges(src, dst, weight, n_groups)
+
+
+def soft_radius(dist: torch.Tensor, invalid: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Detached squared radius ``(B, n, 1)`` midway between each row's k-th and (k+1)-th.
+
+    ``dist (B, n, n)``, ``invalid`` (True where a pair does not count), ``k (B,)`` already
+    clamped to ``[1, n_b - 1]``. ``topk`` of ``k_max + 1`` rather than a full sort.
+    """
+    B, n, _ = dist.shape
+    n_top = min(int(k.max()) + 1, n)
+    with torch.no_grad():
+        ordered = dist.masked_fill(invalid, _INF).topk(n_top, dim=2, largest=False).values
+        kth = ordered.gather(2, (k - 1).view(B, 1, 1).expand(B, n, 1))
+        next_ = ordered.gather(2, k.clamp_max(n_top - 1).view(B, 1, 1).expand(B, n, 1))
+        # with no (k+1)-th neighbour, put the radius a little beyond the k-th
+        radius_sq = torch.where(torch.isfinite(next_), 0.5 * (kth + next_), 1.5 * kth)
+        return radius_sq.clamp_min(_EPS).masked_fill(~torch.isfinite(radius_sq), 1.0)
 
 
 def overlap_pair_mask(cluster: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

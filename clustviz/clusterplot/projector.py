@@ -199,7 +199,7 @@ class ClusterPlot(BaseProjector):
             sums = torch.zeros(*anchors.mask.shape, 2, dtype=Y.dtype, device=device)
             sums.scatter_add_(1, anchors.point_anchor.unsqueeze(-1).expand(-1, -1, 2), Y)
             anchor_2d = sums / members.clamp_min(1).unsqueeze(-1)
-        host = {
+        host: dict[str, Any] = {
             "Y": Y.cpu().numpy(),
             "anchors": anchor_2d.cpu().numpy(),
             "point_anchor": anchors.point_anchor.cpu().numpy(),

@@ -9,6 +9,7 @@ cached result of the old content. A malformed dataset is remembered as invalid w
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,16 +65,25 @@ def _stat(source: DatasetSource) -> tuple[int, ...]:
 class DataCatalog:
     """Datasets under ``data_dir``; at most ``max_loaded`` held in memory at once."""
 
-    def __init__(self, data_dir: Path, *, max_loaded: int = 4) -> None:
+    def __init__(
+        self, data_dir: Path, *, max_loaded: int = 4, rescan_seconds: float = 2.0
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.max_loaded = max_loaded
+        self.rescan_seconds = rescan_seconds
+        self._sources: tuple[float, dict[str, DatasetSource]] | None = None
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
         self._loaded: OrderedDict[str, tuple[tuple[int, ...], Dataset]] = OrderedDict()
         self._checked: dict[str, _Checked] = {}
 
     def sources(self) -> dict[str, DatasetSource]:
-        return {source.id: source for source in discover_datasets(self.data_dir)}
+        """The datasets on disk, re-listed at most every ``rescan_seconds`` (hot path)."""
+        now = time.monotonic()
+        if self._sources is None or now - self._sources[0] > self.rescan_seconds:
+            found = {source.id: source for source in discover_datasets(self.data_dir)}
+            self._sources = (now, found)
+        return self._sources[1]
 
     def list(self) -> list[DatasetInfo]:
         """Every dataset found, with status and counts where it has been checked."""

@@ -1,7 +1,7 @@
 // The clustviz page: pick a dataset and a preamble, compare projectors side by side.
 // The view lives in the URL (?dataset=&preamble=&projectors=a,b&seed=), so it can be shared and
 // the back button walks through it. No framework, no build step.
-import { describe, drawProjection } from "./plot.js";
+import { clusterPalette, describe, drawProjection } from "./plot.js";
 
 const PAGE_SIZE = 8;
 const DEFAULT_PROJECTORS = ["tsne", "umap"];
@@ -15,6 +15,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const catalog = { datasets: [], projectors: [] };
 let view = { dataset: null, preamble: null, projectors: [], seed: null };
 const search = { q: "", offset: 0, total: 0, items: [], controller: null, dataset: undefined };
+const unknownProjectors = new Set(); // names met in URLs that the service does not offer
 const preambleTexts = new Map(); // "dataset/preamble id" -> text
 const done = new Map(); // projection URL -> response, for an instant redraw
 const pending = new Map(); // projection URL -> Promise, so a view asked twice is fetched once
@@ -129,14 +130,19 @@ function syncControls() {
   }
   select.value = view.dataset ?? "";
 
+  // Checkboxes are rebuilt only when a new name turns up (focus stays on the one just toggled).
   const box = $("projectors");
   const known = catalog.projectors.map((p) => p.name);
-  const unknown = view.projectors.filter((name) => !known.includes(name));
-  box.replaceChildren(
-    h("legend", {}, "Projectors"),
-    ...catalog.projectors.map((p) => projectorChoice(p.name, p.title, `min. ${p.min_points} points`)),
-    ...unknown.map((name) => projectorChoice(name, name, "not offered by the service")),
-  );
+  for (const name of view.projectors) if (!known.includes(name)) unknownProjectors.add(name);
+  const names = [...known, ...unknownProjectors];
+  if ([...box.querySelectorAll("input")].map((i) => i.value).join() !== names.join()) {
+    box.replaceChildren(
+      h("legend", {}, "Projectors"),
+      ...catalog.projectors.map((p) => projectorChoice(p.name, p.title, `min. ${p.min_points} points`)),
+      ...[...unknownProjectors].map((name) => projectorChoice(name, name, "not offered by the service")),
+    );
+  }
+  for (const input of box.querySelectorAll("input")) input.checked = view.projectors.includes(input.value);
   $("seed").value = view.seed ?? "";
 }
 
@@ -144,12 +150,7 @@ function projectorChoice(name, title, note) {
   return h(
     "label",
     { class: "choice", title: note },
-    h("input", {
-      type: "checkbox",
-      name: "projector",
-      value: name,
-      checked: view.projectors.includes(name),
-    }),
+    h("input", { type: "checkbox", name: "projector", value: name }),
     ` ${title} `,
     title === name ? h("small", {}, "(unknown)") : h("code", {}, name),
   );
@@ -379,6 +380,13 @@ function renderResult(data, title) {
   const svg = drawProjection(data, `${title} projection of ${data.n_points} guesses`);
   plot.append(svg, tooltip);
   bindHover(svg, tooltip, plot, data);
+  const legend = h(
+    "ul",
+    { class: "legend", "aria-label": "clusters" },
+    [...clusterPalette(data)].map(([id, color]) =>
+      h("li", {}, h("span", { class: "swatch", style: `background:${color}` }), String(id)),
+    ),
+  );
 
   const timing = data.cached ? "cached" : `computed in ${Math.round(data.timings.compute_ms)} ms`;
   const metrics = h(
@@ -420,7 +428,7 @@ function renderResult(data, title) {
     { class: "summary" },
     `${data.n_points} guesses · ${data.n_clusters} clusters · seed ${data.seed} · ${timing} · ${data.device}`,
   );
-  return [plot, h("div", { class: "meta" }, summary, metrics, notes, params)];
+  return [plot, legend, h("div", { class: "meta" }, summary, metrics, notes, params)];
 }
 
 /** Hover or focus a guess: its details in a tooltip; the same guess and its cluster stand out in

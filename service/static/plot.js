@@ -21,11 +21,17 @@ export function describe(point) {
   return `${point.guess} — cluster ${point.cluster_id}, logit ${fmt(point.logit)}`;
 }
 
-/** An <svg> for a projection response; `title` names it for assistive technology. */
-export function drawProjection(data, title) {
+/** Cluster id -> colour for a projection response, in ascending cluster-id order. */
+export function clusterPalette(data) {
   const colors = clusterColors(data.n_clusters);
   const labelOf = new Map(data.points.map((p) => [p.cluster_id, p.label]));
-  const colorOf = (clusterId) => colors[labelOf.get(clusterId)] ?? "#666666";
+  return new Map([...labelOf].sort(([a], [b]) => a - b).map(([id, label]) => [id, colors[label]]));
+}
+
+/** An <svg> for a projection response; `title` names it for assistive technology. */
+export function drawProjection(data, title) {
+  const palette = clusterPalette(data);
+  const colorOf = (clusterId) => palette.get(clusterId) ?? "#666666";
 
   const xs = data.points.map((p) => p.x);
   const ys = data.points.map((p) => p.y);

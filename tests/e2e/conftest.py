@@ -51,7 +51,7 @@ def _free_port() -> int:
 def _health(base: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
-            return json.load(response)  # type: ignore[no-any-return]
+            return json.load(response)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None
 
@@ -100,9 +100,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 break
             if process.poll() is not None or time.monotonic() > deadline:
                 log_tail = log_path.read_text(errors="replace")[-3000:]
-                why = f"exited with {process.returncode}" if process.poll() is not None else (
-                    f"not warm after {WARM_TIMEOUT_S} s (last health: {health})"
-                )
+                if process.poll() is not None:
+                    why = f"exited with {process.returncode}"
+                else:
+                    why = f"was not warm after {WARM_TIMEOUT_S} s (last health: {health})"
                 pytest.fail(f"the service {why}; its log ends with:\n{log_tail}")
             time.sleep(0.5)
         yield base
@@ -148,7 +149,12 @@ def page(new_page: Any) -> Any:
 def console_errors(page: Any) -> list[str]:
     """Console errors and uncaught exceptions of ``page``, from before its first navigation."""
     errors: list[str] = []
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page.on("console", on_console)
     page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
     return errors
 

@@ -96,11 +96,11 @@ def test_search_finds_the_seed_preamble_and_pages(page: Any) -> None:
 
 
 # Importing tol_colors 2.2 (for the server's palette) calls matplotlib's Colormap.set_bad, which
-# matplotlib 3.10 flags as pending deprecation; not ours to fix.
-@pytest.mark.filterwarnings("ignore:The set_bad function will be deprecated:PendingDeprecationWarning")
-def test_two_projectors_side_by_side(
-    page: Any, console_errors: list[str], artifacts: Path
-) -> None:
+# matplotlib 3.11 flags as pending deprecation; not ours to fix.
+@pytest.mark.filterwarnings(
+    "ignore:The set_bad function will be deprecated:PendingDeprecationWarning"
+)
+def test_two_projectors_side_by_side(page: Any, console_errors: list[str], artifacts: Path) -> None:
     from clustviz.render import cluster_colors
 
     page.goto(f"/?dataset={DATASET}&projectors=")
@@ -127,7 +127,9 @@ def test_two_projectors_side_by_side(
         box = panel(page, projector)
         knn = f"{data['metrics']['knn_preservation']:.3f}"
         expect(box.locator('[data-metric="knn_preservation"]')).to_have_text(knn)
-        expect(box.locator('[data-metric="trustworthiness"]')).to_have_text(re.compile(r"^0\.\d{3}$"))
+        expect(box.locator('[data-metric="trustworthiness"]')).to_have_text(
+            re.compile(r"^0\.\d{3}$")
+        )
         expect(box.locator("details.params summary")).to_have_text(
             f"Parameters used ({len(data['params'])})"
         )
@@ -139,7 +141,10 @@ def test_two_projectors_side_by_side(
         assert png.body()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Side by side: same row, tSNE on the left.
-    assert abs(boxes[0]["y"] - boxes[1]["y"]) < 1 and boxes[0]["x"] + boxes[0]["width"] <= boxes[1]["x"]
+    assert (
+        abs(boxes[0]["y"] - boxes[1]["y"]) < 1
+        and boxes[0]["x"] + boxes[0]["width"] <= boxes[1]["x"]
+    )
     page.screenshot(path=str(artifacts / "screenshot.png"), full_page=True)
     assert console_errors == []
 
@@ -165,16 +170,20 @@ def test_hover_shows_guess_details(page: Any) -> None:
     expect(tooltip).to_contain_text(api_json(page, "tsne").json()["points"][0]["guess"])
 
 
-def test_clusterplot_draws_blobs_in_cluster_colours(page: Any) -> None:
+def test_clusterplot_draws_blobs_in_cluster_colours(page: Any, artifacts: Path) -> None:
     response = api_json(page, "clusterplot")
     page.goto(view_url("clusterplot"))
     if not response.ok:
         # Still shown plainly, not as a blank panel.
-        expect(panel(page, "clusterplot").get_by_role("alert")).to_contain_text(response.json()["detail"])
+        expect(panel(page, "clusterplot").get_by_role("alert")).to_contain_text(
+            response.json()["detail"]
+        )
         pytest.skip(f"clusterplot is not available yet: {response.json()['detail']}")
     data = response.json()
     expect_plot(page, "clusterplot")
-    polygons = [(h["cluster_id"], poly) for h in data["hulls"] for poly in h["polygons"] if len(poly) >= 3]
+    polygons = [
+        (h["cluster_id"], poly) for h in data["hulls"] for poly in h["polygons"] if len(poly) >= 3
+    ]
     assert polygons, "the demo preamble should have at least one hull"
     blobs = panel(page, "clusterplot").locator("path.blob")
     expect(blobs).to_have_count(len(polygons))
@@ -185,6 +194,9 @@ def test_clusterplot_draws_blobs_in_cluster_colours(page: Any) -> None:
         assert blob.get_attribute("fill") == text_fill[int(blob.get_attribute("data-cluster"))]
     assert blobs.first.evaluate("n => getComputedStyle(n).fillOpacity") == "0.2"
     expect(panel(page, "clusterplot").locator('[data-metric="overlap"]')).to_contain_text("→")
+    panel(page, "clusterplot").locator("text.guess").last.hover()
+    expect(panel(page, "clusterplot").locator(".tooltip")).to_be_visible()
+    page.screenshot(path=str(artifacts / "screenshot-clusterplot.png"), full_page=True)
 
 
 @pytest.mark.parametrize(
@@ -192,8 +204,11 @@ def test_clusterplot_draws_blobs_in_cluster_colours(page: Any) -> None:
     [
         (view_url("tsne", "nope"), 'section.panel[data-projector="nope"]', "unknown_projector"),
         (view_url("tsne", seed=-1), 'section.panel[data-projector="tsne"]', "invalid_request"),
-        (view_url("tsne", preamble="ffffffffffff"), 'section.panel[data-projector="tsne"]',
-         "preamble_not_found"),
+        (
+            view_url("tsne", preamble="ffffffffffff"),
+            'section.panel[data-projector="tsne"]',
+            "preamble_not_found",
+        ),
         ("/?dataset=no-such-dataset&projectors=tsne", "#preamble-status", "dataset_not_found"),
     ],
     ids=["unknown-projector", "bad-seed", "unknown-preamble", "unknown-dataset"],
@@ -218,6 +233,7 @@ def test_api_errors_are_shown_plainly(page: Any, url: str, where: str, code: str
         nope = page.get_by_role("checkbox", name="nope")
         expect(nope).to_be_checked()
         nope.uncheck()
+        expect(nope).to_be_focused()  # the control a keyboard user toggled keeps the focus
         expect(page.locator("section.panel")).to_have_count(1)
         assert "nope" not in page.url
 

@@ -3,71 +3,13 @@ a responsive /health under load, and results that survive a SIGKILL."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
-from support import DEMO_ID, REPO, SEED_PREAMBLE
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """``python -m service`` in a subprocess, as scripts/serve runs it."""
-
-    def __init__(self, data_dir: Path, state_dir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data_dir, self.state_dir = data_dir, state_dir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> float:
-        """Start; return seconds until the first answered request."""
-        env = {
-            **os.environ,
-            "CLUSTVIZ_WORKERS": "1",
-            "CLUSTVIZ_WARM": '["umap"]',
-            "CLUSTVIZ_DEVICE": "cpu",
-            "NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba"),
-        }
-        started = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--state-dir", str(self.state_dir)],
-            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        while time.monotonic() - started < 60:
-            try:
-                httpx.get(self.url + "/health", timeout=1)
-                return time.monotonic() - started
-            except httpx.TransportError:
-                time.sleep(0.02)
-        raise AssertionError("server did not answer within 60 s")
-
-    def wait_warm(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if httpx.get(self.url + "/health", timeout=5).json()["warm"]:
-                return
-            time.sleep(0.5)
-        raise AssertionError("workers did not warm up")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
+from support import DEMO_ID, SEED_PREAMBLE, Server
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +63,63 @@ def test_health_stays_fast_while_heavy_work_runs(server: Server) -> None:
     assert latencies and max(latencies) < 1.0
 
 
-def test_results_survive_sigkill(server: Server) -> None:
-    first = project(server, seed=77).json()
+def test_batch_survives_sigkill_and_resumes_on_its_own(server: Server) -> None:
+    body = {
+        "dataset": DEMO_ID,
+        "preambles": "all",
+        "projectors": ["umap", "tsne"],
+        "params": {"tsne": {"max_iter": 4000}},
+        "seed": 555,
+    }
+    job_id = httpx.post(server.url + "/batches", json=body, timeout=30).json()["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{server.url}/batches/{job_id}", timeout=10).json()
+        if status["done"] >= 3:
+            break
+        time.sleep(0.05)
+    assert 3 <= status["done"] < 20, status  # killed mid-job
+    before = httpx.get(f"{server.url}/batches/{job_id}/results?format=json", timeout=30).json()
+    single = project(server, seed=77).json()
     server.kill()
     server.start()
-    again = project(server, seed=77).json()  # answered from SQLite before any worker is warm
-    assert again["cached"] is True and again["points"] == first["points"]
+    # a finished single projection is answered from SQLite before any worker is warm
+    again = project(server, seed=77).json()
+    assert again["cached"] is True and again["points"] == single["points"]
+    server.wait_warm()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{server.url}/batches/{job_id}", timeout=10).json()
+        if status["state"] == "done":
+            break
+        time.sleep(0.2)
+    assert (status["state"], status["done"], status["failed"]) == ("done", 20, 0)
+    after = httpx.get(f"{server.url}/batches/{job_id}/results?format=json", timeout=30).json()
+    assert len(after) == 20 * 40
+    # every point finished before the kill is there, unchanged
+    after_rows = {(r["preamble"], r["guess"], r["projector"]): (r["x"], r["y"]) for r in after}
+    for row in before:
+        assert after_rows[(row["preamble"], row["guess"], row["projector"])] == (row["x"], row["y"])
+
+
+def test_client_and_cli(server: Server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from clustviz.cli import main
+    from clustviz.client import Client, ClientError
+
+    with Client(server.url) as client:
+        frame = client.project(DEMO_ID, SEED_PREAMBLE, "umap")
+        assert frame.height == 40 and {"guess", "x", "y", "cluster_id"} <= set(frame.columns)
+        image = client.plot(DEMO_ID, SEED_PREAMBLE, "umap")
+        assert image._repr_png_() is not None
+        with pytest.raises(ClientError) as err:
+            client.project(DEMO_ID, SEED_PREAMBLE, "nope")
+        assert err.value.status == 422 and err.value.code == "unknown_projector"
+        points = client.batch(DEMO_ID, projectors=["umap"], preambles=[SEED_PREAMBLE], progress=False)
+        assert points.height == 40
+    out = tmp_path / "out.parquet"
+    code = main(["batch", "--url", server.url, "--dataset", DEMO_ID, "--projectors", "umap",
+                 "--all", "-o", str(out), "--quiet"])
+    assert code == 0
+    import polars as pl
+
+    assert pl.read_parquet(out).height == 400

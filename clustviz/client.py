@@ -1,0 +1,208 @@
+"""A small HTTP client for notebooks and scripts.
+
+>>> from clustviz.client import Client
+>>> c = Client("http://127.0.0.1:8000")
+>>> df = c.project("smollm2-…", "Students were outraged over the administration's new", "umap")
+>>> c.plot(..., "tsne")                  # shows inline in Jupyter
+>>> points = c.batch("smollm2-…", projectors=["umap", "clusterplot"])   # progress bar
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import polars as pl
+
+__all__ = ["Client", "ClientError", "PlotImage"]
+
+
+class ClientError(Exception):
+    """An error answer of the server, with its HTTP status and stable ``code``."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status, self.code, self.detail = status, code, detail
+
+
+class PlotImage(bytes):
+    """PNG/SVG bytes that Jupyter displays inline."""
+
+    def _repr_png_(self) -> bytes | None:
+        return bytes(self) if self[:4] == b"\x89PNG" else None
+
+    def _repr_svg_(self) -> str | None:
+        return None if self[:4] == b"\x89PNG" else self.decode()
+
+
+class Client:
+    """Talks to one clustviz server. ``api_key`` is sent as ``X-API-Key`` when given."""
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 300) -> None:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self, response: httpx.Response) -> httpx.Response:
+        if response.status_code >= 400:
+            try:
+                payload = response.json()
+                code, detail = payload.get("code", "error"), payload.get("detail", response.text)
+            except ValueError:
+                code, detail = "error", response.text
+            raise ClientError(response.status_code, code, detail)
+        return response
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._check(self._http.get("/datasets")).json()  # type: ignore[no-any-return]
+
+    def preambles(self, dataset: str, q: str | None = None, limit: int = 1000) -> pl.DataFrame:
+        params: dict[str, Any] = {"limit": limit, **({"q": q} if q else {})}
+        page = self._check(self._http.get(f"/datasets/{dataset}/preambles", params=params)).json()
+        return pl.DataFrame(page["items"])
+
+    def projection(
+        self,
+        dataset: str,
+        preamble: str,
+        projector: str,
+        *,
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """The full JSON answer (points, params used, metrics, hulls…)."""
+        body = _body(dataset, preamble, projector, params, seed)
+        return self._check(self._http.post("/projections", json=body)).json()  # type: ignore[no-any-return]
+
+    def project(
+        self,
+        dataset: str,
+        preamble: str,
+        projector: str,
+        *,
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> pl.DataFrame:
+        """One row per guess: guess, token_id, logit, cluster_id, label, x, y."""
+        answer = self.projection(dataset, preamble, projector, params=params, seed=seed)
+        return pl.DataFrame(answer["points"])
+
+    def plot(
+        self,
+        dataset: str,
+        preamble: str,
+        projector: str,
+        *,
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+        fmt: str = "png",
+    ) -> PlotImage:
+        """The rendered plot (PNG or SVG bytes; shows inline in Jupyter)."""
+        accept = {"png": "image/png", "svg": "image/svg+xml"}[fmt]
+        response = self._http.post(
+            "/projections",
+            json=_body(dataset, preamble, projector, params, seed),
+            headers={"Accept": accept},
+        )
+        return PlotImage(self._check(response).content)
+
+    def submit_batch(
+        self,
+        dataset: str,
+        *,
+        projectors: list[str],
+        preambles: list[str] | None = None,
+        params: dict[str, dict[str, Any]] | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """Start a batch job; return its id (``preambles=None`` means all)."""
+        body = {
+            "dataset": dataset,
+            "preambles": "all" if preambles is None else preambles,
+            "projectors": projectors,
+            "params": params or {},
+            **({"seed": seed} if seed is not None else {}),
+        }
+        return str(self._check(self._http.post("/batches", json=body)).json()["id"])
+
+    def batch_status(self, job_id: str) -> dict[str, Any]:
+        return self._check(self._http.get(f"/batches/{job_id}")).json()  # type: ignore[no-any-return]
+
+    def events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(event, data)`` pairs from the job's Server-Sent Events stream, until it ends."""
+        with self._http.stream("GET", f"/batches/{job_id}/events", timeout=None) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._check(response)
+            event = "message"
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    yield event, json.loads(line[5:])
+
+    def wait(self, job_id: str, *, progress: bool = True) -> dict[str, Any]:
+        """Follow a job to its end (tqdm bar fed by the event stream); return the final status."""
+        from tqdm.auto import tqdm
+
+        status = self.batch_status(job_id)
+        bar = tqdm(total=status["total"], disable=not progress, unit="item", desc=job_id)
+        try:
+            for event, data in self.events(job_id):
+                bar.n = data["done"] + data["failed"]
+                bar.set_postfix(failed=data["failed"], refresh=False)
+                bar.refresh()
+                status = data
+                if event == "end":
+                    break
+        finally:
+            bar.close()
+        return status
+
+    def results(self, job_id: str) -> pl.DataFrame:
+        """The job's finished points (one row per point) as a polars DataFrame."""
+        response = self._http.get(f"/batches/{job_id}/results", params={"format": "parquet"})
+        return pl.read_parquet(io.BytesIO(self._check(response).content))
+
+    def batch(
+        self,
+        dataset: str,
+        *,
+        projectors: list[str],
+        preambles: list[str] | None = None,
+        params: dict[str, dict[str, Any]] | None = None,
+        seed: int | None = None,
+        progress: bool = True,
+    ) -> pl.DataFrame:
+        """Submit, wait with a progress bar, return every point of every finished item."""
+        job_id = self.submit_batch(
+            dataset, projectors=projectors, preambles=preambles, params=params, seed=seed
+        )
+        self.wait(job_id, progress=progress)
+        return self.results(job_id)
+
+
+def _body(
+    dataset: str,
+    preamble: str,
+    projector: str,
+    params: dict[str, Any] | None,
+    seed: int | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"dataset": dataset, "preamble": preamble, "projector": projector}
+    if params:
+        body["params"] = params
+    if seed is not None:
+        body["seed"] = seed
+    return body

@@ -1,0 +1,107 @@
+"""Batch jobs: create, follow (status and Server-Sent Events), fetch results, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from service.deps import ApiKeyDep
+from service.jobs import JobManager
+from service.schemas import BatchRequest, BatchStatus, ErrorResponse
+
+router = APIRouter(tags=["batches"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+}
+
+
+def get_jobs(request: Request) -> JobManager:
+    return request.app.state.jobs  # type: ignore[no-any-return]
+
+
+JobsDep = Annotated[JobManager, Depends(get_jobs)]
+
+
+def _with_links(status: dict[str, Any]) -> BatchStatus:
+    base = f"/batches/{status['id']}"
+    links = {
+        "self": base,
+        "events": f"{base}/events",
+        "results": f"{base}/results?format=parquet",
+    }
+    return BatchStatus(**status, links=links)
+
+
+@router.post(
+    "/batches", status_code=202, response_model=BatchStatus, responses=ERRORS,
+    dependencies=[ApiKeyDep],
+)
+async def create_batch(body: BatchRequest, jobs: JobsDep, response: Response) -> BatchStatus:
+    """Validate up front (unknown preambles are listed), persist, start; ``202`` with links."""
+    job_id = await jobs.create(
+        dataset=body.dataset,
+        preambles=body.preambles,
+        projectors=body.projectors,
+        params=body.params,
+        seed=body.seed,
+    )
+    response.headers["Location"] = f"/batches/{job_id}"
+    return _with_links(jobs.status(job_id))
+
+
+@router.get("/batches/{job_id}", response_model=BatchStatus, responses=ERRORS)
+def get_batch(job_id: str, jobs: JobsDep) -> BatchStatus:
+    """State, counts done/failed/total, timings and per-item errors."""
+    return _with_links(jobs.status(job_id))
+
+
+@router.get(
+    "/batches/{job_id}/events",
+    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    response_class=StreamingResponse,
+)
+async def batch_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
+    """Progress as Server-Sent Events (``progress`` on each change, ``end`` when finished)."""
+    jobs.status(job_id, max_errors=0)  # 404 as JSON, before the stream starts
+    return StreamingResponse(
+        jobs.events(job_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/batches/{job_id}/results",
+    responses={
+        **ERRORS,
+        200: {
+            "content": {
+                "application/vnd.apache.parquet": {},
+                "application/vnd.apache.arrow.stream": {},
+                "application/json": {},
+            }
+        },
+    },
+    response_class=Response,
+)
+async def batch_results(
+    job_id: str,
+    jobs: JobsDep,
+    format: Annotated[Literal["parquet", "arrow", "json"], Query()] = "parquet",
+) -> Response:
+    """One row per point of every finished item: preamble, guess, token_id, cluster_id,
+    projector, x, y. Available while the job runs (finished items so far)."""
+    body, media_type = await jobs.results(job_id, format)
+    return Response(body, media_type=media_type)
+
+
+@router.delete(
+    "/batches/{job_id}", response_model=BatchStatus, responses=ERRORS, dependencies=[ApiKeyDep]
+)
+async def delete_batch(job_id: str, jobs: JobsDep) -> BatchStatus:
+    """Cancel an active job (finished items are kept); delete a finished one."""
+    return _with_links(await jobs.cancel(job_id))

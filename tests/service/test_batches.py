@@ -1,0 +1,149 @@
+"""Batch jobs through TestClient: validation, progress, results in three formats, SSE,
+cancellation, the API key, and items failing alone."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+from support import DEMO_ID, SEED_PREAMBLE, tiny_id
+
+from clustviz.workers import WorkerPool
+from service.app import create_app
+from service.settings import Settings
+
+
+def wait_done(client: TestClient, job_id: str, timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(f"/batches/{job_id}").json()
+        if status["state"] not in ("queued", "running"):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def submit(client: TestClient, **body: object):  # type: ignore[no-untyped-def]
+    return client.post("/batches", json={"dataset": DEMO_ID, **body})
+
+
+def test_batch_runs_and_returns_points_in_three_formats(client: TestClient) -> None:
+    response = submit(client, preambles="all", projectors=["umap", "pacmap"], seed=11)
+    assert response.status_code == 202, response.text
+    created = response.json()
+    assert created["total"] == 20 and response.headers["location"] == f"/batches/{created['id']}"
+    assert set(created["links"]) == {"self", "events", "results"}
+    status = wait_done(client, created["id"])
+    assert (status["state"], status["done"], status["failed"]) == ("done", 20, 0)
+    assert status["elapsed_s"] is not None
+    parquet = client.get(f"/batches/{created['id']}/results", params={"format": "parquet"})
+    frame = pl.read_parquet(io.BytesIO(parquet.content))
+    assert frame.columns == ["preamble", "guess", "token_id", "cluster_id", "projector", "x", "y"]
+    assert frame.height == 20 * 40 and set(frame["projector"]) == {"umap", "pacmap"}
+    arrow = client.get(f"/batches/{created['id']}/results", params={"format": "arrow"})
+    assert pl.read_ipc_stream(io.BytesIO(arrow.content)).equals(frame)
+    records = json.loads(client.get(f"/batches/{created['id']}/results?format=json").content)
+    assert len(records) == 800
+    # the batch's items are the same results a single request gets (shared cache)
+    single = client.post(
+        "/projections",
+        json={"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "umap", "seed": 11},
+    ).json()
+    assert single["cached"] is True
+    seed_rows = frame.filter((pl.col("preamble") == SEED_PREAMBLE) & (pl.col("projector") == "umap"))
+    assert seed_rows["x"].to_list() == pytest.approx([p["x"] for p in single["points"]])
+
+
+def test_cached_items_are_not_recomputed(client: TestClient) -> None:
+    first = wait_done(client, submit(client, preambles=[SEED_PREAMBLE], projectors=["tsne"]).json()["id"])
+    pool_tasks = sum(w["tasks_done"] for w in client.get("/health").json()["pool"]["workers"])
+    again = wait_done(client, submit(client, preambles=[SEED_PREAMBLE], projectors=["tsne"]).json()["id"])
+    assert first["done"] == again["done"] == 1
+    assert sum(w["tasks_done"] for w in client.get("/health").json()["pool"]["workers"]) == pool_tasks
+
+
+def test_validation_up_front(client: TestClient) -> None:
+    unknown = submit(client, preambles=[SEED_PREAMBLE, "nope one", "nope two"], projectors=["umap"])
+    assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_preambles"
+    assert "'nope one', 'nope two'" in unknown.json()["detail"]
+    cases = [
+        ({"preambles": "all", "projectors": ["nope"]}, 422, "unknown_projector"),
+        ({"preambles": "all", "projectors": []}, 422, "invalid_request"),
+        ({"preambles": "all", "projectors": ["umap"], "params": {"umap": {"bad": 1}}},
+         422, "invalid_params"),
+        ({"preambles": "all", "projectors": ["umap"], "params": {"tsne": {}}}, 422, "invalid_params"),
+        ({"preambles": "some", "projectors": ["umap"]}, 422, "invalid_request"),
+        ({"preambles": [], "projectors": ["umap"]}, 422, "invalid_request"),
+    ]
+    for body, status, code in cases:
+        response = submit(client, **body)
+        assert (response.status_code, response.json()["code"]) == (status, code), body
+    missing = client.post("/batches", json={"dataset": "nope", "preambles": "all", "projectors": ["umap"]})
+    assert missing.status_code == 404 and missing.json()["code"] == "dataset_not_found"
+    assert client.get("/batches/nope").json()["code"] == "job_not_found"
+
+
+def test_failing_items_are_recorded_and_do_not_fail_the_job(client: TestClient) -> None:
+    dataset = tiny_id(client)
+    response = client.post(
+        "/batches", json={"dataset": dataset, "preambles": "all", "projectors": ["tsne"]}
+    )
+    status = wait_done(client, response.json()["id"])
+    assert (status["state"], status["done"], status["failed"]) == ("done", 1, 1)
+    (error,) = status["errors"]
+    assert error["preamble"] == "Tiny" and error["code"] == "too_few_points"
+
+
+def test_events_stream_progress_then_end(client: TestClient) -> None:
+    job_id = submit(client, preambles="all", projectors=["trimap"]).json()["id"]
+    events = []
+    with client.stream("GET", f"/batches/{job_id}/events") as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((name, json.loads(line[5:])))
+                if name == "end":
+                    break
+    assert events[0][0] == "progress" and events[-1][0] == "end"
+    assert events[-1][1]["done"] == 10
+    done_counts = [data["done"] for _, data in events]
+    assert done_counts == sorted(done_counts)
+
+
+def test_cancel_then_delete(client: TestClient) -> None:
+    job_id = submit(
+        client, preambles="all", projectors=["tsne"], params={"tsne": {"max_iter": 5000}}, seed=99
+    ).json()["id"]
+    cancelled = client.delete(f"/batches/{job_id}").json()
+    assert cancelled["state"] == "cancelled"
+    final = wait_done(client, job_id)
+    assert final["state"] == "cancelled" and final["done"] < 10
+    assert client.delete(f"/batches/{job_id}").json()["state"] == "deleted"
+    assert client.get(f"/batches/{job_id}").status_code == 404
+
+
+def test_api_key_protects_mutating_endpoints(
+    data_dir: Path, tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]
+) -> None:
+    settings = Settings(data_dir=data_dir, state_dir=tmp_path, device="cpu", api_key="s3cret")
+    pool, lane = warm_pools
+    with TestClient(create_app(settings, pool=pool, lane_pool=lane)) as client:
+        body = {"dataset": DEMO_ID, "preambles": [SEED_PREAMBLE], "projectors": ["umap"]}
+        refused = client.post("/batches", json=body)
+        assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
+        wrong = client.post("/batches", json=body, headers={"X-API-Key": "nope"})
+        assert wrong.status_code == 401
+        accepted = client.post("/batches", json=body, headers={"X-API-Key": "s3cret"})
+        assert accepted.status_code == 202
+        job_id = accepted.json()["id"]
+        assert client.delete(f"/batches/{job_id}").status_code == 401
+        assert client.get(f"/batches/{job_id}").status_code == 200  # reading stays open
+        wait_done(client, job_id)
