@@ -5,6 +5,8 @@ FROM python:3.11-slim-bookworm
 
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# Extras to install, e.g. "ray" for the scale-out profile.
+ARG EXTRAS=""
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -26,7 +28,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY clustviz/__init__.py clustviz/__init__.py
 COPY service/__init__.py service/__init__.py
-RUN pip install --extra-index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" . \
+RUN pip install --extra-index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" ".${EXTRAS:+[$EXTRAS]}" \
     && pip uninstall -y clustviz
 
 COPY clustviz clustviz

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -38,9 +39,28 @@ logger = logging.getLogger("clustviz.service")
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def make_pools(settings: Settings) -> tuple[WorkerPool, WorkerPool]:
-    """The CPU pool for library projectors and rendering, and the one-process device lane."""
+def make_pools(settings: Settings) -> tuple[Any, Any]:
+    """The CPU pool for library projectors and rendering, and the one-process device lane
+    (or both on Ray when ``CLUSTVIZ_EXECUTOR=ray``)."""
     cache_dir = str(settings.numba_cache_dir)
+    if settings.executor == "ray":
+        from clustviz.raypool import RayPool
+
+        env = {"NUMBA_CACHE_DIR": cache_dir, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+        pool = RayPool(
+            address=settings.ray_address,
+            default_timeout=settings.projection_timeout,
+            max_queue=settings.max_queue,
+            env=env,
+            local_cpus=settings.workers,
+        )
+        # clusterplot batches ask Ray for a GPU when the service is configured for CUDA.
+        lane_pool = RayPool(
+            address=settings.ray_address,
+            num_gpus=1 if settings.device == "cuda" else 0,
+            default_timeout=settings.projection_timeout,
+        )
+        return pool, lane_pool
     pool = WorkerPool(
         settings.workers,
         WorkerSettings(warm=settings.warm, numba_cache_dir=cache_dir, threads=1),
@@ -125,8 +145,8 @@ def create_app(
             if lane is not None:
                 lane.close()
             if owned:
-                await asyncio.to_thread(own_pool.close)
                 await asyncio.to_thread(own_lane_pool.close)
+                await asyncio.to_thread(own_pool.close)
             store.close()
 
     app = FastAPI(

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     data_dir: Path = REPO_ROOT / "data" / "demo"
     state_dir: Path = REPO_ROOT / ".state"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local warm worker processes, or a Ray cluster (RAY_ADDRESS)"
+    )
+    ray_address: str | None = Field(
+        None, validation_alias="RAY_ADDRESS", description="Ray cluster; unset: a local instance"
+    )
     workers: int = Field(default_factory=_default_workers, ge=1, le=64)
     warm: tuple[str, ...] = ("tsne", "umap", "trimap", "pacmap")
     projection_timeout: float = Field(120.0, gt=0, description="Seconds before a run is stopped.")

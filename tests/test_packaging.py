@@ -20,6 +20,10 @@ def test_compose_file_declares_cpu_and_gpu_services() -> None:
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert "cu" in gpu["build"]["args"]["TORCH_INDEX_URL"]
     assert "clustviz-state" in compose["volumes"]
+    ray = compose["services"]["clustviz-ray"]
+    assert ray["profiles"] == ["ray"] and ray["environment"]["CLUSTVIZ_EXECUTOR"] == "ray"
+    assert "ray-head:6379" in compose["services"]["ray-worker"]["command"][2]
+    assert compose["services"]["ray-head"]["build"]["args"]["EXTRAS"] == "ray"
 
 
 def test_dockerfile_copies_only_existing_unignored_paths() -> None:

@@ -1,0 +1,47 @@
+"""Scale-out: a real local Ray instance runs a batch job and a single projection."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from support import DEMO_ID, SEED_PREAMBLE
+
+from service.app import create_app
+from service.settings import Settings
+
+ray = pytest.importorskip("ray", reason="the optional 'ray' extra is not installed")
+
+
+def test_a_real_job_runs_on_a_local_ray_instance(data_dir: Path, tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=data_dir, state_dir=tmp_path, device="cpu", executor="ray", workers=2
+    )
+    with TestClient(create_app(settings)) as client:
+        assert ray.is_initialized()
+        health = client.get("/health").json()
+        assert health["pool"]["size"] == 2
+        body = {"dataset": DEMO_ID, "preambles": "all", "projectors": ["tsne"], "seed": 5}
+        job_id = client.post("/batches", json=body).json()["id"]
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            status = client.get(f"/batches/{job_id}").json()
+            if status["state"] == "done":
+                break
+            time.sleep(0.2)
+        assert (status["done"], status["failed"]) == (10, 0), status
+        single = client.post(
+            "/projections",
+            json={"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne", "seed": 5},
+        ).json()
+        assert single["cached"] is True and len(single["points"]) == 40
+        bad = client.post(
+            "/projections",
+            json={"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne",
+                  "params": {"perplexity": 3}, "seed": 6},
+        )
+        assert bad.status_code == 200  # computed on Ray, not cached
+        assert bad.json()["cached"] is False
+    assert not ray.is_initialized()  # the lifespan shut the local instance down
