@@ -65,7 +65,7 @@ class Client:
         return response
 
     def datasets(self) -> list[dict[str, Any]]:
-        return self._check(self._http.get("/datasets")).json()  # type: ignore[no-any-return]
+        return self._check(self._http.get("/datasets")).json()
 
     def preambles(self, dataset: str, q: str | None = None, limit: int = 1000) -> pl.DataFrame:
         params: dict[str, Any] = {"limit": limit, **({"q": q} if q else {})}
@@ -83,7 +83,7 @@ class Client:
     ) -> dict[str, Any]:
         """The full JSON answer (points, params used, metrics, hulls…)."""
         body = _body(dataset, preamble, projector, params, seed)
-        return self._check(self._http.post("/projections", json=body)).json()  # type: ignore[no-any-return]
+        return self._check(self._http.post("/projections", json=body)).json()
 
     def project(
         self,
@@ -137,7 +137,7 @@ class Client:
         return str(self._check(self._http.post("/batches", json=body)).json()["id"])
 
     def batch_status(self, job_id: str) -> dict[str, Any]:
-        return self._check(self._http.get(f"/batches/{job_id}")).json()  # type: ignore[no-any-return]
+        return self._check(self._http.get(f"/batches/{job_id}")).json()
 
     def events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(event, data)`` pairs from the job's Server-Sent Events stream, until it ends."""

@@ -6,6 +6,7 @@ one ``fit_transform_many`` call on the device — one padded torch program inste
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -86,7 +87,7 @@ class DeviceLane:
                 continue
             self.batches_run += 1
             self.items_run += len(batch)
-            future.add_done_callback(lambda done, batch=batch: _distribute(done, batch))
+            future.add_done_callback(functools.partial(_distribute, batch=batch))
 
     def close(self) -> None:
         with self._cond:

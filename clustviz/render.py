@@ -31,8 +31,10 @@ def cluster_colors(n_clusters: int) -> list[str]:
     if n_clusters <= 0:
         return []
     if n_clusters <= MAX_TOL_COLORS:
-        return [mcolors.to_hex(c) for c in tol_colors.rainbow_discrete(n_clusters).colors]
-    return [mcolors.to_hex(tol_colors.rainbow(x)) for x in np.linspace(0.12, 1.0, n_clusters)]
+        palette = tol_colors.rainbow_discrete(n_clusters)
+        return [mcolors.to_hex(palette(index)) for index in range(n_clusters)]
+    rainbow = tol_colors.rainbow(np.linspace(0.12, 1.0, n_clusters))  # (n, 4) RGBA
+    return [mcolors.to_hex(tuple(rgba)) for rgba in rainbow]
 
 
 def _escape_mathtext(text: str) -> str:
@@ -74,7 +76,12 @@ def make_plot(
             polygon = np.asarray(polygons)
             rows.append(
                 pd.DataFrame(
-                    {"x": polygon[:, 0], "y": polygon[:, 1], "group": group, "cluster_id": str(cluster_id)}
+                    {
+                        "x": polygon[:, 0],
+                        "y": polygon[:, 1],
+                        "group": group,
+                        "cluster_id": str(cluster_id),
+                    }
                 )
             )
         if rows:

@@ -103,7 +103,7 @@ def _clusterplot_extras(result: Any) -> dict[str, Any]:
         ],
         "discrepancy_before": dict(result.discrepancy_before),
         "discrepancy_after": dict(result.discrepancy_after),
-        "n_anchors": int(len(result.anchors)),
+        "n_anchors": len(result.anchors),
         "device": str(result.device),
     }
 

@@ -53,7 +53,12 @@ def _worker_main(conn: Any, settings: WorkerSettings) -> None:
     # This process belongs to the pool, so it configures its own environment before any
     # numerical library is imported (the variables are read once, at import).
     threads = str(settings.threads)
-    for variable in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for variable in (
+        "NUMBA_NUM_THREADS",
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "MKL_NUM_THREADS",
+    ):
         os.environ[variable] = threads
     if settings.numba_cache_dir:
         os.environ["NUMBA_CACHE_DIR"] = settings.numba_cache_dir
@@ -99,7 +104,9 @@ class _Slot:
         self.warm_report: dict[str, Any] = {}
         self.process: Any = None
         self.conn: Any = None
-        self.thread = threading.Thread(target=self._run, name=f"clustviz-worker-{index}", daemon=True)
+        self.thread = threading.Thread(
+            target=self._run, name=f"clustviz-worker-{index}", daemon=True
+        )
 
     def _spawn(self) -> bool:
         parent_conn, child_conn = self.pool._context.Pipe()
@@ -219,7 +226,7 @@ class WorkerPool:
         return self
 
     def submit(self, target: str, *args: Any, timeout: float | None = None) -> Future[Any]:
-        """Queue ``target(*args)`` (``"module:function"``) for a warm worker; a Future of its result.
+        """Queue ``target(*args)`` (``"module:function"``) for a warm worker; return a Future.
 
         Raises :class:`UnavailableError` when the pool is closed or its queue is full.
         """
@@ -287,7 +294,9 @@ class WorkerPool:
             except queue.Empty:
                 break
             if task.future.set_running_or_notify_cancel():
-                task.future.set_exception(UnavailableError("the worker pool closed", code="pool_closed"))
+                task.future.set_exception(
+                    UnavailableError("the worker pool closed", code="pool_closed")
+                )
         for slot in self._slots:
             if slot.thread.is_alive():
                 slot.thread.join(timeout=10)

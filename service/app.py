@@ -61,20 +61,22 @@ def make_pools(settings: Settings) -> tuple[Any, Any]:
             default_timeout=settings.projection_timeout,
         )
         return pool, lane_pool
-    pool = WorkerPool(
+    local_pool = WorkerPool(
         settings.workers,
         WorkerSettings(warm=settings.warm, numba_cache_dir=cache_dir, threads=1),
         max_queue=settings.max_queue,
         default_timeout=settings.projection_timeout,
     )
     # The lane gets all cores' worth of torch threads: its batches are the big, parallel work.
-    lane_pool = WorkerPool(
+    local_lane = WorkerPool(
         1,
-        WorkerSettings(warm=("clusterplot",), numba_cache_dir=cache_dir, threads=os.cpu_count() or 1),
+        WorkerSettings(
+            warm=("clusterplot",), numba_cache_dir=cache_dir, threads=os.cpu_count() or 1
+        ),
         max_queue=settings.max_queue,
         default_timeout=settings.projection_timeout,
     )
-    return pool, lane_pool
+    return local_pool, local_lane
 
 
 def create_app(
@@ -92,11 +94,11 @@ def create_app(
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         owned = pool is None
         if owned:
-            own_pool, own_lane_pool = make_pools(settings)
+            own_pool, own_lane_pool = make_pools(settings)  # WorkerPool, or RayPool
             own_pool.start()
             own_lane_pool.start()
         else:
-            own_pool, own_lane_pool = pool, lane_pool  # type: ignore[assignment]
+            own_pool, own_lane_pool = pool, lane_pool
         catalog = DataCatalog(settings.data_dir, max_loaded=settings.max_loaded_datasets)
         store = ResultStore(
             settings.store_path,
@@ -169,7 +171,7 @@ def create_app(
         )
 
     @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def limit_body(request: Request, call_next):
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
             return error_response(

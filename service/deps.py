@@ -18,11 +18,11 @@ class UnauthorizedError(ClustvizError):
 
 
 def get_engine(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
+    return request.app.state.engine
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -135,7 +135,10 @@ class Engine:
         used, notes = model.resolve(view.n_points)
         used_dict = used.model_dump(mode="json")
         key = projection_key(
-            fingerprint=dataset.fingerprint, preamble=text, projector=projector, params_used=used_dict
+            fingerprint=dataset.fingerprint,
+            preamble=text,
+            projector=projector,
+            params_used=used_dict,
         )
         return ResolvedRequest(dataset, spec, view, used_dict, notes, used.random_state, key)
 
@@ -252,4 +255,3 @@ def _finite(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
-

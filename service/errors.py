@@ -50,24 +50,52 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
+        code = "invalid_request"
         for error in exc.errors():
+            if "projector" in error.get("loc", ()) or "projectors" in error.get("loc", ()):
+                code = "unknown_projector"
             location = ".".join(str(part) for part in error.get("loc", ()))
             value = error.get("input")
             shown = "" if error.get("type") == "missing" else f"={value!r}"[:200]
             parts.append(f"{location}{shown}: {error.get('msg')}")
-        return error_response(422, "; ".join(parts) or "invalid request", "invalid_request")
+        return error_response(422, "; ".join(parts) or "invalid request", code)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+        headers = dict(exc.headers or {})
+        if exc.status_code == 400:  # an unparseable body is bad input, like any other: 422
+            return error_response(422, f"invalid request body: {exc.detail}", "invalid_request")
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(app, request)
         return error_response(
             exc.status_code,
             str(exc.detail),
             codes.get(exc.status_code, f"http_{exc.status_code}"),
-            **(exc.headers or {}),
+            **headers,
         )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal error ({type(exc).__name__})", "internal_error")
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> str:
+    """Every method any route serves on this path (Starlette names only the first route's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+
+    def visit(routes: list) -> None:
+        for route in routes:
+            nested = getattr(route, "original_router", None)  # FastAPI's included routers
+            if nested is not None:
+                visit(nested.routes)
+                continue
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods.update(getattr(route, "methods", None) or ())
+
+    visit(app.router.routes)
+    return ", ".join(sorted(methods))

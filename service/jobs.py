@@ -12,12 +12,13 @@ concurrently pending items into batched ``fit_transform_many`` calls.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,14 +73,16 @@ class JobManager:
         *,
         dataset: str,
         preambles: list[str] | Literal["all"],
-        projectors: list[str],
+        projectors: Sequence[str],
         params: dict[str, dict[str, Any]],
         seed: int | None,
     ) -> str:
         """Validate everything up front (404/422), persist the job, start it; return its id."""
         loaded = await self.engine.dataset(dataset)
         if not projectors:
-            raise InvalidInputError("projectors must name at least one projector", code="invalid_request")
+            raise InvalidInputError(
+                "projectors must name at least one projector", code="invalid_request"
+            )
         for name in projectors:
             get_spec(name)
         unknown_params = sorted(set(params) - set(projectors))
@@ -119,7 +122,7 @@ class JobManager:
         job_id = uuid.uuid4().hex[:16]
         spec = {
             "dataset": dataset,
-            "projectors": projectors,
+            "projectors": list(projectors),
             "params": params,
             "seed": DEFAULT_SEED if seed is None else seed,
         }
@@ -134,7 +137,9 @@ class JobManager:
             (job_id, json.dumps(spec), total, now),
         )
         await asyncio.to_thread(
-            self.store.execute_many, "INSERT INTO job_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+            self.store.execute_many,
+            "INSERT INTO job_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
         )
         self._start(job_id)
         return job_id
@@ -208,7 +213,8 @@ class JobManager:
             return
         final = "cancelled" if live.cancelled else "done"
         self.store.execute(
-            "UPDATE jobs SET state = ?, finished = ? WHERE id = ? AND state IN ('queued', 'running')",
+            "UPDATE jobs SET state = ?, finished = ?"
+            " WHERE id = ? AND state IN ('queued', 'running')",
             (final, time.time(), job_id),
         )
         await self._notify(live)
@@ -224,7 +230,7 @@ class JobManager:
         rows = self.store.query("SELECT spec FROM jobs WHERE id = ?", (job_id,))
         if not rows:
             raise NotFoundError(f"batch job_id={job_id!r} is not known", code="job_not_found")
-        return json.loads(rows[0][0])  # type: ignore[no-any-return]
+        return json.loads(rows[0][0])
 
     def status(self, job_id: str, *, max_errors: int = 100) -> dict[str, Any]:
         """State, counts, timings and the first ``max_errors`` failed items."""
@@ -269,6 +275,10 @@ class JobManager:
         self.status(job_id)  # 404 before the stream starts
         live = self._live.setdefault(job_id, _Live())
         seen = -1
+
+        def changed_since(version: int) -> bool:
+            return live.version != version
+
         while True:
             status = await asyncio.to_thread(self.status, job_id, max_errors=0)
             if live.version != seen:
@@ -279,7 +289,9 @@ class JobManager:
                 return
             async with live.changed:
                 try:
-                    await asyncio.wait_for(live.changed.wait_for(lambda: live.version != seen), 15)
+                    await asyncio.wait_for(
+                        live.changed.wait_for(functools.partial(changed_since, seen)), 15
+                    )
                 except TimeoutError:
                     yield ": keep-alive\n\n"
             await asyncio.sleep(0.1)  # coalesce bursts of item completions
@@ -352,7 +364,7 @@ def _result_frame(store: ResultStore, dataset: Any, items: list[tuple[Any, ...]]
         )
     if not parts:
         return pl.DataFrame(schema=RESULT_SCHEMA)
-    return pl.concat(parts).cast(RESULT_SCHEMA)  # type: ignore[arg-type]
+    return pl.concat(parts).cast(RESULT_SCHEMA)
 
 
 MEDIA = {

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clustviz.projectors import ProjectorName
+
 DEMO_DATASET = "smollm2-135m-instruct-layer7-c50-fc37d2fe"
 DEMO_PREAMBLE = "Students were outraged over the administration's new"
 DEMO_PREAMBLE_ID = "000ff918bc98"
@@ -104,12 +106,14 @@ class ProjectionRequest(BaseModel):
     dataset: str = Field(min_length=1, max_length=200, examples=[DEMO_DATASET])
     preamble: str | None = Field(None, max_length=10_000, examples=[DEMO_PREAMBLE])
     preamble_id: str | None = Field(None, max_length=64, examples=[DEMO_PREAMBLE_ID])
-    projector: str = Field(min_length=1, max_length=50, examples=["umap"])
+    projector: ProjectorName = Field(examples=["umap"])
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="Projector parameters (see GET /projectors); unknown names are rejected.",
     )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="random_state; default 1871")
+    seed: int | None = Field(
+        None, ge=0, le=2**32 - 1, strict=True, description="random_state; default 1871"
+    )
 
 
 class Point(BaseModel):
@@ -177,11 +181,13 @@ class BatchRequest(BaseModel):
     preambles: list[str] | Literal["all"] = Field(
         description='preamble texts, or "all"', examples=["all"]
     )
-    projectors: list[str] = Field(min_length=1, max_length=10, examples=[["umap", "tsne"]])
+    projectors: list[ProjectorName] = Field(
+        min_length=1, max_length=10, examples=[["umap", "tsne"]]
+    )
     params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per projector: {projector: {param: value}}"
     )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, strict=True)
 
 
 class BatchItemError(BaseModel):

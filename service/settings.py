@@ -53,9 +53,15 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="If set, required on mutating endpoints.")
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
 
+    numba_cache_dir_: Path | None = Field(
+        None,
+        validation_alias="CLUSTVIZ_NUMBA_CACHE_DIR",
+        description="numba's compile cache; default: <state_dir>/numba-cache",
+    )
+
     @property
     def numba_cache_dir(self) -> Path:
-        return self.state_dir / "numba-cache"
+        return self.numba_cache_dir_ or self.state_dir / "numba-cache"
 
     @property
     def store_path(self) -> Path:

@@ -183,13 +183,16 @@ class ResultStore:
         # Oldest first across both tables until under the bound (images go first: cheap to redo).
         while self._bytes > self.max_bytes:
             # Results that a batch job still lists are pinned: its client has not fetched them.
-            row = self._db.execute(
-                "SELECT 'images', key, size FROM images ORDER BY last_used LIMIT 1"
-            ).fetchone() or self._db.execute(
-                "SELECT 'projections', key, size FROM projections"
-                " WHERE key NOT IN (SELECT key FROM job_items WHERE key IS NOT NULL)"
-                " ORDER BY last_used LIMIT 1"
-            ).fetchone()
+            row = (
+                self._db.execute(
+                    "SELECT 'images', key, size FROM images ORDER BY last_used LIMIT 1"
+                ).fetchone()
+                or self._db.execute(
+                    "SELECT 'projections', key, size FROM projections"
+                    " WHERE key NOT IN (SELECT key FROM job_items WHERE key IS NOT NULL)"
+                    " ORDER BY last_used LIMIT 1"
+                ).fetchone()
+            )
             if row is None:
                 break
             table, key, size = row

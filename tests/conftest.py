@@ -16,15 +16,15 @@ for _var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402
+from support import DEMO10, Server, make_rows, write_dataset  # noqa: E402
 
 from clustviz.workers import WorkerPool, WorkerSettings  # noqa: E402
-from support import make_rows, write_dataset  # noqa: E402
 
 
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     """A valid data dir: two preambles of 12 guesses and one of 3 (too few for projectors)."""
-    embeddings, clusters = make_rows({"The cat sat on the": 12, "She said \"the": 12, "Tiny": 3})
+    embeddings, clusters = make_rows({"The cat sat on the": 12, 'She said "the': 12, "Tiny": 3})
     write_dataset(tmp_path, embeddings, clusters)
     return tmp_path
 
@@ -44,3 +44,13 @@ def warm_pools() -> Iterator[tuple[WorkerPool, WorkerPool]]:
     yield pool, lane
     pool.close()
     lane.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real, warm server on the demo fixture for every test that only reads from it."""
+    server = Server(DEMO10, tmp_path_factory.mktemp("live-state"), CLUSTVIZ_WARM='["tsne", "umap"]')
+    server.ready_seconds = server.start()  # type: ignore[attr-defined]
+    server.wait_warm()
+    yield server
+    server.stop()

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 import numpy as np
 import polars as pl
 from fastapi.testclient import TestClient
@@ -86,8 +85,6 @@ def write_dataset(
     return parquet, tsv
 
 
-
-
 def tiny_id(client: TestClient) -> str:
     """The id of the tiny dataset (the one holding the 3-point preamble 'Tiny')."""
     for item in client.get("/datasets").json():
@@ -103,48 +100,83 @@ def free_port() -> int:
 
 
 class Server:
-    """``python -m service`` in a subprocess, as scripts/serve runs it."""
+    """``python -m service`` in its own process group, as scripts/serve runs it."""
 
     def __init__(self, data_dir: Path, state_dir: Path, **env: str) -> None:
         self.extra_env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir, self.state_dir = data_dir, state_dir
+        self.log_path = state_dir / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> float:
         """Start; return seconds until the first answered request."""
-        env = {
-            **os.environ,
-            "CLUSTVIZ_WORKERS": "1",
-            "CLUSTVIZ_WARM": '["umap"]',
-            "CLUSTVIZ_DEVICE": "cpu",
-            "NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba"),
+        env = {key: value for key, value in os.environ.items() if not key.startswith("CLUSTVIZ_")}
+        env.update(
+            CLUSTVIZ_WORKERS="1",
+            CLUSTVIZ_WARM='["umap"]',
+            CLUSTVIZ_DEVICE="cpu",
+            CLUSTVIZ_NUMBA_CACHE_DIR=str(REPO / ".cache" / "numba"),
             **self.extra_env,
-        }
-        started = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--state-dir", str(self.state_dir)],
-            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
+        started = time.monotonic()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "service",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--state-dir",
+                    str(self.state_dir),
+                ],
+                env=env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its worker processes share its group
+            )
         while time.monotonic() - started < 60:
             try:
                 httpx.get(self.url + "/health", timeout=1)
                 return time.monotonic() - started
             except httpx.TransportError:
+                if self.process.poll() is not None:
+                    break
                 time.sleep(0.02)
-        raise AssertionError("server did not answer within 60 s")
+        raise AssertionError(f"server did not answer; log:\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-3000:]
 
     def wait_warm(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if httpx.get(self.url + "/health", timeout=5).json()["warm"]:
-                return
+            try:
+                if httpx.get(self.url + "/health", timeout=5).json()["warm"]:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.process is not None and self.process.poll() is not None:
+                break
             time.sleep(0.5)
-        raise AssertionError("workers did not warm up")
+        raise AssertionError(f"workers did not warm up; log:\n{self.log_tail()}")
 
     def kill(self) -> None:
+        """SIGKILL the server and its workers, as a crash or ``docker kill`` would."""
         if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM: the lifespan closes the workers), then force."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()

@@ -24,7 +24,11 @@ def test_plot_has_text_per_guess_coloured_by_cluster_with_theme_bw() -> None:
     (text,) = [layer for layer in plot.layers if isinstance(layer.geom, p9.geom_text)]
     assert text.mapping["label"] == "guess" and text.mapping["color"] == "cluster_id"
     assert len(plot.data) == 40 and list(plot.data["cluster_id"].cat.categories) == [
-        "100", "107", "114", "121", "128"
+        "100",
+        "107",
+        "114",
+        "121",
+        "128",
     ]
     assert isinstance(plot.theme, p9.theme_bw) or "theme_bw" in repr(type(plot.theme).__mro__)
     assert plot.labels.title == "t"

@@ -8,6 +8,7 @@ cached result of the old content. A malformed dataset is remembered as invalid w
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -65,9 +66,7 @@ def _stat(source: DatasetSource) -> tuple[int, ...]:
 class DataCatalog:
     """Datasets under ``data_dir``; at most ``max_loaded`` held in memory at once."""
 
-    def __init__(
-        self, data_dir: Path, *, max_loaded: int = 4, rescan_seconds: float = 2.0
-    ) -> None:
+    def __init__(self, data_dir: Path, *, max_loaded: int = 4, rescan_seconds: float = 2.0) -> None:
         self.data_dir = Path(data_dir)
         self.max_loaded = max_loaded
         self.rescan_seconds = rescan_seconds
@@ -95,10 +94,8 @@ class DataCatalog:
     def check_all(self) -> None:
         """Load (and validate) every dataset once, evicting as needed: fills in statuses."""
         for dataset_id in self.sources():
-            try:
+            with contextlib.suppress(InvalidInputError, NotFoundError):
                 self.get(dataset_id)
-            except (InvalidInputError, NotFoundError):
-                pass
 
     def get(self, dataset_id: str) -> Dataset:
         """The loaded dataset; ``NotFoundError`` if unknown, ``InvalidInputError`` if malformed."""
@@ -158,10 +155,7 @@ class DataCatalog:
             checked = _Checked(_stat(source), source.error)
         elif checked is not None and checked.stat != _stat(source):
             checked = None
-        if checked is None:
-            status = "unchecked"
-        else:
-            status = "invalid" if checked.error else "ok"
+        status = "unchecked" if checked is None else "invalid" if checked.error else "ok"
         return DatasetInfo(
             id=source.id,
             name=source.name,

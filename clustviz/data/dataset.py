@@ -114,9 +114,7 @@ class Dataset:
             pl.len().alias("n_points"), pl.col("cluster_id").n_unique().alias("n_clusters")
         )
         return summary.select(
-            pl.col("preamble")
-            .map_elements(preamble_id, return_dtype=pl.String)
-            .alias("id"),
+            pl.col("preamble").map_elements(preamble_id, return_dtype=pl.String).alias("id"),
             pl.col("preamble").alias("text"),
             "n_points",
             "n_clusters",

@@ -44,7 +44,10 @@ def file_fingerprint(*paths: Path) -> str:
 
 
 def load_dataset(source: DatasetSource) -> Dataset:
-    """Load, validate and index one dataset. Raises ``InvalidInputError(code='invalid_dataset')``."""
+    """Load, validate and index one dataset.
+
+    Raises ``InvalidInputError(code='invalid_dataset')`` naming the file, column and value.
+    """
     if source.error is not None:
         raise _invalid(source.error)
     assert source.embeddings_path is not None and source.clustering_path is not None
@@ -224,7 +227,7 @@ def _join(meta: pl.DataFrame, clusters: pl.DataFrame, source: DatasetSource) -> 
     )
 
 
-def _check_type(name: str, column: str, dtype: pa.DataType, predicate) -> None:  # type: ignore[no-untyped-def]
+def _check_type(name: str, column: str, dtype: pa.DataType, predicate) -> None:
     if not predicate(dtype):
         raise _invalid(f"{name}: column {column!r} has type {dtype}, which is not allowed here")
 
@@ -235,7 +238,9 @@ def _is_number(dtype: pa.DataType) -> bool:
 
 def _is_text(dtype: pa.DataType) -> bool:
     return bool(
-        pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype)
+        pa.types.is_string(dtype)
+        or pa.types.is_large_string(dtype)
+        or pa.types.is_string_view(dtype)
     )
 
 

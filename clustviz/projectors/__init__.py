@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import importlib
+import typing
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
-from typing import Any
+from typing import Any, Literal
 
 from clustviz.errors import InvalidInputError
 from clustviz.projectors.base import DEFAULT_SEED, BaseProjector, ProjectorParams
@@ -18,6 +19,7 @@ from clustviz.projectors.base import DEFAULT_SEED, BaseProjector, ProjectorParam
 __all__ = [
     "DEFAULT_SEED",
     "BaseProjector",
+    "ProjectorName",
     "ProjectorParams",
     "ProjectorSpec",
     "available_projectors",
@@ -25,6 +27,10 @@ __all__ = [
     "get_spec",
     "library_versions",
 ]
+
+
+#: The registered names, as a type: request models use it so the schema lists them.
+ProjectorName = Literal["tsne", "umap", "trimap", "pacmap", "clusterplot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,9 @@ _SPECS = {
 }
 
 
+assert set(_SPECS) == set(typing.get_args(ProjectorName)), "ProjectorName must list all"
+
+
 def available_projectors() -> list[str]:
     """Names accepted by :func:`get_projector`, in display order."""
     return list(_SPECS)
@@ -104,7 +113,7 @@ def _load(target: str) -> Any:
 
 def params_model(name: str) -> type[ProjectorParams]:
     """The parameter model of a projector (validates and clamps without importing the library)."""
-    return _load(get_spec(name).params_target)  # type: ignore[no-any-return]
+    return _load(get_spec(name).params_target)
 
 
 def get_projector(name: str, **params: Any) -> BaseProjector:
@@ -118,7 +127,7 @@ def get_projector(name: str, **params: Any) -> BaseProjector:
         raise InvalidInputError(
             f"invalid params for projector {name!r}: {_describe(exc)}", code="invalid_params"
         ) from exc
-    return _load(spec.target)(model)  # type: ignore[no-any-return]
+    return _load(spec.target)(model)
 
 
 def _describe(exc: Any) -> str:

@@ -1,4 +1,7 @@
-"""PaCMAP, the notebook's ``PaCMAP(n_neighbors=8, MN_ratio=0.5, FP_ratio=2.0, random_state=1871)``."""
+"""PaCMAP, as the notebook calls it.
+
+``PaCMAP(n_components=2, n_neighbors=8, MN_ratio=0.5, FP_ratio=2.0, random_state=1871)``.
+"""
 
 from __future__ import annotations
 

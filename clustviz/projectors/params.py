@@ -100,6 +100,10 @@ class PaCMAPParams(ProjectorParams):
         fp_ratio = min(self.FP_ratio, room / neighbors)
         mn_ratio = min(self.MN_ratio, room / neighbors)
         changes = self._clamp(
-            notes, n, n_neighbors=neighbors, FP_ratio=round(fp_ratio, 4), MN_ratio=round(mn_ratio, 4)
+            notes,
+            n,
+            n_neighbors=neighbors,
+            FP_ratio=round(fp_ratio, 4),
+            MN_ratio=round(mn_ratio, 4),
         )
         return self.model_copy(update=changes), notes

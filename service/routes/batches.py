@@ -20,7 +20,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def get_jobs(request: Request) -> JobManager:
-    return request.app.state.jobs  # type: ignore[no-any-return]
+    return request.app.state.jobs
 
 
 JobsDep = Annotated[JobManager, Depends(get_jobs)]
@@ -37,7 +37,10 @@ def _with_links(status: dict[str, Any]) -> BatchStatus:
 
 
 @router.post(
-    "/batches", status_code=202, response_model=BatchStatus, responses=ERRORS,
+    "/batches",
+    status_code=202,
+    response_model=BatchStatus,
+    responses=ERRORS,
     dependencies=[ApiKeyDep],
 )
 async def create_batch(body: BatchRequest, jobs: JobsDep, response: Response) -> BatchStatus:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 import polars as pl
 from fastapi import APIRouter, Query
@@ -20,7 +20,7 @@ from service.schemas import (
 )
 
 router = APIRouter(tags=["datasets"])
-NOT_FOUND = {404: {"model": ErrorResponse}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse}}
 
 
 @router.get("/datasets", response_model=list[DatasetSummary])
@@ -48,9 +48,11 @@ async def get_dataset(dataset_id: str, engine: EngineDep) -> DatasetSummary:
 async def list_preambles(
     dataset_id: str,
     engine: EngineDep,
-    q: Annotated[str | None, Query(max_length=500, description="case-insensitive substring")] = None,
+    q: Annotated[
+        str | None, Query(max_length=500, description="case-insensitive substring")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> PreamblePage:
     """Preambles in file order: id, text, point count, distinct cluster count."""
     dataset = await engine.dataset(dataset_id)

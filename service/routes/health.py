@@ -38,8 +38,8 @@ def health(request: Request, engine: EngineDep) -> Health:
         device=engine.device,
         versions=request.app.state.versions,
         warm=warm,
-        pool=pool,  # type: ignore[arg-type]
-        lane=lane,  # type: ignore[arg-type]
+        pool=pool,
+        lane=lane,
         datasets=len(engine.catalog.sources()),
         uptime_s=round(time.monotonic() - request.app.state.started, 3),
     )

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from clustviz.data import preamble_id
 from clustviz.errors import InvalidInputError
 from clustviz.keys import image_key
+from clustviz.projectors import ProjectorName
 from service.deps import EngineDep
 from service.engine import Engine, Projection
 from service.schemas import (
@@ -91,8 +92,8 @@ def _to_response(projection: Projection) -> ProjectionResponse:
         n_clusters=view.n_clusters,
         timings={"compute_ms": round(meta["seconds"] * 1000, 3), "total_ms": projection.total_ms},
         metrics=meta.get("metrics", {}),
-        points=points,  # type: ignore[arg-type]
-        hulls=hulls,  # type: ignore[arg-type]
+        points=points,
+        hulls=hulls,
         overlap=overlap,
     )
 
@@ -173,7 +174,7 @@ async def _resolve_get(
     preamble_id_: str | None,
     seed: int | None,
     params: str | None,
-):  # type: ignore[no-untyped-def]
+):
     if preamble is None and preamble_id_ is None:
         raise InvalidInputError(
             "give the preamble as ?preamble=<text> or ?preamble_id=<id>", code="invalid_request"
@@ -208,7 +209,7 @@ DatasetPath = Annotated[str, Path(examples=[DEMO_DATASET])]
 )
 async def get_plot(
     dataset_id: DatasetPath,
-    projector: str,
+    projector: ProjectorName,
     fmt: Literal["png", "svg"],
     request: Request,
     engine: EngineDep,
@@ -221,7 +222,9 @@ async def get_plot(
     dpi: Dpi = 100,
 ) -> Response:
     """The plot as an image, for ``<img src>``: cacheable, with ``ETag`` and ``304``."""
-    resolved = await _resolve_get(engine, dataset_id, projector, preamble, preamble_id, seed, params)
+    resolved = await _resolve_get(
+        engine, dataset_id, projector, preamble, preamble_id, seed, params
+    )
     key = image_key(resolved.key, fmt, width=width, height=height, dpi=dpi)
     headers = {"ETag": _etag(key), "Cache-Control": CACHE_CONTROL}
     if _not_modified(request, headers["ETag"]):
@@ -239,7 +242,7 @@ async def get_plot(
 )
 async def get_projection(
     dataset_id: DatasetPath,
-    projector: str,
+    projector: ProjectorName,
     request: Request,
     response: Response,
     engine: EngineDep,
@@ -249,7 +252,9 @@ async def get_projection(
     params: ParamsJson = None,
 ) -> Any:
     """The JSON of a projection by GET (cacheable, ``ETag``), e.g. for a front-end."""
-    resolved = await _resolve_get(engine, dataset_id, projector, preamble, preamble_id, seed, params)
+    resolved = await _resolve_get(
+        engine, dataset_id, projector, preamble, preamble_id, seed, params
+    )
     etag = _etag(resolved.key + ".json")
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
     if _not_modified(request, etag):

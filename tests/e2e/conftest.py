@@ -1,5 +1,5 @@
-"""Fixtures for the browser tests: the real service (``python -m service``) on a free loopback
-port, and Debian's Chromium driven headless by Playwright's Python package.
+"""Fixtures for the browser tests: the session's real service (``live_server``: ``python -m
+service`` on a free loopback port), and Debian's Chromium driven headless by Playwright.
 
 Playwright's own browser download is not used (no CDN here): we launch ``/usr/bin/chromium``
 (override with ``CLUSTVIZ_CHROMIUM``). Playwright is imported lazily so that this file loads
@@ -8,15 +8,7 @@ without it; ``test_browser.py`` skips itself when either piece is missing.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +16,6 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DATA_DIR = REPO / "tests" / "data" / "demo10"
 ARTIFACTS = REPO / "artifacts"
 CHROMIUM = Path(os.environ.get("CLUSTVIZ_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -37,78 +28,14 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-WARM_TIMEOUT_S = 240  # a cold numba cache: importing and JIT-compiling t-SNE and UMAP
 TIMEOUT_MS = 30_000  # any one wait in a test (projections on warm workers take < 1 s)
 VIEWPORT = {"width": 1400, "height": 1000}
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _health(base: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
-            return json.load(response)
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()  # uvicorn shuts down gracefully and the lifespan closes the workers
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the group we started: server and its workers
-        process.wait(timeout=10)
-
-
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of a warm service on the 10-preamble demo fixture."""
-    state = tmp_path_factory.mktemp("clustviz-state")
-    port = _free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CLUSTVIZ_")}
-    env.update(
-        CLUSTVIZ_DATA_DIR=str(DATA_DIR),
-        CLUSTVIZ_STATE_DIR=str(state),
-        CLUSTVIZ_HOST="127.0.0.1",
-        CLUSTVIZ_PORT=str(port),
-        CLUSTVIZ_WORKERS="1",
-        CLUSTVIZ_WARM='["tsne", "umap"]',  # pydantic-settings reads tuple fields as JSON
-    )
-    log_path = state / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + WARM_TIMEOUT_S
-        while True:
-            health = _health(base)
-            if health is not None and health.get("warm"):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                log_tail = log_path.read_text(errors="replace")[-3000:]
-                if process.poll() is not None:
-                    why = f"exited with {process.returncode}"
-                else:
-                    why = f"was not warm after {WARM_TIMEOUT_S} s (last health: {health})"
-                pytest.fail(f"the service {why}; its log ends with:\n{log_tail}")
-            time.sleep(0.5)
-        yield base
-    finally:
-        _stop(process)
+def server(live_server: Any) -> str:
+    """Base URL of the session's warm service on the 10-preamble demo fixture."""
+    return str(live_server.url)
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import DEMO10, make_rows, write_dataset
 from fastapi.testclient import TestClient
+from support import DEMO10, make_rows, write_dataset
 
 from clustviz.workers import WorkerPool
 from service.app import create_app

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import DEMO_ID, SEED_PREAMBLE, tiny_id
 from fastapi.testclient import TestClient
+from support import DEMO_ID, SEED_PREAMBLE, tiny_id
 
 from clustviz.data import discover_datasets, load_dataset
 from clustviz.workers import WorkerPool, WorkerSettings
@@ -32,7 +32,12 @@ def test_datasets_list_valid_and_invalid(client: TestClient, data_dir: Path) -> 
     listed = {item["id"]: item for item in client.get("/datasets").json()}
     assert len(listed) == 3
     demo = listed[DEMO_ID]
-    assert (demo["status"], demo["n_preambles"], demo["n_rows"], demo["dim"]) == ("ok", 10, 400, 576)
+    assert (demo["status"], demo["n_preambles"], demo["n_rows"], demo["dim"]) == (
+        "ok",
+        10,
+        400,
+        576,
+    )
     (bad,) = [item for item in listed.values() if item["status"] == "invalid"]
     assert "share a (preamble, guess) key" in bad["error"]
     assert client.get(f"/datasets/{DEMO_ID}").json()["n_preambles"] == 10
@@ -51,8 +56,12 @@ def test_preamble_search_and_paging(client: TestClient) -> None:
     page = client.get(f"/datasets/{DEMO_ID}/preambles", params={"q": "OUTRAGED"}).json()
     assert page["total"] == 1
     (item,) = page["items"]
-    assert item == {"id": "000ff918bc98", "text": SEED_PREAMBLE, "n_points": 40,
-                    "n_clusters": item["n_clusters"]}
+    assert item == {
+        "id": "000ff918bc98",
+        "text": SEED_PREAMBLE,
+        "n_points": 40,
+        "n_clusters": item["n_clusters"],
+    }
     assert 5 <= item["n_clusters"] <= 40
     first = client.get(f"/datasets/{DEMO_ID}/preambles", params={"limit": 4}).json()
     second = client.get(f"/datasets/{DEMO_ID}/preambles", params={"limit": 4, "offset": 4}).json()
@@ -78,7 +87,9 @@ def test_projection_json_then_cached(client: TestClient, projector: str) -> None
     assert body["params"]["random_state"] == 1871 and body["device"] == "cpu"
     assert set(body["metrics"]) >= {"knn_preservation", "trustworthiness", "overlap_mean"}
     # points come in the dataset's row order
-    (source,) = [s for s in discover_datasets(client.app.state.settings.data_dir) if s.id == DEMO_ID]
+    (source,) = [
+        s for s in discover_datasets(client.app.state.settings.data_dir) if s.id == DEMO_ID
+    ]
     view = load_dataset(source).view(SEED_PREAMBLE)
     assert [p["guess"] for p in body["points"]] == view.guesses
     assert [p["cluster_id"] for p in body["points"]] == view.cluster_ids.tolist()
@@ -115,7 +126,8 @@ def test_get_plot_is_cacheable_with_etag(client: TestClient) -> None:
     etag = response.headers["etag"]
     assert "max-age" in response.headers["cache-control"]
     again = client.get(
-        url, params={"preamble": SEED_PREAMBLE, "width": 6, "height": 4},
+        url,
+        params={"preamble": SEED_PREAMBLE, "width": 6, "height": 4},
         headers={"If-None-Match": etag},
     )
     assert again.status_code == 304 and again.headers["etag"] == etag and not again.content
@@ -137,12 +149,21 @@ ERROR_CASES = [
     ({"preamble": "no such preamble", "projector": "umap"}, 404, "preamble_not_found"),
     ({"preamble_id": "ffffffffffff", "projector": "umap"}, 404, "preamble_not_found"),
     ({"preamble": SEED_PREAMBLE, "projector": "nope"}, 422, "unknown_projector"),
-    ({"preamble": SEED_PREAMBLE, "projector": "umap", "params": {"n_neighbours": 5}},
-     422, "invalid_params"),
-    ({"preamble": SEED_PREAMBLE, "projector": "tsne", "params": {"perplexity": -1}},
-     422, "invalid_params"),
-    ({"preamble": SEED_PREAMBLE, "projector": "umap", "seed": 1, "params": {"random_state": 2}},
-     422, "invalid_params"),
+    (
+        {"preamble": SEED_PREAMBLE, "projector": "umap", "params": {"n_neighbours": 5}},
+        422,
+        "invalid_params",
+    ),
+    (
+        {"preamble": SEED_PREAMBLE, "projector": "tsne", "params": {"perplexity": -1}},
+        422,
+        "invalid_params",
+    ),
+    (
+        {"preamble": SEED_PREAMBLE, "projector": "umap", "seed": 1, "params": {"random_state": 2}},
+        422,
+        "invalid_params",
+    ),
     ({"projector": "umap"}, 404, "preamble_not_found"),
     ({"preamble": SEED_PREAMBLE}, 422, "invalid_request"),
     ({"preamble": SEED_PREAMBLE, "projector": "umap", "seed": -5}, 422, "invalid_request"),
@@ -162,11 +183,13 @@ def test_errors_have_status_code_and_detail(
 
 
 def test_error_details_name_field_and_value(client: TestClient) -> None:
-    detail = post(client, preamble=SEED_PREAMBLE, projector="umap",
-                  params={"n_neighbours": 5}).json()["detail"]
+    detail = post(
+        client, preamble=SEED_PREAMBLE, projector="umap", params={"n_neighbours": 5}
+    ).json()["detail"]
     assert "n_neighbours=5" in detail
-    detail = post(client, preamble=SEED_PREAMBLE, projector="tsne",
-                  params={"perplexity": -1}).json()["detail"]
+    detail = post(
+        client, preamble=SEED_PREAMBLE, projector="tsne", params={"perplexity": -1}
+    ).json()["detail"]
     assert "perplexity=-1" in detail
 
 

@@ -55,16 +55,24 @@ def test_batch_runs_and_returns_points_in_three_formats(client: TestClient) -> N
         json={"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "umap", "seed": 11},
     ).json()
     assert single["cached"] is True
-    seed_rows = frame.filter((pl.col("preamble") == SEED_PREAMBLE) & (pl.col("projector") == "umap"))
+    seed_rows = frame.filter(
+        (pl.col("preamble") == SEED_PREAMBLE) & (pl.col("projector") == "umap")
+    )
     assert seed_rows["x"].to_list() == pytest.approx([p["x"] for p in single["points"]])
 
 
 def test_cached_items_are_not_recomputed(client: TestClient) -> None:
-    first = wait_done(client, submit(client, preambles=[SEED_PREAMBLE], projectors=["tsne"]).json()["id"])
+    first = wait_done(
+        client, submit(client, preambles=[SEED_PREAMBLE], projectors=["tsne"]).json()["id"]
+    )
     pool_tasks = sum(w["tasks_done"] for w in client.get("/health").json()["pool"]["workers"])
-    again = wait_done(client, submit(client, preambles=[SEED_PREAMBLE], projectors=["tsne"]).json()["id"])
+    again = wait_done(
+        client, submit(client, preambles=[SEED_PREAMBLE], projectors=["tsne"]).json()["id"]
+    )
     assert first["done"] == again["done"] == 1
-    assert sum(w["tasks_done"] for w in client.get("/health").json()["pool"]["workers"]) == pool_tasks
+    assert (
+        sum(w["tasks_done"] for w in client.get("/health").json()["pool"]["workers"]) == pool_tasks
+    )
 
 
 def test_validation_up_front(client: TestClient) -> None:
@@ -74,16 +82,25 @@ def test_validation_up_front(client: TestClient) -> None:
     cases = [
         ({"preambles": "all", "projectors": ["nope"]}, 422, "unknown_projector"),
         ({"preambles": "all", "projectors": []}, 422, "invalid_request"),
-        ({"preambles": "all", "projectors": ["umap"], "params": {"umap": {"bad": 1}}},
-         422, "invalid_params"),
-        ({"preambles": "all", "projectors": ["umap"], "params": {"tsne": {}}}, 422, "invalid_params"),
+        (
+            {"preambles": "all", "projectors": ["umap"], "params": {"umap": {"bad": 1}}},
+            422,
+            "invalid_params",
+        ),
+        (
+            {"preambles": "all", "projectors": ["umap"], "params": {"tsne": {}}},
+            422,
+            "invalid_params",
+        ),
         ({"preambles": "some", "projectors": ["umap"]}, 422, "invalid_request"),
         ({"preambles": [], "projectors": ["umap"]}, 422, "invalid_request"),
     ]
     for body, status, code in cases:
         response = submit(client, **body)
         assert (response.status_code, response.json()["code"]) == (status, code), body
-    missing = client.post("/batches", json={"dataset": "nope", "preambles": "all", "projectors": ["umap"]})
+    missing = client.post(
+        "/batches", json={"dataset": "nope", "preambles": "all", "projectors": ["umap"]}
+    )
     assert missing.status_code == 404 and missing.json()["code"] == "dataset_not_found"
     assert client.get("/batches/nope").json()["code"] == "job_not_found"
 

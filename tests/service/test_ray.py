@@ -39,8 +39,13 @@ def test_a_real_job_runs_on_a_local_ray_instance(data_dir: Path, tmp_path: Path)
         assert single["cached"] is True and len(single["points"]) == 40
         bad = client.post(
             "/projections",
-            json={"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne",
-                  "params": {"perplexity": 3}, "seed": 6},
+            json={
+                "dataset": DEMO_ID,
+                "preamble": SEED_PREAMBLE,
+                "projector": "tsne",
+                "params": {"perplexity": 3},
+                "seed": 6,
+            },
         )
         assert bad.status_code == 200  # computed on Ray, not cached
         assert bad.json()["cached"] is False

@@ -1,0 +1,174 @@
+#!/usr/bin/env python
+"""Service benchmark against a real server on loopback (not a test: it prints figures).
+
+Measures, in one run:
+  1. time from process start to the first answered request, and to warm workers;
+  2. cached projection latency p50/p99 at 1 and 32 concurrent connections (JSON and PNG);
+  3. per projector, throughput of one batch over every demo preamble vs a client looping
+     single requests (each side with its own seed, so neither is served from cache).
+
+Usage: .venv/bin/python scripts/bench_service.py [--preambles N] [--projectors a,b] [--requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET = "smollm2-135m-instruct-layer7-c50-fc37d2fe"
+SEED_PREAMBLE = "Students were outraged over the administration's new"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(state_dir: str, port: int) -> tuple[subprocess.Popen[bytes], float]:
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba")}
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "--port", str(port), "--state-dir", state_dir],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            httpx.get(url + "/health", timeout=1)
+            return process, time.monotonic() - started
+        except httpx.TransportError:
+            time.sleep(0.01)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def latency(url: str, concurrency: int, total: int, *, png: bool) -> list[float]:
+    body = {"dataset": DATASET, "preamble": SEED_PREAMBLE, "projector": "umap"}
+    headers = {"Accept": "image/png"} if png else {}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    times: list[float] = []
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for index in range(total):
+            queue.put_nowait(index)
+
+        async def worker() -> None:
+            while not queue.empty():
+                queue.get_nowait()
+                started = time.perf_counter()
+                response = await client.post("/projections", json=body, headers=headers)
+                times.append(time.perf_counter() - started)
+                assert response.status_code == 200, response.text
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return times
+
+
+def loop_single(url: str, projector: str, preambles: list[str], seed: int) -> float:
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=300) as client:
+        for preamble in preambles:
+            body = {"dataset": DATASET, "preamble": preamble, "projector": projector, "seed": seed}
+            response = client.post("/projections", json=body)
+            assert response.status_code == 200, response.text
+            assert response.json()["cached"] is False
+    return time.perf_counter() - started
+
+
+def run_batch(url: str, projector: str, preambles: list[str], seed: int) -> float:
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=300) as client:
+        body = {"dataset": DATASET, "preambles": preambles, "projectors": [projector], "seed": seed}
+        job = client.post("/batches", json=body).json()["id"]
+        while True:
+            status = client.get(f"/batches/{job}").json()
+            if status["state"] not in ("queued", "running"):
+                break
+            time.sleep(0.05)
+        assert status["failed"] == 0, status["errors"][:3]
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--preambles", type=int, default=0, help="0 = all demo preambles")
+    parser.add_argument("--projectors", default="tsne,umap,trimap,pacmap,clusterplot")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per latency run")
+    args = parser.parse_args()
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as state_dir:
+        process, ready = start_server(state_dir, port)
+        try:
+            started = time.monotonic()
+            while not httpx.get(url + "/health", timeout=5).json()["warm"]:
+                time.sleep(0.2)
+            warm = time.monotonic() - started + ready
+            print(f"server answering {ready:.2f} s after start; workers warm after {warm:.1f} s")
+            with httpx.Client(base_url=url) as client:
+                page = client.get(f"/datasets/{DATASET}/preambles", params={"limit": 1000}).json()
+            preambles = [item["text"] for item in page["items"]]
+            if args.preambles:
+                preambles = preambles[: args.preambles]
+
+            # prime the cache, then measure cached latency
+            httpx.post(
+                url + "/projections",
+                timeout=120,
+                json={"dataset": DATASET, "preamble": SEED_PREAMBLE, "projector": "umap"},
+            )
+            httpx.post(
+                url + "/projections",
+                timeout=120,
+                headers={"Accept": "image/png"},
+                json={"dataset": DATASET, "preamble": SEED_PREAMBLE, "projector": "umap"},
+            )
+            print("\ncached projection latency (ms)        p50      p99   requests")
+            for png in (False, True):
+                for concurrency in (1, 32):
+                    times = asyncio.run(latency(url, concurrency, args.requests, png=png))
+                    kind = "PNG " if png else "JSON"
+                    print(
+                        f"  {kind} at {concurrency:>2} connections        "
+                        f"{percentile(times, 0.5) * 1000:7.2f}  "
+                        f"{percentile(times, 0.99) * 1000:7.2f}"
+                        f"   {len(times)}"
+                    )
+
+            print(f"\nthroughput over {len(preambles)} preambles: batch vs looping client")
+            print("  projector     loop s   batch s   loop items/s   batch items/s   ratio")
+            for projector in args.projectors.split(","):
+                looped = loop_single(url, projector, preambles, seed=1000)
+                batched = run_batch(url, projector, preambles, seed=2000)
+                n = len(preambles)
+                print(
+                    f"  {projector:<12} {looped:7.2f}  {batched:8.2f}   {n / looped:12.1f}"
+                    f"   {n / batched:13.1f}   {looped / batched:5.1f}x"
+                )
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+if __name__ == "__main__":
+    main()
