@@ -121,6 +121,8 @@ def create_app(
             lane=lane,
             device=_device_label(settings.device),
             timeout=settings.projection_timeout,
+            max_queue=settings.max_queue,
+            max_points=settings.max_points,
         )
         app.state.engine = engine
         jobs = JobManager(

@@ -71,6 +71,8 @@ class Engine:
         lane: DeviceLane | None,
         device: str,
         timeout: float,
+        max_queue: int,
+        max_points: int,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -78,6 +80,8 @@ class Engine:
         self.lane = lane
         self.device = device
         self.timeout = timeout
+        self.max_queue = max_queue
+        self.max_points = max_points
         self._inflight: dict[str, asyncio.Future[StoredProjection]] = {}
         self._preamble_tables: dict[str, pl.DataFrame] = {}
 
@@ -131,6 +135,12 @@ class Engine:
                 f"projector {projector!r} needs at least {model.min_points} points; preamble "
                 f"{text!r} has n={view.n_points}",
                 code="too_few_points",
+            )
+        if view.n_points > self.max_points:
+            raise InvalidInputError(
+                f"preamble {text!r} has n={view.n_points} points; this server projects at most "
+                f"{self.max_points} per request (CLUSTVIZ_MAX_POINTS)",
+                code="too_many_points",
             )
         used, notes = model.resolve(view.n_points)
         used_dict = used.model_dump(mode="json")
@@ -237,7 +247,7 @@ class Engine:
 
     def ensure_capacity(self) -> None:
         """503 early when the heavy queue is full, rather than queueing without bound."""
-        if self.pool.queued >= self.pool.max_queue:
+        if self.pool.queued >= self.max_queue:
             raise UnavailableError("too many projections are queued; retry shortly", code="busy")
 
 

@@ -52,8 +52,12 @@ def install_error_handlers(app: FastAPI) -> None:
         parts = []
         code = "invalid_request"
         for error in exc.errors():
-            if "projector" in error.get("loc", ()) or "projectors" in error.get("loc", ()):
-                code = "unknown_projector"
+            location_names = set(error.get("loc", ()))
+            if (
+                error.get("type") == "literal_error"
+                and {"projector", "projectors"} & location_names
+            ):
+                code = "unknown_projector"  # the same stable code as the library's check
             location = ".".join(str(part) for part in error.get("loc", ()))
             value = error.get("input")
             shown = "" if error.get("type") == "missing" else f"={value!r}"[:200]

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(256, ge=1, description="Heavy tasks queued before 503.")
     lane_window_ms: float = Field(10.0, ge=0, description="How long the device lane gathers.")
     lane_max_batch: int = Field(512, ge=1)
+    max_points: int = Field(5000, ge=1, description="points of one preamble per projection")
     max_batch_items: int = Field(100_000, ge=1, description="preambles × projectors per batch")
     cors_origins: list[str] = Field(default_factory=list)
     api_key: str | None = Field(None, description="If set, required on mutating endpoints.")

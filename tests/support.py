@@ -114,11 +114,13 @@ class Server:
         """Start; return seconds until the first answered request."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("CLUSTVIZ_")}
         env.update(
-            CLUSTVIZ_WORKERS="1",
-            CLUSTVIZ_WARM='["umap"]',
-            CLUSTVIZ_DEVICE="cpu",
-            CLUSTVIZ_NUMBA_CACHE_DIR=str(REPO / ".cache" / "numba"),
-            **self.extra_env,
+            {
+                "CLUSTVIZ_WORKERS": "1",
+                "CLUSTVIZ_WARM": '["umap"]',
+                "CLUSTVIZ_DEVICE": "cpu",
+                "CLUSTVIZ_NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba"),
+                **self.extra_env,
+            }
         )
         started = time.monotonic()
         with self.log_path.open("ab") as log:

@@ -52,8 +52,10 @@ def test_same_seed_same_result_other_seed_differs(name: str) -> None:
     _, first = fit(name, X, blob, random_state=7)
     _, again = fit(name, X, blob, random_state=7)
     np.testing.assert_array_equal(first, again)
-    if name == "tsne":
-        return  # t-SNE with the default PCA init has no randomness left: any seed, same layout
+    if name in ("tsne", "clusterplot"):
+        # Both start from a deterministic PCA init and optimise without sampling: any seed,
+        # same layout (clusterplot's seed matters in its greedy mode).
+        return
     _, other = fit(name, X, blob, random_state=8)
     assert not np.array_equal(first, other)
 

@@ -38,3 +38,64 @@ def test_greedy_runs_and_moves(make_blobs) -> None:
         np.testing.assert_allclose(
             shift[pa == a], shift[pa == a][:1].repeat((pa == a).sum(), 0), atol=1e-4
         )
+
+
+def _target_and_init(items, **params):
+    import torch
+
+    from clustviz.clusterplot import ClusterPlotParams
+    from clustviz.clusterplot.anchors import compute_anchors
+    from clustviz.clusterplot.batch import pad_batch
+    from clustviz.clusterplot.init import torch_init
+    from clustviz.clusterplot.projector import _overlap_target
+
+    p = ClusterPlotParams(**params)
+    batch = pad_batch(items, torch.device("cpu"))
+    anchors = compute_anchors(batch, "birch", threshold=p.birch_threshold)
+    target = _overlap_target(batch, anchors, p)
+    Y0 = torch_init(batch.X, batch.mask, k=p.knn_k, steps=30, lr=p.step_size)
+    return target, Y0, batch
+
+
+def test_hand_written_gradient_matches_autograd(make_blobs) -> None:
+    import torch
+
+    from clustviz.clusterplot import optimize
+
+    items = [_lm_like(make_blobs, 0), make_blobs(5, 3, dim=32, spread=1.2, seed=9)]
+    target, Y0, batch = _target_and_init(items)
+    weights = dict(overlap_weight=3.0, label_overlap_weight=1.0, knn_weight=0.1, temperature=0.1)
+    Y = Y0.clone().requires_grad_(True)
+    reference = optimize.reference_loss(Y, target, **weights)
+    reference.sum().backward()
+    captured = []
+
+    class Capture(optimize.Adam):
+        def step(self, grads):  # type: ignore[no-untyped-def]
+            captured.append([g.clone() for g in grads])
+            super().step(grads)
+
+    original = optimize.Adam
+    optimize.Adam = Capture  # type: ignore[misc]
+    try:
+        _, trace = optimize.gradient_layout(Y0, target, steps=1, lr=1e-9, **weights)
+    finally:
+        optimize.Adam = original  # type: ignore[misc]
+    torch.testing.assert_close(trace[0], reference.detach(), rtol=1e-5, atol=1e-6)
+    expected = Y.grad * batch.mask.unsqueeze(-1)
+    torch.testing.assert_close(captured[0][1], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_large_path_lowers_discrepancy(make_blobs, monkeypatch) -> None:
+    import clustviz.clusterplot.projector as projector
+
+    monkeypatch.setattr(projector, "DENSE_MAX_ROWS", 10)  # every preamble takes it
+    items = [_lm_like(make_blobs, seed) for seed in range(4)]
+    model = ClusterPlot(**from_fast)
+    results = [model.fit_transform_many([item], compute_hulls=False)[0] for item in items]
+    lowered = [r.discrepancy_after["mean"] < r.discrepancy_before["mean"] for r in results]
+    assert sum(lowered) >= 3
+    for (X, _), result in zip(items, results, strict=True):
+        assert result.embedding.shape == (len(X), 2) and np.isfinite(result.embedding).all()
+    again = model.fit_transform_many([items[0]], compute_hulls=False)[0]
+    np.testing.assert_array_equal(again.embedding, results[0].embedding)  # seeded sampling
