@@ -6,6 +6,9 @@
 
 Stages, one module each: ``anchors`` (sub-clusters), ``overlap`` (R_H, R_L, discrepancy),
 ``init`` (torch or UMAP), ``optimize`` (gradient or greedy), ``hulls`` (cluster polygons).
+Small preambles run batched with dense ``(B, N, N)`` tensors in cache-sized chunks, gradients
+written out by hand (``optimize``); a preamble of more than ``large.DENSE_MAX_ROWS`` rows of
+``[X; anchors]`` runs alone on neighbour lists (``large``).
 """
 
 from clustviz.clusterplot.hulls import ClusterHull

@@ -95,26 +95,31 @@ def _birch_slots(
     order = order[:, :width].view(B, C, steps)
     thr_sq = _thresholds_sq(batch, threshold, mode)  # (B, C)
 
-    X_ext = torch.cat([X, X.new_zeros(B, 1, d)], 1)  # row n: a dummy for absent points
+    # Everything through the Gram matrix: x · LS_s = Σ_{j in s} x · x_j = (G M)_{x, s} with M
+    # the slot memberships, kept as GM (B, n + 1, n + 1) and updated one column per join.
+    # A step then costs O(C n) per preamble instead of O(C n d).
+    X_ext = torch.cat([X * mask.unsqueeze(-1), X.new_zeros(B, 1, d)], 1)  # row n: a dummy
+    gram = X_ext @ X_ext.transpose(1, 2)  # (B, n + 1, n + 1)
+    norms = gram.diagonal(dim1=1, dim2=2)  # (B, n + 1): |x|²
+    GM = torch.zeros_like(gram)  # (B, n + 1 points, n + 1 slots): x_i · LS_s
     count = X.new_zeros(B, n + 1)
-    linear = X.new_zeros(B, n + 1, d)
     linear_sq = X.new_zeros(B, n + 1)  # |LS|²
     squares = X.new_zeros(B, n + 1)  # SS
     active = torch.zeros(B, n + 1, dtype=torch.bool, device=device)
     slot_cluster = torch.cat([labels, labels.new_full((B, 1), -1)], 1)  # (B, n + 1)
     point_slot = torch.arange(n + 1, device=device).expand(B, n + 1).clone()
     cluster_ids = torch.arange(C, device=device).view(1, C, 1)
+    eligible_slot = slot_cluster.unsqueeze(1) == cluster_ids  # (B, C, n + 1)
     for t in range(steps):  # sequential by definition; vectorised over clusters and preambles
         pt = order[:, :, t]  # (B, C)
         present = pt < n
-        x = X_ext.gather(1, pt.unsqueeze(-1).expand(B, C, d))  # (B, C, d)
-        xx = (x * x).sum(-1)  # (B, C)
-        dot = x @ linear.transpose(1, 2)  # (B, C, n+1): x · LS
+        xx = norms.gather(1, pt)  # (B, C)
+        dot = GM.gather(1, pt.unsqueeze(-1).expand(B, C, n + 1))  # (B, C, n+1): x · LS
         safe = count.clamp_min(1.0).unsqueeze(1)
         dist_sq = (
             xx.unsqueeze(-1) - 2 * dot / safe + (linear_sq / safe.squeeze(1) ** 2).unsqueeze(1)
         )
-        eligible = active.unsqueeze(1) & (slot_cluster.unsqueeze(1) == cluster_ids)
+        eligible = active.unsqueeze(1) & eligible_slot
         nearest = dist_sq.masked_fill(~eligible, _INF).argmin(-1)  # (B, C)
         has = eligible.any(-1)
         n_new = count.gather(1, nearest) + 1
@@ -127,7 +132,9 @@ def _birch_slots(
         target = torch.where(merge, nearest, torch.where(present, pt, n))  # (B, C)
         new_ls_sq = torch.where(merge, ls_sq_new, xx)
         count.scatter_add_(1, target, present.float())
-        linear.scatter_add_(1, target.unsqueeze(-1).expand(B, C, d), x)
+        # GM[:, :, s] += G[:, :, x] for the slot s that x joins (absent points add a zero column)
+        columns = gram.gather(2, pt.unsqueeze(1).expand(B, n + 1, C))  # (B, n + 1, C)
+        GM.scatter_add_(2, target.unsqueeze(1).expand(B, n + 1, C), columns)
         squares.scatter_add_(1, target, xx)
         linear_sq.scatter_(1, target, new_ls_sq)
         active.scatter_(1, target, present)

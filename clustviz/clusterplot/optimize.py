@@ -28,6 +28,7 @@ from clustviz.clusterplot.overlap import (
     knn_graph,
     normalise_overlap,
     overlap_pair_mask,
+    radius_candidates,
     soft_edges,
     soft_radius,
 )
@@ -156,6 +157,7 @@ class _SoftOverlap:
         self.valid = (~self.invalid).to(target.dtype)
         k = torch.minimum(k, mask.sum(1) - 1).clamp_min(1)
         self.k = k
+        self.candidates: torch.Tensor | None = None
         self.flat = (group.unsqueeze(2) * n_groups + group.unsqueeze(1)).reshape(B, N * N)
         self.G = n_groups
         self.target = target
@@ -168,13 +170,15 @@ class _SoftOverlap:
             else None
         )
 
-    def radius(self, D: torch.Tensor) -> torch.Tensor:
-        """``r (B, N, 1)``: midway between each row's k-th and (k+1)-th squared distance."""
-        return soft_radius(D, self.invalid, self.k)
+    def radius(self, D: torch.Tensor, refresh: bool) -> torch.Tensor:
+        """``r (B, N, 1)``: midway between each row's k-th and (k+1)-th squared distance,
+        searched among the ``k + 9`` nearest columns of the last ``refresh`` (exact while no
+        farther point enters them)."""
+        if refresh or self.candidates is None:
+            self.candidates = radius_candidates(D, self.invalid, self.k)
+        return soft_radius(D, self.invalid, self.k, self.candidates)
 
-    def __call__(
-        self, D: torch.Tensor, radius: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, D: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss ``(B,)`` and ``dL/dD (B, N, N)`` for squared distances ``D`` and radii."""
         B, N, _ = D.shape
         scale = 1.0 / (self.temperature * radius)  # (B, N, 1)
@@ -221,6 +225,7 @@ def gradient_layout(
     knn_weight: float,
     temperature: float,
     radius_every: int = 10,
+    radius_stride: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimised layout ``(B, n, 2)`` and the loss trace ``(steps, B)``.
 
@@ -228,8 +233,9 @@ def gradient_layout(
     is ``overlap_weight · mean|R_H - R_L| + label_overlap_weight · mean|M_H - M_L|
     + knn_weight · KL(P || Q)`` per preamble, summed (never averaged) over the batch. The
     gradients are written out (see :class:`_SoftOverlap`): same values as autograd on
-    :func:`_losses`, several times faster on the CPU. The soft-kNN radii are detached; they are
-    refreshed every ``radius_every`` steps.
+    :func:`reference_loss`, several times faster on the CPU. The soft-kNN radii are detached;
+    every step searches them among the nearest columns of the last full ``topk``, refreshed
+    every ``radius_every`` steps.
     """
     B, n, _ = Y0.shape
     A = target.n_anchors
@@ -270,7 +276,6 @@ def gradient_layout(
     delta = torch.zeros_like(Y0)
     optimiser = Adam([T, delta], lr=lr)
     trace = Y0.new_zeros(steps, B)
-    radius_sub = radius_label = None
     with torch.no_grad():
         for step in range(steps):
             Y = Y0 + T.gather(1, anchor_index) + delta * weight
@@ -281,8 +286,9 @@ def gradient_layout(
                 Z = Y
             D = pairwise_sq_dists(Z)  # (B, N, N); its first n × n block is Y's
             D_Y = D[:, :n, :n]
-            if step % radius_every == 0 or radius_sub is None:
-                radius_sub, radius_label = sub.radius(D), label.radius(D_Y)
+            if step % radius_stride == 0:  # 1: exact radii every step (2 halves the topk cost)
+                refresh = step % radius_every == 0
+                radius_sub, radius_label = sub.radius(D, refresh), label.radius(D_Y, refresh)
             loss, coef = sub(D, radius_sub)
             loss = loss * overlap_weight
             coef.mul_(overlap_weight)

@@ -26,6 +26,7 @@ __all__ = [
     "knn_graph",
     "normalise_overlap",
     "overlap_pair_mask",
+    "radius_candidates",
     "soft_edges",
     "soft_radius",
 ]
@@ -105,21 +106,42 @@ def soft_edges(
     return aggregate_edges(src, dst, weight, n_groups)
 
 
-def soft_radius(dist: torch.Tensor, invalid: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+def soft_radius(
+    dist: torch.Tensor,
+    invalid: torch.Tensor,
+    k: torch.Tensor,
+    candidates: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Detached squared radius ``(B, n, 1)`` midway between each row's k-th and (k+1)-th.
 
     ``dist (B, n, n)``, ``invalid`` (True where a pair does not count), ``k (B,)`` already
-    clamped to ``[1, n_b - 1]``. ``topk`` of ``k_max + 1`` rather than a full sort.
+    clamped to ``[1, n_b - 1]``. ``topk`` of ``k_max + 1`` rather than a full sort; with
+    ``candidates (B, n, m)`` (column indices, e.g. from :func:`radius_candidates`) only those
+    columns are searched.
     """
     B, n, _ = dist.shape
-    n_top = min(int(k.max()) + 1, n)
     with torch.no_grad():
-        ordered = dist.masked_fill(invalid, _INF).topk(n_top, dim=2, largest=False).values
+        if candidates is None:
+            masked = dist.masked_fill(invalid, _INF)
+        else:
+            masked = dist.gather(2, candidates).masked_fill_(invalid.gather(2, candidates), _INF)
+        n_top = min(int(k.max()) + 1, masked.shape[2])
+        ordered = masked.topk(n_top, dim=2, largest=False).values
         kth = ordered.gather(2, (k - 1).view(B, 1, 1).expand(B, n, 1))
         next_ = ordered.gather(2, k.clamp_max(n_top - 1).view(B, 1, 1).expand(B, n, 1))
         # with no (k+1)-th neighbour, put the radius a little beyond the k-th
         radius_sq = torch.where(torch.isfinite(next_), 0.5 * (kth + next_), 1.5 * kth)
         return radius_sq.clamp_min(_EPS).masked_fill(~torch.isfinite(radius_sq), 1.0)
+
+
+def radius_candidates(
+    dist: torch.Tensor, invalid: torch.Tensor, k: torch.Tensor, margin: int = 8
+) -> torch.Tensor:
+    """Column indices ``(B, n, m)`` of each row's ``k_max + 1 + margin`` nearest valid pairs:
+    where :func:`soft_radius` looks while a layout moves little."""
+    m = min(int(k.max()) + 1 + margin, dist.shape[2])
+    with torch.no_grad():
+        return dist.masked_fill(invalid, _INF).topk(m, dim=2, largest=False).indices
 
 
 def overlap_pair_mask(cluster: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -104,10 +104,10 @@ class ClusterPlotParams(ProjectorParams):
         "the device) or 'umap' (umap-learn on [X; anchors], min_dist=1, as the original).",
     )
     init_steps: int = Field(
-        300, ge=0, le=5000, description="Torch init: Adam steps of the neighbour embedding."
+        150, ge=0, le=5000, description="Torch init: Adam steps of the neighbour embedding."
     )
     n_steps: int = Field(
-        300, ge=0, le=5000, description="Gradient mode: Adam steps of the overlap optimisation."
+        100, ge=0, le=5000, description="Gradient mode: Adam steps of the overlap optimisation."
     )
     step_size: float = Field(
         0.05, gt=0, le=10, description="Gradient mode and torch init: Adam learning rate."

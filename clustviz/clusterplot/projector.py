@@ -19,6 +19,13 @@ from clustviz.clusterplot.anchors import compute_anchors
 from clustviz.clusterplot.batch import PaddedBatch, pad_batch
 from clustviz.clusterplot.hulls import ClusterHull, cluster_hulls
 from clustviz.clusterplot.init import knn_affinities, torch_init, umap_init
+from clustviz.clusterplot.large import (
+    DENSE_MAX_ROWS,
+    large_gradient_layout,
+    large_hard_discrepancy,
+    large_init,
+    large_target,
+)
 from clustviz.clusterplot.optimize import (
     OverlapTarget,
     gradient_layout,
@@ -37,8 +44,11 @@ from clustviz.projectors.base import BaseProjector, check_input, check_output
 
 __all__ = ["ClusterPlot", "ClusterPlotResult"]
 
-#: Points per padded chunk: bounds memory (X alone is chunk × d floats) without hurting speed.
+#: Points per padded chunk: bounds memory (X alone is chunk × d floats).
 CHUNK_POINTS = 32_768
+#: Pairs per padded chunk, ``B · (2 n_max)²``: the relaxation's ``(B, N, N)`` tensors stay a
+#: few MB (cache-sized), so the cost is linear in the number of preambles.
+CHUNK_PAIRS = 1_000_000
 
 
 @dataclass(slots=True)
@@ -119,18 +129,19 @@ class ClusterPlot(BaseProjector):
         local = [
             (X, np.unique(labels, return_inverse=True)[1].astype(np.int64)) for X, labels in items
         ]
-        results: list[ClusterPlotResult] = []
+        # largest first, so a chunk pads little; results go back to input order
+        order = sorted(range(len(local)), key=lambda i: -len(local[i][0]))
+        results: list[ClusterPlotResult | None] = [None] * len(local)
         start = 0
-        while start < len(local):
-            stop, points = start, 0
-            while stop < len(local) and (
-                stop == start or points + len(local[stop][0]) <= CHUNK_POINTS
-            ):
-                points += len(local[stop][0])
-                stop += 1
-            results.extend(self._run_chunk(local[start:stop], device, compute_hulls))
-            start = stop
-        return results
+        while start < len(order):
+            n_max = len(local[order[start]][0])
+            per_chunk = max(1, min(CHUNK_PAIRS // (2 * n_max) ** 2, CHUNK_POINTS // n_max))
+            chunk = order[start : start + per_chunk]
+            done = self._run_chunk([local[i] for i in chunk], device, compute_hulls)
+            for i, result in zip(chunk, done, strict=True):
+                results[i] = result
+            start += len(chunk)
+        return results  # type: ignore[return-value]
 
     def _run_chunk(
         self,
@@ -158,41 +169,14 @@ class ClusterPlot(BaseProjector):
                 per_cluster=p.anchors_per_cluster,
             )
             lap("anchors")
-            target = _overlap_target(batch, anchors, p)
-            lap("overlap")
-            if p.init == "torch":
-                Y0 = torch_init(batch.X, batch.mask, k=p.knn_k, steps=p.init_steps, lr=p.step_size)
-            else:
-                Y0 = _umap_init(batch, anchors.centroids, anchors.count, p)
-            lap("init")
-            before = hard_discrepancy(Y0, target)
-        if p.mode == "gradient":
-            Y, trace = gradient_layout(
-                Y0,
-                target,
-                steps=p.n_steps,
-                lr=p.step_size,
-                overlap_weight=p.overlap_weight,
-                label_overlap_weight=p.label_overlap_weight,
-                knn_weight=p.knn_weight,
-                temperature=p.temperature,
-            )
-        else:
-            generator = torch.Generator(device).manual_seed(p.random_state)
-            with torch.no_grad():
-                Y, trace = greedy_layout(
-                    Y0,
-                    target,
-                    n_iter=p.n_iter,
-                    lr=p.learning_rate,
-                    batch_size=p.batch_size,
-                    top_greedy=p.top_greedy,
-                    magnitude_step=p.magnitude_step,
-                    generator=generator,
-                )
-        lap("relax")
+        large = (
+            batch.size == 1
+            and p.mode == "gradient"
+            and batch.X.shape[1] + anchors.size > DENSE_MAX_ROWS
+        )
+        fit = _large_fit if large else _dense_fit
+        Y, trace, before, after = fit(batch, anchors, p, lap)
         with torch.no_grad():
-            after = hard_discrepancy(Y, target)
             members = torch.zeros_like(anchors.mask, dtype=Y.dtype).scatter_add_(
                 1, anchors.point_anchor, batch.mask.to(Y.dtype)
             )
@@ -210,7 +194,7 @@ class ClusterPlot(BaseProjector):
             "after": {key: t.cpu().numpy() for key, t in after.items()},
         }
         # free the transient device tensors before the CPU-side hulls
-        del batch, anchors, target, Y0, Y, trace, anchor_2d, sums, members
+        del batch, anchors, Y, trace, anchor_2d, sums, members
         if device.type == "cuda":
             torch.cuda.empty_cache()
         lap("transfer")
@@ -258,6 +242,88 @@ class ClusterPlot(BaseProjector):
                 )
             )
         return results
+
+
+def _dense_fit(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any):
+    """The batched path (``(B, N, N)`` tensors): layout, loss trace, discrepancies before/after."""
+    with torch.no_grad():
+        target = _overlap_target(batch, anchors, p)
+        lap("overlap")
+        if p.init == "torch":
+            Y0 = torch_init(batch.X, batch.mask, k=p.knn_k, steps=p.init_steps, lr=p.step_size)
+        else:
+            Y0 = _umap_init(batch, anchors.centroids, anchors.count, p)
+        lap("init")
+        before = hard_discrepancy(Y0, target)
+        if p.mode == "gradient":
+            Y, trace = gradient_layout(
+                Y0,
+                target,
+                steps=p.n_steps,
+                lr=p.step_size,
+                overlap_weight=p.overlap_weight,
+                label_overlap_weight=p.label_overlap_weight,
+                knn_weight=p.knn_weight,
+                temperature=p.temperature,
+            )
+        else:
+            generator = torch.Generator(batch.X.device).manual_seed(p.random_state)
+            Y, trace = greedy_layout(
+                Y0,
+                target,
+                n_iter=p.n_iter,
+                lr=p.learning_rate,
+                batch_size=p.batch_size,
+                top_greedy=p.top_greedy,
+                magnitude_step=p.magnitude_step,
+                generator=generator,
+            )
+        lap("relax")
+        return Y, trace, before, hard_discrepancy(Y, target)
+
+
+def _large_fit(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any):
+    """One large preamble (see :mod:`clustviz.clusterplot.large`), shaped like the dense path's
+    output (batch dimension 1)."""
+    n, A = batch.X.shape[1], anchors.size
+    generator = torch.Generator(batch.X.device).manual_seed(p.random_state)
+    with torch.no_grad():
+        target = large_target(
+            batch.X[0],
+            batch.labels[0],
+            anchors.point_anchor[0],
+            anchors.cluster[0, :A],
+            k=p.k,
+            knn_k=p.knn_k,
+            anchors_in_graph=p.anchors_in_graph,
+        )
+        lap("overlap")
+        if p.init == "torch":
+            Y0 = large_init(target, steps=p.init_steps, lr=p.step_size, generator=generator)
+        else:
+            Y0 = _umap_init(batch, anchors.centroids, anchors.count, p)[0]
+        lap("init")
+        before = large_hard_discrepancy(Y0, target)
+        Y, trace = large_gradient_layout(
+            Y0,
+            target,
+            steps=p.n_steps,
+            lr=p.step_size,
+            overlap_weight=p.overlap_weight,
+            label_overlap_weight=p.label_overlap_weight,
+            knn_weight=p.knn_weight,
+            temperature=p.temperature,
+            generator=generator,
+        )
+        lap("relax")
+        after = large_hard_discrepancy(Y, target)
+    as_batch = {key: torch.tensor([value]) for key, value in before.items()}
+    return (
+        Y.view(1, n, 2),
+        trace.view(-1, 1),
+        as_batch,
+        {key: torch.tensor([value]) for key, value in after.items()},
+    )
 
 
 def _overlap_target(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams) -> OverlapTarget:

@@ -1,0 +1,378 @@
+"""The large-n path: one preamble at a time, neighbour lists instead of ``(N, N)`` matrices.
+
+Used for preambles whose ``N = n + A`` rows exceed :data:`DENSE_MAX_ROWS` (the dense batched
+path costs ``O(N²)`` per step: at n = 3000 with near-singleton anchors that is 36 M pairs).
+Same stages and losses as the dense path, with three approximations that only matter at
+large n:
+
+* high-D kNN: ``Z Zᵀ`` of ``Z = [X; anchors]`` from the Gram matrix ``X Xᵀ`` (an anchor is the
+  mean of its members), so the ``d``-dimensional product is ``n × n``, not ``N × N``;
+* PCA: block power iteration on the centred Gram matrix (no ``O(n³)`` ``eigh``);
+* soft 2-D kNN over *candidate* lists: each row's ``M`` nearest rows in 2-D, refreshed every
+  ``refresh`` steps (outside them a soft edge weighs ``σ(-10)`` or less), and the normaliser of
+  ``KL(P || Q)`` estimated from ``negatives`` random pairs per point and step (a seeded
+  generator: results are deterministic).
+
+All tensors here carry no batch dimension: ``Y (n, 2)``, ``Z (N, 2)``, candidates ``(N, M)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from clustviz.clusterplot.batch import Adam
+
+__all__ = ["DENSE_MAX_ROWS", "LargeTarget", "large_gradient_layout", "large_init", "large_target"]
+
+#: Above this many rows of ``[X; anchors]`` a preamble takes the large-n path.
+DENSE_MAX_ROWS = 640
+_EPS = 1e-12
+_INF = float("inf")
+_BLOCK = 1024  # rows per block of a blockwise kNN (bounds the (block, N) distance matrix)
+
+
+def _sq_dists_from_gram(gram: torch.Tensor, sq_rows: torch.Tensor, sq_cols: torch.Tensor):
+    return (sq_rows.unsqueeze(1) + sq_cols.unsqueeze(0) - 2.0 * gram).clamp_min_(0.0)
+
+
+def _topk_rows(dist: torch.Tensor, row_ids: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``(rows, k)`` of the ``k`` smallest entries per row, self excluded."""
+    dist[torch.arange(len(row_ids), device=dist.device), row_ids] = _INF
+    return dist.topk(k, dim=1, largest=False).indices
+
+
+@dataclass(slots=True)
+class LargeTarget:
+    """What the large-n relaxation matches (one preamble)."""
+
+    R_H: torch.Tensor  # (A, A) dense: fine up to a few thousand anchors
+    M_H: torch.Tensor  # (C, C)
+    edges_src: torch.Tensor  # (E,) long: kNN edges of X, both directions (P = 1/E each)
+    edges_dst: torch.Tensor  # (E,)
+    point_anchor: torch.Tensor  # (n,)
+    anchor_cluster: torch.Tensor  # (A,)
+    labels: torch.Tensor  # (n,)
+    k: int  # kNN size of the sub-cluster graph (clamped)
+    knn_k: int  # kNN size of the point graphs (clamped)
+    gram: torch.Tensor  # (n, n) centred Gram matrix of X, for the PCA
+    anchors_in_graph: bool
+
+    @property
+    def n_anchors(self) -> int:
+        return int(self.R_H.shape[0])
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.M_H.shape[0])
+
+
+def large_target(
+    X: torch.Tensor,
+    labels: torch.Tensor,
+    point_anchor: torch.Tensor,
+    anchor_cluster: torch.Tensor,
+    *,
+    k: int,
+    knn_k: int,
+    anchors_in_graph: bool,
+) -> LargeTarget:
+    """High-D kNN graphs of ``[X; anchors]`` and ``X`` through the Gram matrix, R_H and M_H."""
+    n, A = X.shape[0], anchor_cluster.shape[0]
+    C = int(labels.max()) + 1
+    gram = X @ X.T  # (n, n): the only d-dimensional product
+    members = torch.bincount(point_anchor, minlength=A).to(X.dtype)
+    cross = torch.zeros(n, A, dtype=X.dtype, device=X.device).index_add_(1, point_anchor, gram)
+    cross /= members  # (n, A): x_i · c_a
+    anchor_gram = torch.zeros(A, A, dtype=X.dtype, device=X.device)
+    anchor_gram.index_add_(0, point_anchor, cross).div_(members.unsqueeze(1))  # c_a · c_b
+    sq_x, sq_a = gram.diagonal().clone(), anchor_gram.diagonal().clone()
+    N = n + A if anchors_in_graph else n
+    k = min(k, N - 1)
+    knn_k = min(knn_k, n - 1)
+    sq_z = torch.cat([sq_x, sq_a]) if anchors_in_graph else sq_x
+    group = (
+        torch.cat([point_anchor, torch.arange(A, device=X.device)])
+        if anchors_in_graph
+        else (point_anchor)
+    )
+    edges = torch.zeros(A * A, dtype=X.dtype, device=X.device)
+    label_edges = torch.zeros(C * C, dtype=X.dtype, device=X.device)
+    src_x, dst_x = [], []
+    for start in range(0, N, _BLOCK):
+        rows = torch.arange(start, min(start + _BLOCK, N), device=X.device)
+        point_rows = rows[rows < n]
+        blocks = []
+        if len(point_rows):
+            blocks.append(torch.cat([gram[point_rows], cross[point_rows]], 1))
+        anchor_rows = rows[rows >= n] - n
+        if len(anchor_rows) and anchors_in_graph:
+            blocks.append(torch.cat([cross[:, anchor_rows].T, anchor_gram[anchor_rows]], 1))
+        z_gram = torch.cat(blocks)[:, :N]
+        dist = _sq_dists_from_gram(z_gram, sq_z[rows], sq_z)
+        idx = _topk_rows(dist.clone(), rows, k)
+        flat = (group[rows].unsqueeze(1) * A + group[idx]).reshape(-1)
+        edges.index_add_(0, flat, torch.ones_like(flat, dtype=X.dtype))
+        if len(point_rows):  # the kNN graph of X alone (knn_k), for M_H and P
+            idx_x = _topk_rows(dist[: len(point_rows), :n], point_rows, knn_k)
+            label_flat = (labels[point_rows].unsqueeze(1) * C + labels[idx_x]).reshape(-1)
+            label_edges.index_add_(0, label_flat, torch.ones_like(label_flat, dtype=X.dtype))
+            src_x.append(point_rows.repeat_interleave(knn_k))
+            dst_x.append(idx_x.reshape(-1))
+    edges = edges.view(A, A) * (1.0 - torch.eye(A, dtype=X.dtype, device=X.device))
+    pairs = anchor_cluster.unsqueeze(1) != anchor_cluster.unsqueeze(0)
+    R_H = edges / edges.sum(1, keepdim=True).clamp_min(_EPS) * pairs
+    label_edges = label_edges.view(C, C)
+    src, dst = torch.cat(src_x), torch.cat(dst_x)
+    mean = X.mean(0, keepdim=True)
+    centred = gram - (X @ mean.T) - (mean @ X.T) + (mean @ mean.T)
+    return LargeTarget(
+        R_H=R_H,
+        M_H=label_edges / label_edges.sum(1, keepdim=True).clamp_min(_EPS),
+        edges_src=torch.cat([src, dst]),
+        edges_dst=torch.cat([dst, src]),
+        point_anchor=point_anchor,
+        anchor_cluster=anchor_cluster,
+        labels=labels,
+        k=k,
+        knn_k=knn_k,
+        gram=centred,
+        anchors_in_graph=anchors_in_graph,
+    )
+
+
+def large_pca(gram: torch.Tensor, generator: torch.Generator, iterations: int = 30):
+    """Top-2 PCA scores ``(n, 2)`` from the centred Gram matrix by block power iteration,
+    signs fixed by skewness and PC1 scaled to unit std (as :func:`~.init.pca_init`)."""
+    n = gram.shape[0]
+    Q = torch.randn(n, 6, generator=generator, device=gram.device, dtype=gram.dtype)
+    for _ in range(iterations):
+        Q, _ = torch.linalg.qr(gram @ Q)
+    values, vectors = torch.linalg.eigh((Q.T @ gram @ Q).double())
+    top = (Q.double() @ vectors[:, -2:].flip(-1)).float()
+    scores = top * values[-2:].flip(-1).clamp_min(0).sqrt().float()
+    skew = (scores**3).sum(0, keepdim=True)
+    scores = scores * torch.where(skew < 0, -1.0, 1.0)
+    return scores / (scores[:, :1] ** 2).mean().sqrt().clamp_min(1e-12)
+
+
+def _pair_grad(grad: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, coef, diff) -> None:
+    """Add ``dL/dz`` of ``Σ coef · |z_src - z_dst|²`` into ``grad (N, 2)`` (``diff = z_src -
+    z_dst``, ``(E, 2)``)."""
+    force = 2.0 * coef.unsqueeze(-1) * diff
+    grad.index_add_(0, src, force).index_add_(0, dst, -force)
+
+
+def _kl_grad(Y, target: LargeTarget, negatives: int, generator, exaggeration: float):
+    """Sampled ``KL(P || Q)`` (as :func:`~.init.knn_kl`) and its gradient ``(n, 2)``."""
+    n = Y.shape[0]
+    grad = torch.zeros_like(Y)
+    src, dst = target.edges_src, target.edges_dst
+    diff = Y.index_select(0, src) - Y.index_select(0, dst)
+    D = (diff * diff).sum(1)
+    P = 1.0 / len(src)
+    _pair_grad(grad, src, dst, exaggeration * P / (1.0 + D), diff)
+    rows = torch.arange(n, device=Y.device).repeat_interleave(negatives)
+    other = torch.randint(0, n - 1, (n * negatives,), generator=generator, device=Y.device)
+    other += other >= rows  # uniform over the others
+    diff_n = Y.index_select(0, rows) - Y.index_select(0, other)
+    w = 1.0 / (1.0 + (diff_n * diff_n).sum(1))
+    scale = (n - 1) / negatives  # each sample stands for (n - 1) / negatives pairs
+    total = w.sum() * scale
+    _pair_grad(grad, rows, other, -(w * w) * scale / total, diff_n)
+    loss = exaggeration * P * torch.log1p(D).sum() + torch.log(total)
+    return loss, grad
+
+
+def large_init(
+    target: LargeTarget,
+    *,
+    steps: int,
+    lr: float,
+    generator: torch.Generator,
+    negatives: int = 8,
+    exaggeration: float = 4.0,
+) -> torch.Tensor:
+    """PCA then the sampled neighbour embedding (early exaggeration for the first quarter)."""
+    Y = large_pca(target.gram, generator)
+    optimiser = Adam([Y], lr=lr)
+    for step in range(steps):
+        ex = exaggeration if step < steps // 4 else 1.0
+        _, grad = _kl_grad(Y, target, negatives, generator, ex)
+        optimiser.step([grad])
+    return Y
+
+
+def _candidates(Z: torch.Tensor, n: int, m_z: int, m_y: int):
+    """2-D candidates: ``(N, m_z)`` nearest rows of ``Z`` and ``(n, m_y)`` nearest points."""
+    N = Z.shape[0]
+    sq = (Z * Z).sum(1)
+    out_z, out_y = [], []
+    for start in range(0, N, _BLOCK):
+        rows = torch.arange(start, min(start + _BLOCK, N), device=Z.device)
+        dist = _sq_dists_from_gram(Z[rows] @ Z.T, sq[rows], sq)
+        out_z.append(_topk_rows(dist, rows, m_z))
+        point_rows = rows[rows < n]
+        if len(point_rows):
+            out_y.append(_topk_rows(dist[: len(point_rows), :n], point_rows, m_y))
+    return torch.cat(out_z), torch.cat(out_y)
+
+
+class _SparseOverlap:
+    """A soft-kNN overlap term over candidate lists; gradient written out (see the dense
+    :class:`~clustviz.clusterplot.optimize._SoftOverlap`, same formulas, sparse in pairs)."""
+
+    def __init__(self, group, n_groups, group_cluster, R_H, k, temperature, dense_groups):
+        self.group, self.G, self.k, self.temperature = group, n_groups, k, temperature
+        self.group_cluster, self.R_H, self.dense = group_cluster, R_H, dense_groups
+        sizes = torch.bincount(group_cluster, minlength=int(group_cluster.max()) + 1)
+        self.count = float(n_groups**2 - (sizes.double() ** 2).sum())  # cross-cluster pairs
+        self.radius: torch.Tensor | None = None
+
+    def set_candidates(self, cand: torch.Tensor) -> None:
+        """Pair bookkeeping for new candidates ``(R, M)``: the union of the candidates' group
+        pairs and R_H's support (elsewhere both sides are 0)."""
+        self.cand = cand
+        rows = torch.arange(cand.shape[0], device=cand.device).unsqueeze(1).expand_as(cand)
+        self.rows = rows.reshape(-1)
+        keys = (self.group[rows] * self.G + self.group[cand]).reshape(-1)
+        if self.dense:
+            self.inverse, pair_keys = keys, torch.arange(self.G * self.G, device=keys.device)
+        else:
+            support = torch.nonzero(self.R_H.reshape(-1)).squeeze(1)
+            pair_keys, inverse = torch.unique(torch.cat([keys, support]), return_inverse=True)
+            self.inverse = inverse[: len(keys)]
+        self.pair_a, pair_b = pair_keys // self.G, pair_keys % self.G
+        self.target = self.R_H.reshape(-1)[pair_keys]
+        self.pairs = (self.group_cluster[self.pair_a] != self.group_cluster[pair_b]).to(
+            self.R_H.dtype
+        )
+        self.keep = (self.pair_a != pair_b).to(self.R_H.dtype) if not self.dense else None
+        self.radius = None
+
+    def __call__(self, Z: torch.Tensor, refresh_radius: bool):
+        """Loss and gradient ``(R_rows, 2)`` contributions: returns ``loss, coef, diff``."""
+        R, M = self.cand.shape
+        diff = Z[:R].unsqueeze(1) - Z.index_select(0, self.cand.reshape(-1)).view(R, M, 2)
+        D = (diff * diff).sum(-1)
+        if refresh_radius or self.radius is None:
+            ordered = D.topk(min(self.k + 1, D.shape[1]), dim=1, largest=False).values
+            kth, next_ = ordered[:, self.k - 1 : self.k], ordered[:, -1:]
+            self.radius = (0.5 * (kth + next_)).clamp_min(_EPS)
+        scale = 1.0 / (self.temperature * self.radius)
+        w = torch.sigmoid((self.radius - D) * scale)
+        edges = torch.zeros_like(self.target).index_add_(0, self.inverse, w.reshape(-1))
+        off = edges if self.keep is None else edges * self.keep
+        rows = torch.zeros(self.G, dtype=Z.dtype, device=Z.device).index_add_(0, self.pair_a, off)
+        inv_rows = (1.0 / rows.clamp_min(_EPS))[self.pair_a]
+        R = off * inv_rows * self.pairs
+        delta = R - self.target
+        loss = (delta.abs() * self.pairs).sum() / max(self.count, 1.0)
+        g_R = torch.sign(delta) * self.pairs / max(self.count, 1.0)
+        row_dot = torch.zeros_like(rows).index_add_(0, self.pair_a, g_R * R)[self.pair_a]
+        g_off = (g_R * self.pairs - row_dot) * inv_rows * (rows > _EPS)[self.pair_a]
+        if self.keep is not None:
+            g_off = g_off * self.keep
+        g_w = g_off[self.inverse].view_as(w)
+        return loss, (g_w * w * (w - 1.0) * scale).reshape(-1), diff.reshape(-1, 2)
+
+
+def large_gradient_layout(
+    Y0: torch.Tensor,
+    target: LargeTarget,
+    *,
+    steps: int,
+    lr: float,
+    overlap_weight: float,
+    label_overlap_weight: float,
+    knn_weight: float,
+    temperature: float,
+    generator: torch.Generator,
+    refresh: int = 50,
+    negatives: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradient mode over candidate lists; layout ``(n, 2)`` and loss trace ``(steps,)``."""
+    n, A = Y0.shape[0], target.n_anchors
+    pa = target.point_anchor
+    members = torch.bincount(pa, minlength=A).to(Y0.dtype).clamp_min(1.0).unsqueeze(1)
+    groups = torch.cat([pa, torch.arange(A, device=Y0.device)]) if target.anchors_in_graph else pa
+    sub = _SparseOverlap(groups, A, target.anchor_cluster, target.R_H, target.k, temperature, False)
+    C = target.n_clusters
+    label = _SparseOverlap(
+        target.labels,
+        C,
+        torch.arange(C, device=Y0.device),
+        target.M_H,
+        target.knn_k,
+        temperature,
+        True,
+    )
+    m_z, m_y = min(3 * target.k, len(groups) - 1), min(3 * target.knn_k, n - 1)
+    T = torch.zeros(A, 2, dtype=Y0.dtype, device=Y0.device)
+    delta = torch.zeros_like(Y0)
+    optimiser = Adam([T, delta], lr=lr)
+    trace = Y0.new_zeros(steps)
+    for step in range(steps):
+        Y = Y0 + T[pa] + delta
+        Z = _with_anchors(Y, pa, A, members) if target.anchors_in_graph else Y
+        if step % refresh == 0:
+            cand_z, cand_y = _candidates(Z.detach(), n, m_z, m_y)
+            sub.set_candidates(cand_z)
+            label.set_candidates(cand_y)
+        refresh_radius = True  # a topk over (N, M) candidates: cheap every step
+        loss, coef, diff = sub(Z, refresh_radius)
+        g_Z = torch.zeros_like(Z)
+        _pair_grad(g_Z, sub.rows, sub.cand.reshape(-1), overlap_weight * coef, diff)
+        label_loss, coef, diff = label(Y, refresh_radius)
+        _pair_grad(g_Z, label.rows, label.cand.reshape(-1), label_overlap_weight * coef, diff)
+        loss = overlap_weight * loss + label_overlap_weight * label_loss
+        if knn_weight > 0:
+            kl, g_kl = _kl_grad(Y, target, negatives, generator, 1.0)
+            loss = loss + knn_weight * kl
+            g_Z[:n] += knn_weight * g_kl
+        g_Y = g_Z[:n]
+        if target.anchors_in_graph:
+            g_Y = g_Y + (g_Z[n:] / members)[pa]
+        g_T = torch.zeros_like(T).index_add_(0, pa, g_Y)
+        optimiser.step([g_T, g_Y])
+        trace[step] = loss
+    return Y0 + T[pa] + delta, trace
+
+
+def _with_anchors(Y, pa, A, members):
+    anchors = torch.zeros(A, 2, dtype=Y.dtype, device=Y.device).index_add_(0, pa, Y) / members
+    return torch.cat([Y, anchors])
+
+
+def large_hard_discrepancy(Y: torch.Tensor, target: LargeTarget) -> dict[str, float]:
+    """Hard 2-D kNN discrepancies (as :func:`~.optimize.hard_discrepancy`) from candidates."""
+    n, A, C = Y.shape[0], target.n_anchors, target.n_clusters
+    pa = target.point_anchor
+    members = torch.bincount(pa, minlength=A).to(Y.dtype).clamp_min(1.0).unsqueeze(1)
+    Z = _with_anchors(Y, pa, A, members) if target.anchors_in_graph else Y
+    groups = torch.cat([pa, torch.arange(A, device=Y.device)]) if target.anchors_in_graph else pa
+    cand_z, cand_y = _candidates(Z, n, target.k, target.knn_k)
+    rows = torch.arange(len(groups), device=Y.device).unsqueeze(1).expand_as(cand_z)
+    edges = torch.zeros(A * A, dtype=Y.dtype, device=Y.device)
+    edges.index_add_(0, (groups[rows] * A + groups[cand_z]).reshape(-1), torch.ones(cand_z.numel()))
+    edges = edges.view(A, A) * (1.0 - torch.eye(A, dtype=Y.dtype, device=Y.device))
+    pairs = target.anchor_cluster.unsqueeze(1) != target.anchor_cluster.unsqueeze(0)
+    R_L = edges / edges.sum(1, keepdim=True).clamp_min(_EPS) * pairs
+    diff = (target.R_H - R_L).abs() * pairs
+    labels = target.labels
+    rows = torch.arange(n, device=Y.device).unsqueeze(1).expand_as(cand_y)
+    label_edges = torch.zeros(C * C, dtype=Y.dtype, device=Y.device)
+    label_edges.index_add_(
+        0, (labels[rows] * C + labels[cand_y]).reshape(-1), torch.ones(cand_y.numel())
+    )
+    label_edges = label_edges.view(C, C)
+    M_L = label_edges / label_edges.sum(1, keepdim=True).clamp_min(_EPS)
+    cluster_pairs = ~torch.eye(C, dtype=torch.bool, device=Y.device)
+    label_diff = (target.M_H - M_L).abs() * cluster_pairs
+    return {
+        "mean": float(diff.sum() / pairs.sum().clamp_min(1)),
+        "max": float(diff.max()) if A else 0.0,
+        "label_mean": float(label_diff.sum() / cluster_pairs.sum().clamp_min(1)),
+        "label_max": float(label_diff.max()) if C else 0.0,
+    }
