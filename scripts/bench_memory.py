@@ -38,7 +38,9 @@ def write_dataset(root: Path, n_preambles: int, dim: int, k: int = 40) -> None:
     for start in range(0, n_preambles, chunk):
         count = min(chunk, n_preambles - start)
         rows = count * k
-        preambles = np.repeat([f"Synthetic preamble number {i}" for i in range(start, start + count)], k)
+        preambles = np.repeat(
+            [f"Synthetic preamble number {i}" for i in range(start, start + count)], k
+        )
         guesses = np.tile([f"g{j}" for j in range(k)], count)
         embedding = rng.normal(size=(rows, dim))
         cluster_id = rng.integers(0, 300, size=rows)
@@ -81,17 +83,35 @@ def main() -> None:
         write_dataset(data, args.preambles, args.dim)
         size = sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) / 2**20
         raw = args.preambles * 40 * args.dim * 8 / 2**20
-        print(f"dataset: {args.preambles} × 40 × {args.dim} (f64 raw {raw:.0f} MB, "
-              f"files {size:.0f} MB), written in {time.perf_counter() - started:.1f} s")
+        print(
+            f"dataset: {args.preambles} × 40 × {args.dim} (f64 raw {raw:.0f} MB, "
+            f"files {size:.0f} MB), written in {time.perf_counter() - started:.1f} s"
+        )
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        env = {**os.environ, "CLUSTVIZ_WARM": '["tsne"]', "CLUSTVIZ_WORKERS": "1",
-               "CLUSTVIZ_NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba")}
+        env = {
+            **os.environ,
+            "CLUSTVIZ_WARM": '["tsne"]',
+            "CLUSTVIZ_WORKERS": "1",
+            "CLUSTVIZ_NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba"),
+        }
         server = subprocess.Popen(
-            [sys.executable, "-m", "service", "--port", str(port), "--data-dir", str(data),
-             "--state-dir", str(Path(tmp) / "state")],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data),
+                "--state-dir",
+                str(Path(tmp) / "state"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -105,17 +125,24 @@ def main() -> None:
             (dataset,) = httpx.get(url + "/datasets").json()
             started = time.perf_counter()
             info = httpx.get(f"{url}/datasets/{dataset['id']}", timeout=600).json()
-            print(f"loaded and validated {info['n_rows']} rows × {info['dim']} in "
-                  f"{time.perf_counter() - started:.1f} s")
+            print(
+                f"loaded and validated {info['n_rows']} rows × {info['dim']} in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
             page = httpx.get(f"{url}/datasets/{dataset['id']}/preambles?limit=5").json()
             for item in page["items"]:
-                response = httpx.post(url + "/projections", timeout=300, json={
-                    "dataset": dataset["id"], "preamble_id": item["id"], "projector": "tsne"})
+                response = httpx.post(
+                    url + "/projections",
+                    timeout=300,
+                    json={"dataset": dataset["id"], "preamble_id": item["id"], "projector": "tsne"},
+                )
                 assert response.status_code == 200, response.text
             peak, current = rss_mb(server.pid)
             verdict = "meets" if peak < 1536 else "MISSES"
-            print(f"server RSS: peak {peak:.0f} MB, now {current:.0f} MB "
-                  f"({verdict} the 1,536 MB target; raw f64 embeddings alone: {raw:.0f} MB)")
+            print(
+                f"server RSS: peak {peak:.0f} MB, now {current:.0f} MB "
+                f"({verdict} the 1,536 MB target; raw f64 embeddings alone: {raw:.0f} MB)"
+            )
         finally:
             server.terminate()
             server.wait(30)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -81,6 +82,31 @@ async def latency(url: str, concurrency: int, total: int, *, png: bool) -> list[
     return times
 
 
+def wrk_latency(url: str, concurrency: int, seconds: int) -> tuple[float, float, int, int]:
+    """p50 ms, p99 ms, requests, failed (non-2xx/3xx + socket errors) from wrk --latency."""
+    out = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(concurrency), "-d", f"{seconds}s", "--latency", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        value = next(line.split()[1] for line in out.splitlines() if line.strip().startswith(label))
+        scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+        unit = value.rstrip("0123456789.")
+        return float(value[: len(value) - len(unit)]) * scale[unit]
+
+    requests = int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))
+    failed = 0
+    for line in out.splitlines():
+        if "Non-2xx" in line:
+            failed += int(line.split()[-1])
+        if "Socket errors" in line:
+            failed += sum(int(part.split()[-1]) for part in line.split(":", 1)[1].split(","))
+    return ms("50%"), ms("99%"), requests, failed
+
+
 def loop_single(url: str, projector: str, preambles: list[str], seed: int) -> float:
     started = time.perf_counter()
     with httpx.Client(base_url=url, timeout=300) as client:
@@ -143,7 +169,23 @@ def main() -> None:
                 headers={"Accept": "image/png"},
                 json={"dataset": DATASET, "preamble": SEED_PREAMBLE, "projector": "umap"},
             )
-            print("\ncached projection latency (ms)        p50      p99   requests")
+            if shutil.which("wrk"):
+                print(
+                    "\ncached latency with wrk, 10 s each      p50 ms   p99 ms   requests  failed"
+                )
+                targets = {
+                    "JSON": f"{url}/projections/{DATASET}/umap?preamble_id=000ff918bc98",
+                    "PNG ": f"{url}/plots/{DATASET}/umap.png?preamble_id=000ff918bc98",
+                }
+                for kind, target in targets.items():
+                    httpx.get(target, timeout=120)
+                    for concurrency in (1, 32):
+                        p50, p99, count, failed = wrk_latency(target, concurrency, 10)
+                        print(
+                            f"  {kind} GET at {concurrency:>2} connections       {p50:7.2f}  "
+                            f"{p99:7.2f}   {count:8d}  {failed:6d}"
+                        )
+            print("\ncached POST /projections latency, httpx client (ms)   p50      p99   requests")
             for png in (False, True):
                 for concurrency in (1, 32):
                     times = asyncio.run(latency(url, concurrency, args.requests, png=png))

@@ -17,10 +17,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clustviz.data import DataCatalog
 from clustviz.lane import DeviceLane
@@ -172,16 +173,7 @@ def create_app(
             expose_headers=["ETag"],
         )
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-            return error_response(
-                413,
-                f"request body of {length} bytes exceeds the limit of {settings.max_body_bytes}",
-                "body_too_large",
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     app.include_router(health.router)
     app.include_router(datasets.router)
@@ -199,6 +191,52 @@ def create_app(
         return FileResponse(page, headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+class BodyLimit:
+    """413 for a body over ``max_bytes``: by Content-Length up front; a body without one
+    (chunked) is read here, up to the limit, and replayed to the app. Plain ASGI (no
+    per-request wrapper objects): the cached path stays cheap."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_bytes:
+                await self._refuse(scope, receive, send, length.decode("latin-1"))
+                return
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        seen = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                await self._refuse(scope, receive, send, f"more than {self.max_bytes}")
+                return
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
+        response = error_response(
+            413,
+            f"request body of {size} bytes exceeds the limit of {self.max_bytes}",
+            "body_too_large",
+        )
+        await response(scope, receive, send)
 
 
 def _device_label(name: str) -> str:

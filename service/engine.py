@@ -96,7 +96,10 @@ class Engine:
         return table
 
     async def dataset(self, dataset_id: str) -> Dataset:
-        # Loading a dataset reads files: never on the event loop.
+        # Loading a dataset reads files: never on the event loop (the hot path skips the hop).
+        loaded = self.catalog.get_if_loaded(dataset_id)
+        if loaded is not None:
+            return loaded
         return await asyncio.to_thread(self.catalog.get, dataset_id)
 
     async def resolve(

@@ -97,6 +97,18 @@ class DataCatalog:
             with contextlib.suppress(InvalidInputError, NotFoundError):
                 self.get(dataset_id)
 
+    def get_if_loaded(self, dataset_id: str) -> Dataset | None:
+        """The dataset if it is loaded and its files are unchanged (two stats, no I/O)."""
+        listing = self._sources
+        if listing is None or time.monotonic() - listing[0] > self.rescan_seconds:
+            return None
+        source = listing[1].get(dataset_id)
+        if source is None:
+            return None
+        with self._lock:
+            hit = self._loaded.get(dataset_id)
+        return hit[1] if hit is not None and hit[0] == _stat(source) else None
+
     def get(self, dataset_id: str) -> Dataset:
         """The loaded dataset; ``NotFoundError`` if unknown, ``InvalidInputError`` if malformed."""
         source = self._source(dataset_id)

@@ -258,3 +258,14 @@ def Settings_(data_dir: Path, state_dir: Path, **overrides: object):  # type: ig
     from service.settings import Settings
 
     return Settings(data_dir=data_dir, state_dir=state_dir, device="cpu", **overrides)  # type: ignore[arg-type]
+
+
+def test_chunked_body_over_the_limit_is_refused(client: TestClient) -> None:
+    def chunks():  # type: ignore[no-untyped-def]
+        for _ in range(40):
+            yield b" " * 65536  # no Content-Length: the limit applies while streaming
+
+    response = client.post(
+        "/projections", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413 and response.json()["code"] == "body_too_large"
