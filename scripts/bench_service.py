@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -85,7 +86,17 @@ async def latency(url: str, concurrency: int, total: int, *, png: bool) -> list[
 def wrk_latency(url: str, concurrency: int, seconds: int) -> tuple[float, float, int, int]:
     """p50 ms, p99 ms, requests, failed (non-2xx/3xx + socket errors) from wrk --latency."""
     out = subprocess.run(
-        ["wrk", "-t", "2", "-c", str(concurrency), "-d", f"{seconds}s", "--latency", url],
+        [
+            "wrk",
+            "-t",
+            str(min(2, concurrency)),
+            "-c",
+            str(concurrency),
+            "-d",
+            f"{seconds}s",
+            "--latency",
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -93,9 +104,8 @@ def wrk_latency(url: str, concurrency: int, seconds: int) -> tuple[float, float,
 
     def ms(label: str) -> float:
         value = next(line.split()[1] for line in out.splitlines() if line.strip().startswith(label))
-        scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-        unit = value.rstrip("0123456789.")
-        return float(value[: len(value) - len(unit)]) * scale[unit]
+        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+        return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     requests = int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))
     failed = 0

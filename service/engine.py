@@ -7,7 +7,9 @@ first starts the work, the others await the same future.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,7 @@ from service.store import ResultStore, StoredProjection
 __all__ = ["Engine", "Projection", "ResolvedRequest"]
 
 MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
+RESOLVED_MEMO_ENTRIES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,7 @@ class Engine:
         self.max_points = max_points
         self._inflight: dict[str, asyncio.Future[StoredProjection]] = {}
         self._preamble_tables: dict[str, pl.DataFrame] = {}
+        self._resolved: OrderedDict[str, ResolvedRequest] = OrderedDict()
 
     def preamble_table(self, dataset: Dataset) -> pl.DataFrame:
         """The dataset's preamble summaries, computed once per content fingerprint."""
@@ -112,7 +116,43 @@ class Engine:
         params: dict[str, Any] | None = None,
         seed: int | None = None,
     ) -> ResolvedRequest:
-        """Validate a request (404/422 errors) and compute its cache key; runs nothing heavy."""
+        """Validate a request (404/422 errors) and compute its cache key; runs nothing heavy.
+
+        Repeated requests (the cached hot path) are answered from a memo of resolved requests,
+        valid while the dataset object is the same (a replaced file loads a new one)."""
+        signature = json.dumps(
+            [dataset_id, projector, preamble, preamble_id_, params, seed, self.device],
+            sort_keys=True,
+            default=str,
+        )
+        memo = self._resolved.get(signature)
+        if memo is not None:
+            loaded = self.catalog.get_if_loaded(dataset_id)
+            if loaded is memo.dataset:
+                return memo
+        resolved = await self._resolve(
+            dataset_id=dataset_id,
+            projector=projector,
+            preamble=preamble,
+            preamble_id_=preamble_id_,
+            params=params,
+            seed=seed,
+        )
+        self._resolved[signature] = resolved
+        if len(self._resolved) > RESOLVED_MEMO_ENTRIES:
+            self._resolved.popitem(last=False)
+        return resolved
+
+    async def _resolve(
+        self,
+        *,
+        dataset_id: str,
+        projector: str,
+        preamble: str | None,
+        preamble_id_: str | None,
+        params: dict[str, Any] | None,
+        seed: int | None,
+    ) -> ResolvedRequest:
         spec = get_spec(projector)
         params = dict(params or {})
         if "random_state" in params and seed is not None:
