@@ -14,7 +14,14 @@ import numpy as np
 
 from clustviz.projectors import get_projector, get_spec
 
-__all__ = ["project", "project_many", "render", "warm_up"]
+__all__ = ["device_name", "project", "project_many", "render", "warm_up"]
+
+
+def device_name(name: str) -> str:
+    """The torch device ``name`` resolves to in this (worker) process."""
+    from clustviz.device import resolve_device
+
+    return str(resolve_device(name))
 
 
 def warm_up(names: Sequence[str]) -> dict[str, Any]:

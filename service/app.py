@@ -7,11 +7,13 @@ are validated in a background thread, and ``/health`` reports progress meanwhile
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from importlib import metadata
 from pathlib import Path
@@ -139,10 +141,11 @@ def create_app(
         app.state.versions = _versions()
         # Validate datasets in the background so GET /datasets soon shows real statuses.
         threading.Thread(target=catalog.check_all, name="clustviz-check", daemon=True).start()
-        if settings.device == "auto":
-            threading.Thread(
-                target=_resolve_device_later, args=(engine,), name="clustviz-device", daemon=True
-            ).start()
+        if settings.device == "auto" and own_lane_pool is not None:
+            # The device lane's worker resolves it: the server process never imports torch.
+            own_lane_pool.submit("clustviz.tasks:device_name", "auto").add_done_callback(
+                functools.partial(_set_device, engine)
+            )
         try:
             yield
         finally:
@@ -241,13 +244,14 @@ class BodyLimit:
 
 def _device_label(name: str) -> str:
     if name == "auto":
-        return "pending"  # resolved in the background: importing torch costs a second or two
+        return "pending"  # the device lane's worker resolves it in the background
+    if name == "cpu":
+        return "cpu"
     from clustviz.device import resolve_device
 
     return str(resolve_device(name))  # explicit "cuda" without CUDA fails start-up, loudly
 
 
-def _resolve_device_later(engine: Engine) -> None:
-    from clustviz.device import resolve_device
-
-    engine.device = str(resolve_device("auto"))
+def _set_device(engine: Engine, done: Future[str]) -> None:
+    if done.exception() is None:
+        engine.device = done.result()

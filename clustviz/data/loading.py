@@ -8,6 +8,7 @@ so a catalog can list the dataset as invalid while the others keep serving.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,10 @@ __all__ = ["file_fingerprint", "load_dataset"]
 KEY = ["preamble", "guess"]
 EMBEDDING_COLUMNS = ["preamble", "token_id", "guess", "logit", "embedding"]
 CLUSTERING_REQUIRED = ["preamble", "guess", "cluster_id"]
-# Embeddings are converted to float32 one record batch at a time, so loading a clamp-scale
-# file (123k × 768 f64 = 760 MB) peaks near the float32 result (380 MB), not at twice the f64.
+# Embeddings are converted to float32 one record batch at a time, one row group after the
+# other (pyarrow's iter_batches over the whole file reads row groups ahead and its allocator
+# keeps what it freed), so loading a clamp-scale file (123k × 768 f64 = 760 MB) peaks near the
+# float32 result (380 MB) plus one decompressed row group, not at twice the f64 size.
 BATCH_ROWS = 8192
 
 
@@ -112,7 +115,7 @@ def _read_embeddings(path: Path) -> tuple[pl.DataFrame, np.ndarray]:
 def _read_embedding_matrix(parquet: pq.ParquetFile, n_rows: int, name: str) -> np.ndarray:
     out: np.ndarray | None = None
     start = 0
-    for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=["embedding"]):
+    for batch in _embedding_batches(parquet):
         column = batch.column(0)
         if column.null_count:
             first = start + int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
@@ -149,6 +152,15 @@ def _read_embedding_matrix(parquet: pq.ParquetFile, n_rows: int, name: str) -> n
         start += len(column)
     assert out is not None
     return out
+
+
+def _embedding_batches(parquet: pq.ParquetFile) -> Iterator[pa.RecordBatch]:
+    pool = pa.default_memory_pool()
+    for row_group in range(parquet.num_row_groups):
+        yield from parquet.iter_batches(
+            batch_size=BATCH_ROWS, row_groups=[row_group], columns=["embedding"], use_threads=False
+        )
+        pool.release_unused()
 
 
 def _read_clustering(path: Path) -> pl.DataFrame:
