@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from pydantic import ValidationError
 
 from clustviz.data import DataCatalog, Dataset, PreambleView
 from clustviz.errors import InvalidInputError, UnavailableError
 from clustviz.keys import image_key, projection_key
 from clustviz.lane import DeviceLane
-from clustviz.projectors import DEFAULT_SEED, ProjectorSpec, get_spec, params_model
+from clustviz.projectors import DEFAULT_SEED, ProjectorSpec, build_params, get_spec
 from clustviz.render import plot_title
 from clustviz.workers import WorkerPool
 from service.store import ResultStore, StoredProjection
@@ -51,15 +50,6 @@ class Projection:
     stored: StoredProjection
     cached: bool
     total_ms: float
-
-
-def describe_validation(exc: ValidationError) -> str:
-    """``field=value: message; ...`` — names the field and the value, as our errors do."""
-    parts = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "params"
-        parts.append(f"params.{field}={error.get('input')!r}: {error['msg']}")
-    return "; ".join(parts)
 
 
 class Engine:
@@ -163,13 +153,7 @@ class Engine:
         params.setdefault("random_state", DEFAULT_SEED if seed is None else seed)
         if spec.name == "clusterplot":
             params.setdefault("device", self.device)
-        try:
-            model = params_model(projector)(**params)
-        except ValidationError as exc:
-            raise InvalidInputError(
-                f"invalid params for projector {projector!r}: {describe_validation(exc)}",
-                code="invalid_params",
-            ) from exc
+        model = build_params(projector, params)
         dataset = await self.dataset(dataset_id)
         text = dataset.resolve_preamble(preamble, preamble_id_)
         view = dataset.view(text)

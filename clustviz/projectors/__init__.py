@@ -23,6 +23,7 @@ __all__ = [
     "ProjectorParams",
     "ProjectorSpec",
     "available_projectors",
+    "build_params",
     "get_projector",
     "get_spec",
     "library_versions",
@@ -116,26 +117,28 @@ def params_model(name: str) -> type[ProjectorParams]:
     return _load(get_spec(name).params_target)
 
 
-def get_projector(name: str, **params: Any) -> BaseProjector:
-    """A projector instance; ``params`` are validated by its model (unknown names rejected)."""
+def build_params(name: str, params: dict[str, Any]) -> ProjectorParams:
+    """Validate ``params`` with the projector's model; ``InvalidInputError(code='invalid_params')``
+    naming each bad field and its value (``params.perplexity=-1: ...``)."""
     from pydantic import ValidationError
 
-    spec = get_spec(name)
     try:
-        model = params_model(name)(**params)
+        return params_model(name)(**params)
     except ValidationError as exc:
+        problems = "; ".join(
+            f"params.{'.'.join(str(part) for part in error['loc'])}={error.get('input')!r}: "
+            f"{error['msg']}"
+            for error in exc.errors()
+        )
         raise InvalidInputError(
-            f"invalid params for projector {name!r}: {_describe(exc)}", code="invalid_params"
+            f"invalid params for projector {name!r}: {problems}", code="invalid_params"
         ) from exc
-    return _load(spec.target)(model)
 
 
-def _describe(exc: Any) -> str:
-    parts = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "params"
-        parts.append(f"{field}={error.get('input')!r}: {error['msg']}")
-    return "; ".join(parts)
+def get_projector(name: str, **params: Any) -> BaseProjector:
+    """A projector instance; ``params`` are validated by its model (unknown names rejected)."""
+    spec = get_spec(name)
+    return _load(spec.target)(build_params(name, params))
 
 
 @cache
