@@ -85,6 +85,69 @@ def write_dataset(
     return parquet, tsv
 
 
+def write_malformed(tmp_path: Path, case: str) -> None:
+    """Write a dataset with one malformation (a key of MALFORMED) in clamp's layout."""
+    embeddings, clusters = make_rows({"p": 6, "q": 6})
+    if case == "missing column":
+        embeddings = embeddings.drop("logit")
+    elif case == "wrong dtype":
+        embeddings = embeddings.with_columns(pl.col("token_id").cast(pl.String))
+    elif case == "ragged list":
+        ragged = embeddings["embedding"].cast(pl.List(pl.Float64)).to_list()
+        ragged[3] = ragged[3][:5]
+        embeddings = embeddings.with_columns(pl.Series("embedding", ragged))
+    elif case in ("nan", "inf"):
+        values = embeddings["embedding"].to_list()
+        values[4][2] = float(case)
+        embeddings = embeddings.with_columns(
+            pl.Series("embedding", values, dtype=pl.Array(pl.Float64, 8))
+        )
+    elif case == "duplicate key":
+        embeddings = pl.concat([embeddings, embeddings.head(1)])
+    elif case == "row without cluster":
+        clusters = clusters.head(clusters.height - 1)
+    elif case == "cluster without row":
+        embeddings = embeddings.head(embeddings.height - 1)
+    elif case == "non-integer cluster_id":
+        clusters = clusters.with_columns(
+            pl.when(pl.int_range(pl.len()) == 2)
+            .then(pl.lit("seven"))
+            .otherwise(pl.col("cluster_id").cast(pl.String))
+            .alias("cluster_id")
+        )
+    parquet, tsv = write_dataset(tmp_path, embeddings, clusters)
+    if case == "empty tsv":
+        tsv.write_bytes(b"")
+    elif case == "truncated parquet":
+        parquet.write_bytes(parquet.read_bytes()[: parquet.stat().st_size // 2])
+    elif case == "broken tsv line":
+        text = tsv.read_text().splitlines()
+        text[3] = text[3].split("\t")[0] + "\tonly-two-fields"
+        tsv.write_text("\n".join(text) + "\n")
+    elif case == "tsv without cluster_id":
+        tsv.write_text(clusters.drop("cluster_id").write_csv(separator="\t"))
+    elif case == "no clustering file":
+        tsv.unlink()
+
+
+MALFORMED = {
+    "missing column": "missing column(s) ['logit']",
+    "wrong dtype": "'token_id' has type",
+    "ragged list": "ragged: row 3 has 5 values, expected 8",
+    "nan": "NaN or inf at row 4",
+    "inf": "NaN or inf at row 4",
+    "duplicate key": "share a (preamble, guess) key, e.g. ('p', 'g0')",
+    "row without cluster": "1 embedding row(s) have no clustering row, e.g. ('q', 'g5')",
+    "cluster without row": "1 clustering row(s) have no embedding row, e.g. ('q', 'g5')",
+    "non-integer cluster_id": "non-integer value 'seven' at row 2",
+    "empty tsv": "the file is empty",
+    "truncated parquet": "not a readable parquet file",
+    "broken tsv line": "line 4 has no value for ['guess', 'cluster_id']",
+    "tsv without cluster_id": "missing column(s) ['cluster_id']",
+    "no clustering file": "no clustering file",
+}
+
+
 def tiny_id(client: TestClient) -> str:
     """The id of the tiny dataset (the one holding the 3-point preamble 'Tiny')."""
     for item in client.get("/datasets").json():

@@ -8,7 +8,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from support import DEMO10, DEMO_ID, SEED_PREAMBLE, STEM, make_rows, write_dataset
+from support import (
+    DEMO10,
+    DEMO_ID,
+    MALFORMED,
+    SEED_PREAMBLE,
+    STEM,
+    make_rows,
+    write_dataset,
+    write_malformed,
+)
 
 from clustviz.data import DataCatalog, discover_datasets, load_dataset, preamble_id
 from clustviz.errors import InvalidInputError, NotFoundError
@@ -95,71 +104,9 @@ def test_unicode_and_separator_file_names(tmp_path: Path) -> None:
 # ---- malformed datasets: each is an InvalidInputError naming what is wrong -------------------
 
 
-def _malformed(tmp_path: Path, case: str) -> None:
-    embeddings, clusters = make_rows({"p": 6, "q": 6})
-    if case == "missing column":
-        embeddings = embeddings.drop("logit")
-    elif case == "wrong dtype":
-        embeddings = embeddings.with_columns(pl.col("token_id").cast(pl.String))
-    elif case == "ragged list":
-        ragged = embeddings["embedding"].cast(pl.List(pl.Float64)).to_list()
-        ragged[3] = ragged[3][:5]
-        embeddings = embeddings.with_columns(pl.Series("embedding", ragged))
-    elif case in ("nan", "inf"):
-        values = embeddings["embedding"].to_list()
-        values[4][2] = float(case)
-        embeddings = embeddings.with_columns(
-            pl.Series("embedding", values, dtype=pl.Array(pl.Float64, 8))
-        )
-    elif case == "duplicate key":
-        embeddings = pl.concat([embeddings, embeddings.head(1)])
-    elif case == "row without cluster":
-        clusters = clusters.head(clusters.height - 1)
-    elif case == "cluster without row":
-        embeddings = embeddings.head(embeddings.height - 1)
-    elif case == "non-integer cluster_id":
-        clusters = clusters.with_columns(
-            pl.when(pl.int_range(pl.len()) == 2)
-            .then(pl.lit("seven"))
-            .otherwise(pl.col("cluster_id").cast(pl.String))
-            .alias("cluster_id")
-        )
-    parquet, tsv = write_dataset(tmp_path, embeddings, clusters)
-    if case == "empty tsv":
-        tsv.write_bytes(b"")
-    elif case == "truncated parquet":
-        parquet.write_bytes(parquet.read_bytes()[: parquet.stat().st_size // 2])
-    elif case == "broken tsv line":
-        text = tsv.read_text().splitlines()
-        text[3] = text[3].split("\t")[0] + "\tonly-two-fields"
-        tsv.write_text("\n".join(text) + "\n")
-    elif case == "tsv without cluster_id":
-        tsv.write_text(clusters.drop("cluster_id").write_csv(separator="\t"))
-    elif case == "no clustering file":
-        tsv.unlink()
-
-
-MALFORMED = {
-    "missing column": "missing column(s) ['logit']",
-    "wrong dtype": "'token_id' has type",
-    "ragged list": "ragged: row 3 has 5 values, expected 8",
-    "nan": "NaN or inf at row 4",
-    "inf": "NaN or inf at row 4",
-    "duplicate key": "share a (preamble, guess) key, e.g. ('p', 'g0')",
-    "row without cluster": "1 embedding row(s) have no clustering row, e.g. ('q', 'g5')",
-    "cluster without row": "1 clustering row(s) have no embedding row, e.g. ('q', 'g5')",
-    "non-integer cluster_id": "non-integer value 'seven' at row 2",
-    "empty tsv": "the file is empty",
-    "truncated parquet": "not a readable parquet file",
-    "broken tsv line": "line 4 has no value for ['guess', 'cluster_id']",
-    "tsv without cluster_id": "missing column(s) ['cluster_id']",
-    "no clustering file": "no clustering file",
-}
-
-
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_dataset_is_a_clear_error(tmp_path: Path, case: str) -> None:
-    _malformed(tmp_path, case)
+    write_malformed(tmp_path, case)
     with pytest.raises(InvalidInputError) as err:
         load_only(tmp_path)
     assert err.value.code == "invalid_dataset"
@@ -169,7 +116,7 @@ def test_malformed_dataset_is_a_clear_error(tmp_path: Path, case: str) -> None:
 def test_catalog_lists_invalid_datasets_and_keeps_serving_the_others(tmp_path: Path) -> None:
     good_embeddings, good_clusters = make_rows({"p": 6})
     write_dataset(tmp_path / "good", good_embeddings, good_clusters)
-    _malformed(tmp_path / "bad", "duplicate key")
+    write_malformed(tmp_path / "bad", "duplicate key")
     catalog = DataCatalog(tmp_path)
     catalog.check_all()
     infos = {info.status: info for info in catalog.list()}
