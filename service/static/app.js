@@ -1,6 +1,6 @@
 // The clustviz page: pick a dataset and a preamble, compare projectors side by side.
-// The view lives in the URL (?dataset=&preamble=&projectors=a,b&seed=), so it can be shared and
-// the back button walks through it. No framework, no build step.
+// The view lives in the URL (?dataset=&preamble=&projectors=a,b&seed=&batch=), so it can be shared
+// and the back button walks through it. No framework, no build step.
 import { clusterPalette, describe, drawProjection } from "./plot.js";
 
 const PAGE_SIZE = 8;
@@ -13,7 +13,7 @@ const enc = encodeURIComponent;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const catalog = { datasets: [], projectors: [] };
-let view = { dataset: null, preamble: null, projectors: [], seed: null };
+let view = { dataset: null, preamble: null, projectors: [], seed: null, batch: null };
 const search = { q: "", offset: 0, total: 0, items: [], controller: null, dataset: undefined };
 const unknownProjectors = new Set(); // names met in URLs that the service does not offer
 const preambleTexts = new Map(); // "dataset/preamble id" -> text
@@ -28,27 +28,37 @@ class ApiError extends Error {
 }
 
 /** GET a JSON resource; an API error becomes an ApiError with the service's detail and code. */
-async function getJson(url, { signal } = {}) {
+const getJson = (url, { signal } = {}) => requestJson(url, { signal });
+
+/** Any JSON request (`body` is sent as JSON); errors as for getJson. */
+async function requestJson(url, { method = "GET", body, signal } = {}) {
   let response;
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   try {
-    response = await fetch(url, { signal, headers: { Accept: "application/json" } });
+    response = await fetch(url, {
+      method,
+      signal,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
   } catch (error) {
     if (error.name === "AbortError") throw error;
     throw new ApiError(0, `the service did not answer (${error.message})`, "network_error");
   }
-  let body = null;
+  let answer = null;
   try {
-    body = await response.json();
+    answer = await response.json();
   } catch {
     // not JSON: keep the status text
   }
   if (!response.ok) {
-    let detail = body?.detail ?? (response.statusText || "request failed");
+    let detail = answer?.detail ?? (response.statusText || "request failed");
     if (typeof detail !== "string") detail = JSON.stringify(detail);
     const retryAfter = Number(response.headers.get("Retry-After")) || 0;
-    throw new ApiError(response.status, detail, body?.code ?? `http_${response.status}`, retryAfter);
+    throw new ApiError(response.status, detail, answer?.code ?? `http_${response.status}`, retryAfter);
   }
-  return body;
+  return answer;
 }
 
 /** `tag` with attributes and children (strings become text nodes, never HTML). */
@@ -86,6 +96,7 @@ function readUrl() {
     preamble: params.get("preamble") || null,
     projectors: [...new Set(projectors)],
     seed: seed === null || seed === "" ? null : seed,
+    batch: params.get("batch") || null,
   };
 }
 
@@ -95,6 +106,7 @@ function urlOf(v) {
   if (v.preamble) parts.push(`preamble=${enc(v.preamble)}`);
   parts.push(`projectors=${v.projectors.map(enc).join(",")}`);
   if (v.seed !== null) parts.push(`seed=${enc(v.seed)}`);
+  if (v.batch) parts.push(`batch=${enc(v.batch)}`);
   return `${location.pathname}?${parts.join("&")}`;
 }
 
@@ -119,6 +131,7 @@ function apply(next) {
     renderPreambleList();
   }
   renderView();
+  syncBatch();
 }
 
 // ---- controls -----------------------------------------------------------------------------
@@ -192,6 +205,9 @@ function bindControls() {
     const button = e.target.closest("button[data-id]");
     if (button) navigate({ preamble: button.dataset.id });
   });
+  $("batch-run").addEventListener("click", runBatch);
+  $("batch-cancel").addEventListener("click", cancelBatch);
+  $("batch-delete").addEventListener("click", deleteBatch);
   window.addEventListener("popstate", () => apply(readUrl()));
 }
 
@@ -472,6 +488,269 @@ function highlight(index, cluster) {
       node.classList.toggle("kin", node.dataset.cluster === cluster);
       node.classList.toggle("hit", index !== null && node.dataset.i === index);
     }
+  }
+}
+
+
+// ---- batch jobs ---------------------------------------------------------------------------
+// One job at a time, its id in the URL (&batch=): on load its status is fetched, then followed
+// through Server-Sent Events while it is active.
+
+const ACTIVE = new Set(["queued", "running"]);
+const batch = {
+  id: null, // the job shown
+  status: null, // its last status
+  at: 0, // performance.now() when that status arrived (elapsed time ticks on from there)
+  source: null, // EventSource while following
+  ticker: null, // interval updating the elapsed time
+  generation: 0, // bumped on each attach: answers for a job no longer shown are dropped
+  starting: false,
+  loadFailed: false, // its status could not be fetched
+};
+
+const isActive = (status) => status !== null && ACTIVE.has(status.state);
+
+/** Keeps the batch section in step with the view (called from apply). */
+function syncBatch() {
+  const titles = view.projectors.map(
+    (name) => catalog.projectors.find((p) => p.name === name)?.title ?? name,
+  );
+  const seed = view.seed === null ? "" : `, seed ${view.seed}`;
+  $("batch-hint").textContent = !view.dataset
+    ? "No dataset is selected."
+    : titles.length
+      ? `Runs ${titles.join(", ")} on every preamble of this dataset${seed}, as one job.`
+      : "Check at least one projector to run a batch.";
+  updateRunButton();
+  if ((view.batch ?? null) !== batch.id) attachBatch(view.batch ?? null);
+}
+
+function batchError(error) {
+  $("batch-error").replaceChildren(error ? errorBox(error) : "");
+}
+
+/** Show job `id` (null: none); with `initial`, its status is already known. */
+function attachBatch(id, initial = null) {
+  batch.source?.close();
+  clearInterval(batch.ticker);
+  Object.assign(batch, { id, status: null, source: null, ticker: null, loadFailed: false });
+  const generation = ++batch.generation;
+  batchError(null);
+  $("batch-failed").replaceChildren();
+  if (!id) {
+    renderBatch();
+    return;
+  }
+  if (initial) {
+    setBatchStatus(initial);
+    if (isActive(initial)) followBatch(generation);
+  } else {
+    renderBatch();
+    refreshBatch(generation);
+  }
+}
+
+/** GET the full status (with the failed items); follow the events while the job is active. */
+async function refreshBatch(generation) {
+  try {
+    const status = await getJson(`/batches/${enc(batch.id)}`);
+    if (generation !== batch.generation) return;
+    setBatchStatus(status);
+    if (isActive(status) && !batch.source) followBatch(generation);
+  } catch (error) {
+    if (generation !== batch.generation) return;
+    batch.loadFailed = true;
+    batchError(error);
+    renderBatch();
+  }
+}
+
+function followBatch(generation) {
+  const source = new EventSource(`/batches/${enc(batch.id)}/events`);
+  batch.source = source;
+  const stale = () => generation !== batch.generation || batch.source !== source;
+  const stop = () => {
+    source.close();
+    if (batch.source === source) batch.source = null;
+  };
+  // The events carry no per-item errors: those come with the final GET.
+  source.addEventListener("progress", (event) => {
+    if (!stale()) setBatchStatus(JSON.parse(event.data), { keepErrors: true });
+  });
+  source.addEventListener("end", (event) => {
+    if (stale()) return stop();
+    stop();
+    setBatchStatus(JSON.parse(event.data), { keepErrors: true });
+    refreshBatch(generation);
+  });
+  source.addEventListener("error", () => {
+    if (stale()) return stop();
+    // CONNECTING: the browser reconnects on its own. CLOSED: it gave up; ask again shortly.
+    if (source.readyState === EventSource.CLOSED) {
+      stop();
+      sleep(2000).then(() => generation === batch.generation && !batch.source && refreshBatch(generation));
+    }
+  });
+}
+
+function setBatchStatus(status, { keepErrors = false } = {}) {
+  if (keepErrors && batch.status) status = { ...status, errors: batch.status.errors };
+  batch.status = status;
+  batch.at = performance.now();
+  if (!isActive(status)) {
+    batch.source?.close();
+    batch.source = null;
+  }
+  clearInterval(batch.ticker);
+  batch.ticker = isActive(status) && status.started ? setInterval(renderElapsed, 1000) : null;
+  renderBatch();
+}
+
+function formatSeconds(seconds) {
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const minutes = Math.floor(seconds / 60);
+  return `${minutes} min ${String(Math.floor(seconds % 60)).padStart(2, "0")} s`;
+}
+
+function renderElapsed() {
+  const status = batch.status;
+  let text = "";
+  if (status?.elapsed_s != null) {
+    const ticking = isActive(status) ? (performance.now() - batch.at) / 1000 : 0;
+    text = `· ${formatSeconds(status.elapsed_s + ticking)}`;
+  } else if (status?.state === "queued") {
+    text = "· waiting to start";
+  }
+  $("batch-elapsed").textContent = text;
+}
+
+function updateRunButton() {
+  $("batch-run").disabled =
+    !view.dataset || !view.projectors.length || batch.starting || isActive(batch.status);
+}
+
+function renderBatch() {
+  updateRunButton();
+  const job = $("batch-job");
+  const status = batch.status;
+  job.hidden = !batch.id || (!status && batch.loadFailed); // nothing to show but the error
+  if (!batch.id) return;
+  $("batch-id").textContent = batch.id;
+  const stateNode = $("batch-state");
+  stateNode.textContent = status?.state ?? "loading…";
+  stateNode.dataset.state = status?.state ?? "";
+
+  const total = status?.total ?? 0;
+  const finished = status ? status.done + status.failed : 0;
+  const bar = $("batch-progress");
+  bar.setAttribute("aria-valuemax", String(total));
+  bar.setAttribute("aria-valuenow", String(finished));
+  const valueText = status ? `${finished} of ${total} items, ${status.failed} failed` : "loading";
+  bar.setAttribute("aria-valuetext", valueText);
+  const share = (n) => (total ? `${(100 * n) / total}%` : "0%");
+  bar.querySelector(".bar-done").style.width = share(status?.done ?? 0);
+  bar.querySelector(".bar-failed").style.width = share(status?.failed ?? 0);
+  $("batch-counts").textContent = status ? `${finished} / ${total} items · ${status.failed} failed` : "";
+  renderElapsed();
+
+  const active = isActive(status);
+  $("batch-cancel").hidden = !active;
+  $("batch-delete").hidden = !status || active;
+
+  const results = $("batch-results");
+  results.hidden = !status || active || status.done === 0;
+  if (!results.hidden) {
+    const base = `/batches/${enc(batch.id)}/results`;
+    results.replaceChildren(
+      "Results: ",
+      ...[
+        ["parquet", "Parquet", "parquet"],
+        ["arrow", "Arrow", "arrows"],
+        ["json", "JSON", "json"],
+      ].map(([format, label, ext]) =>
+        h("a", { href: `${base}?format=${format}`, download: `batch-${batch.id}.${ext}` }, label),
+      ),
+    );
+  }
+
+  const errors = status?.errors ?? [];
+  $("batch-failed").replaceChildren(
+    ...(status && status.failed && !active
+      ? [
+          h(
+            "h3",
+            { id: "batch-failed-heading" },
+            errors.length < status.failed
+              ? `Failed items (first ${errors.length} of ${status.failed})`
+              : `Failed items (${status.failed})`,
+          ),
+          h(
+            "ul",
+            { class: "failed-items", "aria-labelledby": "batch-failed-heading" },
+            errors.map((e) =>
+              h(
+                "li",
+                {},
+                h("q", {}, e.preamble),
+                " ",
+                h("code", {}, e.projector),
+                h("div", { class: "error-line" }, h("strong", {}, e.code ?? "error"), " ", e.detail ?? ""),
+              ),
+            ),
+          ),
+        ]
+      : []),
+  );
+}
+
+async function runBatch() {
+  batchError(null);
+  batch.starting = true;
+  renderBatch();
+  const body = { dataset: view.dataset, preambles: "all", projectors: view.projectors };
+  // A seed that is not a whole number goes as typed: the service says what is wrong with it.
+  if (view.seed !== null) body.seed = /^\d+$/.test(view.seed) ? Number(view.seed) : view.seed;
+  try {
+    const status = await requestJson("/batches", { method: "POST", body });
+    batch.starting = false;
+    attachBatch(status.id, status);
+    navigate({ batch: status.id });
+  } catch (error) {
+    batch.starting = false;
+    batchError(error);
+    renderBatch();
+  }
+}
+
+async function cancelBatch() {
+  const generation = batch.generation;
+  const button = $("batch-cancel");
+  button.disabled = true;
+  try {
+    const status = await requestJson(`/batches/${enc(batch.id)}`, { method: "DELETE" });
+    if (generation !== batch.generation) return;
+    setBatchStatus(status, { keepErrors: true });
+    refreshBatch(generation); // the failed items so far
+  } catch (error) {
+    if (generation === batch.generation) batchError(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function deleteBatch() {
+  const generation = batch.generation;
+  const button = $("batch-delete");
+  button.disabled = true;
+  try {
+    await requestJson(`/batches/${enc(batch.id)}`, { method: "DELETE" });
+    if (generation !== batch.generation) return;
+    navigate({ batch: null });
+    $("batch-run").focus();
+  } catch (error) {
+    if (generation === batch.generation) batchError(error);
+  } finally {
+    button.disabled = false;
   }
 }
 

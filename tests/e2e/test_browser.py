@@ -294,3 +294,137 @@ def test_back_and_forward_buttons(page: Any) -> None:
     expect(page.locator("section.panel")).to_have_count(2)
     assert page.locator(".computing").count() == 0
     assert page.url.endswith(f"preamble={STORM_ID}&projectors=tsne,umap")
+
+
+def batch_job_id(page: Any) -> str:
+    match = re.search(r"[?&]batch=([^&]+)", page.url)
+    assert match, f"no batch id in {page.url}"
+    return match[1]
+
+
+def test_batch_over_all_preambles(
+    page: Any, console_errors: list[str], artifacts: Path, tmp_path: Path
+) -> None:
+    import polars as pl
+
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"/?dataset={DATASET}&projectors=umap")
+    section = page.get_by_role("region", name="Batch")
+    run = section.get_by_role("button", name="Run batch over all preambles")
+    page.get_by_role("checkbox", name="UMAP").uncheck()
+    expect(run).to_be_disabled()  # no projector checked
+    expect(section).to_contain_text("Check at least one projector")
+    page.get_by_role("checkbox", name="t-SNE").check()
+    expect(section).to_contain_text("Runs t-SNE on every preamble")
+    run.click()
+
+    # Progress from the event stream, up to 10 of 10 (one item per preamble).
+    state = section.locator("#batch-state")
+    expect(state).to_have_text("done")
+    bar = section.get_by_role("progressbar", name="Batch progress")
+    expect(bar).to_have_attribute("aria-valuenow", "10")
+    expect(bar).to_have_attribute("aria-valuemax", "10")
+    expect(bar).to_have_attribute("aria-valuetext", "10 of 10 items, 0 failed")
+    expect(section.locator("#batch-counts")).to_have_text("10 / 10 items · 0 failed")
+    expect(section.locator("#batch-elapsed")).to_have_text(re.compile(r"^· \d+\.\d s$"))
+    expect(section.get_by_role("button", name="Cancel")).to_be_hidden()
+    expect(run).to_be_enabled()
+    job = batch_job_id(page)
+    assert page.url.endswith(f"?dataset={DATASET}&projectors=tsne&batch={job}")
+    assert any(url.endswith(f"/batches/{job}/events") for url in requests)
+    status = page.request.get(f"/batches/{job}").json()
+    assert (status["state"], status["done"], status["failed"]) == ("done", 10, 0)
+    assert status["spec"]["projectors"] == ["tsne"]
+
+    # The results download as files; the Parquet one holds every preamble's points.
+    for name, fmt in (("Parquet", "parquet"), ("Arrow", "arrow"), ("JSON", "json")):
+        link = section.get_by_role("link", name=name, exact=True)
+        assert link.get_attribute("href") == f"/batches/{job}/results?format={fmt}"
+    with page.expect_download() as download_info:
+        section.get_by_role("link", name="Parquet").click()
+    download = download_info.value
+    assert download.suggested_filename == f"batch-{job}.parquet"
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    assert saved.stat().st_size > 0
+    frame = pl.read_parquet(saved)
+    assert frame["preamble"].n_unique() == 10 and set(frame["projector"]) == {"tsne"}
+    assert SEED_TEXT in set(frame["preamble"].str.slice(0, len(SEED_TEXT)))
+    json_rows = page.request.get(f"/batches/{job}/results?format=json")
+    assert json_rows.ok and len(json_rows.body()) > 0
+    section.screenshot(path=str(artifacts / "screenshot-batch.png"))
+
+    # A reload re-attaches: the finished job's status again, without opening the event stream.
+    requests.clear()
+    page.reload()
+    expect(state).to_have_text("done")
+    expect(section.locator("#batch-id")).to_have_text(job)
+    expect(bar).to_have_attribute("aria-valuenow", "10")
+    expect(section.get_by_role("link", name="Parquet")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    assert not any("/events" in url for url in requests)
+
+    # Deleting the finished job removes it from the page, the URL and the service.
+    section.get_by_role("button", name="Delete job").click()
+    expect(section.locator("#batch-job")).to_be_hidden()
+    expect(run).to_be_focused()
+    assert "batch=" not in page.url
+    assert page.request.get(f"/batches/{job}").status == 404
+    assert console_errors == []
+
+
+def test_batch_errors_are_shown_plainly(page: Any) -> None:
+    # Refused up front by the API: its detail, word for word.
+    refused = page.request.post(
+        "/batches", data={"dataset": DATASET, "preambles": "all", "projectors": ["nope"]}
+    )
+    assert refused.status == 422
+    page.goto(f"/?dataset={DATASET}&projectors=nope")
+    page.get_by_role("button", name="Run batch over all preambles").click()
+    alert = page.locator("#batch-error").get_by_role("alert")
+    expect(alert).to_contain_text(f"422 {refused.json()['code']}")
+    assert refused.json()["detail"] in alert.text_content()
+    assert "batch=" not in page.url
+
+    # A job the service does not know (deleted, or another server's).
+    page.goto(f"/?dataset={DATASET}&projectors=tsne&batch=no-such-job")
+    expect(page.locator("#batch-error").get_by_role("alert")).to_contain_text("404 job_not_found")
+    expect(page.locator("#batch-job")).to_be_hidden()  # no empty progress bar under it
+
+    # Failed items are listed with their reasons (a finished job with failures, stubbed).
+    errors = [
+        {
+            "preamble": "Tiny <b>preamble</b>",
+            "projector": "umap",
+            "code": "too_few_points",
+            "detail": "3 points; umap needs at least 5",
+        },
+        {"preamble": SEED_TEXT, "projector": "tsne", "code": None, "detail": None},
+    ]
+    stub = {
+        "id": "stubbed",
+        "state": "done",
+        "spec": {},
+        "total": 4,
+        "done": 2,
+        "failed": 2,
+        "pending": 0,
+        "created": 0.0,
+        "started": 1.0,
+        "finished": 3.5,
+        "elapsed_s": 2.5,
+        "errors": errors,
+        "links": {},
+    }
+    page.route("**/batches/stubbed", lambda route: route.fulfill(json=stub))
+    page.goto(f"/?dataset={DATASET}&projectors=tsne&batch=stubbed")
+    section = page.get_by_role("region", name="Batch")
+    expect(section.locator("#batch-counts")).to_have_text("4 / 4 items · 2 failed")
+    expect(section.locator("#batch-elapsed")).to_have_text("· 2.5 s")
+    failed = section.get_by_role("list", name="Failed items (2)").get_by_role("listitem")
+    expect(failed).to_have_count(2)
+    expect(failed.first).to_contain_text("Tiny <b>preamble</b>")  # text, not markup
+    expect(failed.first).to_contain_text("umap")
+    expect(failed.first).to_contain_text("too_few_points 3 points; umap needs at least 5")
+    expect(failed.nth(1)).to_contain_text(SEED_TEXT)
