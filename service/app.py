@@ -33,6 +33,7 @@ from service.errors import error_response, install_error_handlers
 from service.jobs import JobManager
 from service.routes import batches, datasets, health, projections
 from service.routes.health import _versions
+from service.schemas import ErrorResponse
 from service.settings import Settings
 from service.store import ResultStore
 
@@ -163,6 +164,14 @@ def create_app(
         description="2-D projections of language-model guess embeddings: t-SNE, UMAP, TriMAP, "
         "PaCMAP and a cluster-aware layout, as JSON or plots.",
         lifespan=lifespan,
+        # Answers every route can give before its own logic runs.
+        responses={
+            400: {
+                "description": "malformed HTTP request, rejected by the HTTP server (e.g. a "
+                "request line over its size limit)"
+            },
+            413: {"model": ErrorResponse, "description": "request body over the size limit"},
+        },
     )
     app.state.settings = settings
     app.state.started = time.monotonic()

@@ -42,6 +42,8 @@ def test_schemathesis_finds_no_failure(live_server: Server, tmp_path: Path) -> N
         "120",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path)
-    report = result.stdout[-6000:] + result.stderr[-2000:]
+    # the failing cases come between "FAILURES" and "SUMMARY"; keep them, not just the tail
+    failures = result.stdout.partition("FAILURES")[2].partition("SUMMARY")[0]
+    report = failures[:8000] + result.stdout[-1500:] + result.stderr[-1500:]
     assert result.returncode == 0, report
     assert "generated" in result.stdout
