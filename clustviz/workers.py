@@ -63,6 +63,9 @@ def _worker_main(conn: Any, settings: WorkerSettings) -> None:
     if settings.numba_cache_dir:
         os.environ["NUMBA_CACHE_DIR"] = settings.numba_cache_dir
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # Idle OpenMP threads sleep instead of spinning: on a few shared cores, spinning threads of
+    # one worker starve the others (torch ops measured up to 10× slower under contention).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started = time.perf_counter()
     from clustviz.tasks import warm_up
 

@@ -63,6 +63,7 @@ class Engine:
         pool: WorkerPool,
         lane: DeviceLane | None,
         device: str,
+        device_setting: str = "auto",
         timeout: float,
         max_queue: int,
         max_points: int,
@@ -71,7 +72,8 @@ class Engine:
         self.store = store
         self.pool = pool
         self.lane = lane
-        self.device = device
+        self.device = device  # what /health and responses show ("pending" until known)
+        self.device_setting = device_setting  # what clusterplot runs with: auto | cpu | cuda
         self.timeout = timeout
         self.max_queue = max_queue
         self.max_points = max_points
@@ -111,7 +113,7 @@ class Engine:
         Repeated requests (the cached hot path) are answered from a memo of resolved requests,
         valid while the dataset object is the same (a replaced file loads a new one)."""
         signature = json.dumps(
-            [dataset_id, projector, preamble, preamble_id_, params, seed, self.device],
+            [dataset_id, projector, preamble, preamble_id_, params, seed],
             sort_keys=True,
             default=str,
         )
@@ -152,7 +154,7 @@ class Engine:
             )
         params.setdefault("random_state", DEFAULT_SEED if seed is None else seed)
         if spec.name == "clusterplot":
-            params.setdefault("device", self.device)
+            params.setdefault("device", self.device_setting)
         model = build_params(projector, params)
         dataset = await self.dataset(dataset_id)
         text = dataset.resolve_preamble(preamble, preamble_id_)

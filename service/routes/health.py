@@ -16,7 +16,8 @@ router = APIRouter(tags=["health"])
 _LIBRARIES = ("clustviz", "numpy", "scikit-learn", "umap-learn", "pacmap", "trimap", "torch")
 
 
-def _versions() -> dict[str, str]:
+def library_versions_report() -> dict[str, str]:
+    """Python and the versions of the libraries that shape results (shown by /health)."""
     versions = {"python": platform.python_version()}
     for name in _LIBRARIES:
         try:

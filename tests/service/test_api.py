@@ -269,3 +269,21 @@ def test_chunked_body_over_the_limit_is_refused(client: TestClient) -> None:
         "/projections", content=chunks(), headers={"content-type": "application/json"}
     )
     assert response.status_code == 413 and response.json()["code"] == "body_too_large"
+
+
+def test_clusterplot_works_before_the_device_is_known(
+    data_dir: Path, tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]
+) -> None:
+    # With device=auto the lane worker reports the device in the background; a request in
+    # the meantime must run (with "auto"), not fail on the "pending" label.
+    pool, lane = warm_pools
+    settings = Settings_(data_dir, tmp_path).model_copy(update={"device": "auto"})
+    with TestClient(create_app(settings, pool=pool, lane_pool=lane)) as client:
+        client.app.state.engine.device = "pending"  # type: ignore[attr-defined]
+        response = post(client, preamble=SEED_PREAMBLE, projector="clusterplot", seed=31)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["params"]["device"] == "auto" and body["device"] == "cpu"
+        assert (
+            body["hulls"] and body["overlap"]["after"]["mean"] <= body["overlap"]["before"]["mean"]
+        )
