@@ -32,6 +32,7 @@ from clustviz.workers import WorkerPool, WorkerSettings
 from service.engine import Engine
 from service.errors import error_response, install_error_handlers
 from service.jobs import JobManager
+from service.microcache import ResponseCache, ResponseCacheMiddleware
 from service.routes import batches, datasets, health, projections
 from service.routes.health import library_versions_report
 from service.schemas import ErrorResponse
@@ -177,7 +178,10 @@ def create_app(
     )
     app.state.settings = settings
     app.state.started = time.monotonic()
+    app.state.response_cache = ResponseCache(max_entries=settings.response_cache_entries)
     install_error_handlers(app)
+    # Innermost first: CORS (outer) adds its headers to cached answers too.
+    app.add_middleware(ResponseCacheMiddleware, cache=app.state.response_cache)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

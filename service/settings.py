@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_loaded_datasets: int = Field(4, ge=1)
     cache_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
     memory_cache_entries: int = Field(4096, ge=0)
+    response_cache_entries: int = Field(
+        1024, ge=0, description="whole GET answers kept in memory in front of the router"
+    )
     max_queue: int = Field(256, ge=1, description="Heavy tasks queued before 503.")
     lane_window_ms: float = Field(10.0, ge=0, description="How long the device lane gathers.")
     lane_max_batch: int = Field(512, ge=1)

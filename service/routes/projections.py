@@ -15,6 +15,7 @@ from clustviz.keys import image_key
 from clustviz.projectors import ProjectorName
 from service.deps import EngineDep
 from service.engine import Engine, Projection
+from service.microcache import CACHEABLE_HEADER
 from service.schemas import (
     DEMO_DATASET,
     DEMO_PREAMBLE_ID,
@@ -256,6 +257,7 @@ async def get_plot(
     engine.ensure_capacity()
     projection = await engine.project(resolved)
     media_type, image, _ = await engine.render(projection, fmt, width=width, height=height, dpi=dpi)
+    headers[CACHEABLE_HEADER] = f"{resolved.dataset.id} {resolved.dataset.fingerprint}"
     return Response(image, media_type=media_type, headers=headers)
 
 
@@ -286,4 +288,6 @@ async def get_projection(
     projection = await engine.project(resolved)
     answer = _to_response(projection)
     answer.headers.update(headers)
+    if projection.cached:  # a stored body must say "cached": true to every later reader
+        answer.headers[CACHEABLE_HEADER] = f"{resolved.dataset.id} {resolved.dataset.fingerprint}"
     return answer

@@ -1,0 +1,88 @@
+"""The response cache in front of the router: what it stores, what it serves, when it stops."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+from fastapi.testclient import TestClient
+from support import DEMO10, DEMO_ID
+
+from clustviz.workers import WorkerPool
+from service.app import create_app
+from service.settings import Settings
+
+URL = f"/projections/{DEMO_ID}/tsne?preamble_id=000ff918bc98"
+PLOT = f"/plots/{DEMO_ID}/tsne.png?preamble_id=000ff918bc98&width=4&height=3"
+
+
+def make_client(data: Path, state: Path, pools: tuple[WorkerPool, WorkerPool], **overrides: object):  # type: ignore[no-untyped-def]
+    settings = Settings(data_dir=data, state_dir=state, device="cpu", **overrides)  # type: ignore[arg-type]
+    return TestClient(create_app(settings, pool=pools[0], lane_pool=pools[1]))
+
+
+def test_repeated_gets_are_served_from_the_cache_unchanged(
+    tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]
+) -> None:
+    with make_client(DEMO10, tmp_path, warm_pools) as client:
+        cache = client.app.state.response_cache  # type: ignore[attr-defined]
+        first = client.get(URL)  # computed: not stored (its body says "cached": false)
+        assert first.status_code == 200 and first.json()["cached"] is False
+        assert "x-clustviz-cacheable" not in first.headers
+        second = client.get(URL)  # from the result store: now stored here
+        assert second.json()["cached"] is True and cache.stats()["entries"] == 1
+        assert "x-clustviz-cacheable" not in second.headers  # the mark stays internal
+        hits = cache.hits
+        third = client.get(URL)
+        assert cache.hits == hits + 1
+        assert third.content == second.content and third.headers["etag"] == second.headers["etag"]
+        not_modified = client.get(URL, headers={"If-None-Match": third.headers["etag"]})
+        assert not_modified.status_code == 304 and not not_modified.content
+        plot = client.get(PLOT)
+        again = client.get(PLOT)
+        assert again.content == plot.content and again.headers["content-type"] == "image/png"
+        assert cache.hits == hits + 3
+
+
+def test_errors_and_posts_are_never_stored(
+    tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]
+) -> None:
+    with make_client(DEMO10, tmp_path, warm_pools) as client:
+        cache = client.app.state.response_cache  # type: ignore[attr-defined]
+        for _ in range(2):
+            assert client.get(f"/projections/{DEMO_ID}/tsne?preamble_id=nope").status_code == 404
+            assert client.get(f"/projections/{DEMO_ID}/tsne").status_code == 422
+        assert cache.stats()["entries"] == 0
+
+
+def test_a_replaced_dataset_file_is_never_answered_from_the_cache(
+    tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(DEMO10, data)
+    with make_client(data, tmp_path / "state", warm_pools) as client:
+        client.get(URL)
+        before = client.get(URL)
+        assert client.get(URL).content == before.content  # a hit
+        (parquet,) = (data / "embeddings").glob("*.parquet")
+        frame = pl.read_parquet(parquet)
+        frame.with_columns(
+            pl.Series("embedding", frame["embedding"].to_numpy()[::-1].copy())
+        ).write_parquet(parquet)
+        os.utime(parquet, ns=(1, 1))
+        time.sleep(2.1)  # the catalog re-lists the data dir every 2 s
+        after = client.get(URL)
+        assert after.json()["key"] != before.json()["key"]
+        assert after.json()["points"] != before.json()["points"]
+
+
+def test_the_cache_is_bounded(tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]) -> None:
+    with make_client(DEMO10, tmp_path, warm_pools, response_cache_entries=2) as client:
+        cache = client.app.state.response_cache  # type: ignore[attr-defined]
+        for seed in range(4):
+            for _ in range(2):
+                client.get(f"{URL}&seed={seed}")
+        assert cache.stats()["entries"] == 2
