@@ -20,6 +20,7 @@ __all__ = [
     "NotFoundError",
     "ProjectionFailedError",
     "UnavailableError",
+    "error_from_parts",
 ]
 
 
@@ -56,3 +57,12 @@ class ProjectionFailedError(ClustvizError):
     """A projector failed: library exception, non-finite output, or time bound exceeded."""
 
     default_code = "projection_failed"
+
+
+def error_from_parts(kind: str, code: str, message: str) -> ClustvizError:
+    """Rebuild an error sent across a process boundary as ``(class name, code, message)``;
+    an unknown class name becomes a :class:`ProjectionFailedError`."""
+    cls = globals().get(kind)
+    if not (isinstance(cls, type) and issubclass(cls, ClustvizError)):
+        cls = ProjectionFailedError
+    return cls(message, code=code)

@@ -14,7 +14,12 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from clustviz.errors import ClustvizError, ProjectionFailedError, UnavailableError
+from clustviz.errors import (
+    ClustvizError,
+    ProjectionFailedError,
+    UnavailableError,
+    error_from_parts,
+)
 
 __all__ = ["RayPool"]
 
@@ -103,9 +108,7 @@ class RayPool:
             if kind == "ok":
                 result.set_result(payload)
             else:
-                from clustviz.workers import _rebuild_error
-
-                result.set_exception(_rebuild_error(*payload))
+                result.set_exception(error_from_parts(*payload))
 
         ref.future().add_done_callback(settle)
         return result

@@ -24,8 +24,9 @@ def device_name(name: str) -> str:
     return str(resolve_device(name))
 
 
-def warm_up(names: Sequence[str]) -> dict[str, Any]:
-    """Import each projector's library and run one tiny fit, so numba compiles now, not later.
+def warm_up(names: Sequence[str], *, render_plot: bool = True) -> dict[str, Any]:
+    """Import each projector's library and run one tiny fit, so numba compiles now, not later;
+    with ``render_plot``, also draw one plot (plotnine's first figure costs about a second).
 
     Returns ``{"warm": {name: seconds}, "warm_errors": {name: message}}``.
     """
@@ -42,7 +43,7 @@ def warm_up(names: Sequence[str]) -> dict[str, Any]:
         except Exception as exc:  # a missing optional library must not stop the worker
             failures[name] = f"{type(exc).__name__}: {exc}"
         seconds[name] = round(time.perf_counter() - started, 2)
-    if names:
+    if render_plot:
         started = time.perf_counter()
         try:
             render("png", X[:, 0], X[:, 1], [f"w{i}" for i in range(n)], labels, "warm-up", "", [])

@@ -25,8 +25,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from clustviz import errors
-from clustviz.errors import ClustvizError, ProjectionFailedError, UnavailableError
+from clustviz.errors import (
+    ClustvizError,
+    ProjectionFailedError,
+    UnavailableError,
+    error_from_parts,
+)
 
 __all__ = ["WorkerPool", "WorkerSettings"]
 
@@ -36,6 +40,7 @@ class WorkerSettings:
     """How each worker process is set up."""
 
     warm: tuple[str, ...] = ("tsne", "umap", "trimap", "pacmap")
+    warm_render: bool = True  # the device lane never renders: it skips this
     numba_cache_dir: str | None = None
     threads: int = 1  # numba/BLAS/torch threads per worker: size × threads ≈ cores
 
@@ -69,7 +74,7 @@ def _worker_main(conn: Any, settings: WorkerSettings) -> None:
     started = time.perf_counter()
     from clustviz.tasks import warm_up
 
-    warm_report = warm_up(settings.warm)
+    warm_report = warm_up(settings.warm, render_plot=settings.warm_render)
     conn.send(("ready", {"warm_seconds": time.perf_counter() - started, **warm_report}))
     while True:
         try:
@@ -85,13 +90,6 @@ def _worker_main(conn: Any, settings: WorkerSettings) -> None:
         except Exception as exc:
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             conn.send(("error", ("ProjectionFailedError", "worker_error", detail)))
-
-
-def _rebuild_error(kind: str, code: str, message: str) -> ClustvizError:
-    cls = getattr(errors, kind, ProjectionFailedError)
-    if not (isinstance(cls, type) and issubclass(cls, ClustvizError)):
-        cls = ProjectionFailedError
-    return cls(message, code=code)
 
 
 class _Slot:
@@ -196,7 +194,7 @@ class _Slot:
         if kind == "ok":
             task.future.set_result(payload)
         else:
-            task.future.set_exception(_rebuild_error(*payload))
+            task.future.set_exception(error_from_parts(*payload))
 
 
 class WorkerPool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import os
 import threading
 import time
@@ -41,7 +40,6 @@ from service.store import ResultStore
 
 __all__ = ["create_app"]
 
-logger = logging.getLogger("clustviz.service")
 STATIC_DIR = Path(__file__).parent / "static"
 
 
@@ -77,7 +75,10 @@ def make_pools(settings: Settings) -> tuple[Any, Any]:
     local_lane = WorkerPool(
         1,
         WorkerSettings(
-            warm=("clusterplot",), numba_cache_dir=cache_dir, threads=os.cpu_count() or 1
+            warm=("clusterplot",),
+            warm_render=False,
+            numba_cache_dir=cache_dir,
+            threads=os.cpu_count() or 1,
         ),
         max_queue=settings.max_queue,
         default_timeout=settings.projection_timeout,

@@ -10,6 +10,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from service.store import ResultStore, StoredProjection
 __all__ = ["Engine", "Projection", "ResolvedRequest"]
 
 MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
-RESOLVED_MEMO_ENTRIES = 4096
+MEMO_ENTRIES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,19 @@ class Engine:
         self._inflight: dict[str, asyncio.Future[StoredProjection]] = {}
         self._preamble_tables: dict[str, pl.DataFrame] = {}
         self._resolved: OrderedDict[str, ResolvedRequest] = OrderedDict()
+        self._fragments: OrderedDict[str, str] = OrderedDict()
+
+    def points_fragment(self, key: str, build: Callable[[], str]) -> str:
+        """The serialized points (and hulls) of a projection, built once per key: they never
+        change for a key, and serializing 40 points is most of a cached answer's cost."""
+        fragment = self._fragments.get(key)
+        if fragment is None:
+            fragment = self._fragments[key] = build()
+            if len(self._fragments) > MEMO_ENTRIES:
+                self._fragments.popitem(last=False)
+        else:
+            self._fragments.move_to_end(key)
+        return fragment
 
     def preamble_table(self, dataset: Dataset) -> pl.DataFrame:
         """The dataset's preamble summaries, computed once per content fingerprint."""
@@ -131,7 +145,7 @@ class Engine:
             seed=seed,
         )
         self._resolved[signature] = resolved
-        if len(self._resolved) > RESOLVED_MEMO_ENTRIES:
+        if len(self._resolved) > MEMO_ENTRIES:
             self._resolved.popitem(last=False)
         return resolved
 

@@ -39,7 +39,8 @@ def warm_pools() -> Iterator[tuple[WorkerPool, WorkerPool]]:
         default_timeout=120,
     ).start()
     lane = WorkerPool(
-        1, WorkerSettings(warm=("clusterplot",), numba_cache_dir=cache, threads=2)
+        1,
+        WorkerSettings(warm=("clusterplot",), warm_render=False, numba_cache_dir=cache, threads=2),
     ).start()
     yield pool, lane
     pool.close()

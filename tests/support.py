@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -154,6 +155,18 @@ def tiny_id(client: TestClient) -> str:
         if item["status"] == "ok" and item["n_preambles"] == 2:
             return str(item["id"])
     raise AssertionError("tiny dataset not found")
+
+
+def app_client(
+    data_dir: Path, state_dir: Path, pool: Any, lane: Any = None, **overrides: Any
+) -> TestClient:
+    """A TestClient (the lifespan runs) on a real app over real files, using the given warm
+    pools (shared across apps: warming numba costs tens of seconds). CPU device by default."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    settings = Settings(data_dir=data_dir, state_dir=state_dir, **{"device": "cpu", **overrides})
+    return TestClient(create_app(settings, pool=pool, lane_pool=lane))
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -44,23 +43,15 @@ Size = Annotated[float, Query(gt=1, le=30, description="inches")]
 Dpi = Annotated[int, Query(ge=30, le=300)]
 
 
-_POINTS_JSON: OrderedDict[str, str] = OrderedDict()  # key -> serialized points and hulls
-_POINTS_JSON_ENTRIES = 4096
-
-
-def _to_response(projection: Projection) -> Response:
+def _to_response(engine: Engine, projection: Projection) -> Response:
     """The JSON body of a ProjectionResponse, serialized directly: the cached path skips model
     validation and re-serialization of 40 points, most of a cached request's cost."""
     request = projection.request
     meta = projection.stored.meta
-    fragment = _POINTS_JSON.get(request.key)
-    if fragment is None:
-        fragment = json.dumps(_points_and_hulls(projection), separators=(",", ":"))[1:-1]
-        _POINTS_JSON[request.key] = fragment
-        if len(_POINTS_JSON) > _POINTS_JSON_ENTRIES:
-            _POINTS_JSON.popitem(last=False)
-    else:
-        _POINTS_JSON.move_to_end(request.key)
+    fragment = engine.points_fragment(
+        request.key,
+        lambda: json.dumps(_points_and_hulls(projection), separators=(",", ":"))[1:-1],
+    )
     view = request.view
     head = {
         "dataset": request.dataset.id,
@@ -188,7 +179,7 @@ async def create_projection(
             projection, fmt, width=width, height=height, dpi=dpi
         )
         return Response(image, media_type=media_type, headers={"ETag": _etag(key)})
-    return _to_response(projection)
+    return _to_response(engine, projection)
 
 
 async def _resolve_get(
@@ -286,7 +277,7 @@ async def get_projection(
         return Response(status_code=304, headers=headers)
     engine.ensure_capacity()
     projection = await engine.project(resolved)
-    answer = _to_response(projection)
+    answer = _to_response(engine, projection)
     answer.headers.update(headers)
     if projection.cached:  # a stored body must say "cached": true to every later reader
         answer.headers[CACHEABLE_HEADER] = f"{resolved.dataset.id} {resolved.dataset.fingerprint}"

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from support import DEMO10, make_rows, write_dataset
+from support import DEMO10, app_client, make_rows, write_dataset
 
 from clustviz.workers import WorkerPool
-from service.app import create_app
-from service.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -26,10 +24,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def make_settings(data_dir: Path, state_dir: Path, **overrides: object) -> Settings:
-    return Settings(data_dir=data_dir, state_dir=state_dir, **overrides)  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="module")
 def client(
     data_dir: Path,
@@ -37,9 +31,7 @@ def client(
     warm_pools: tuple[WorkerPool, WorkerPool],
 ) -> Iterator[TestClient]:
     pool, lane = warm_pools
-    settings = make_settings(data_dir, tmp_path_factory.mktemp("state"), device="cpu")
-    app = create_app(settings, pool=pool, lane_pool=lane)
-    with TestClient(app) as test_client:
+    with app_client(data_dir, tmp_path_factory.mktemp("state"), pool, lane) as test_client:
         assert pool.wait_ready(300), pool.status()
-        app.state.engine.catalog.check_all()
+        test_client.app.state.engine.catalog.check_all()  # type: ignore[attr-defined]
         yield test_client

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from support import DEMO_ID, SEED_PREAMBLE, tiny_id
+from support import DEMO_ID, SEED_PREAMBLE, app_client, tiny_id
 
 from clustviz.data import discover_datasets, load_dataset
 from clustviz.workers import WorkerPool, WorkerSettings
-from service.app import create_app
 
 LIBRARY = ["tsne", "umap", "trimap", "pacmap"]
 
@@ -241,9 +240,8 @@ def test_openapi_has_examples(client: TestClient) -> None:
 def test_library_failure_is_a_500_with_detail(data_dir: Path, tmp_path: Path) -> None:
     # A cold worker cannot even import umap in 0.5 s: the time bound stops it.
     pool = WorkerPool(1, WorkerSettings(warm=()), default_timeout=0.5).start()
-    settings = Settings_(data_dir, tmp_path, projection_timeout=0.5)
     try:
-        with TestClient(create_app(settings, pool=pool, lane_pool=None)) as client:
+        with app_client(data_dir, tmp_path, pool, projection_timeout=0.5) as client:
             assert pool.wait_ready(60)
             response = post(client, preamble=SEED_PREAMBLE, projector="umap")
             assert response.status_code == 500
@@ -252,12 +250,6 @@ def test_library_failure_is_a_500_with_detail(data_dir: Path, tmp_path: Path) ->
             assert client.get("/health").status_code == 200
     finally:
         pool.close()
-
-
-def Settings_(data_dir: Path, state_dir: Path, **overrides: object):  # type: ignore[no-untyped-def]
-    from service.settings import Settings
-
-    return Settings(data_dir=data_dir, state_dir=state_dir, device="cpu", **overrides)  # type: ignore[arg-type]
 
 
 def test_chunked_body_over_the_limit_is_refused(client: TestClient) -> None:
@@ -277,8 +269,7 @@ def test_clusterplot_works_before_the_device_is_known(
     # With device=auto the lane worker reports the device in the background; a request in
     # the meantime must run (with "auto"), not fail on the "pending" label.
     pool, lane = warm_pools
-    settings = Settings_(data_dir, tmp_path).model_copy(update={"device": "auto"})
-    with TestClient(create_app(settings, pool=pool, lane_pool=lane)) as client:
+    with app_client(data_dir, tmp_path, pool, lane, device="auto") as client:
         client.app.state.engine.device = "pending"  # type: ignore[attr-defined]
         response = post(client, preamble=SEED_PREAMBLE, projector="clusterplot", seed=31)
         assert response.status_code == 200, response.text

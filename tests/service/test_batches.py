@@ -11,11 +11,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
-from support import DEMO_ID, SEED_PREAMBLE, tiny_id
+from support import DEMO_ID, SEED_PREAMBLE, app_client, tiny_id
 
 from clustviz.workers import WorkerPool
-from service.app import create_app
-from service.settings import Settings
 
 
 def wait_done(client: TestClient, job_id: str, timeout: float = 300) -> dict:
@@ -150,9 +148,7 @@ def test_cancel_then_delete(client: TestClient) -> None:
 def test_api_key_protects_mutating_endpoints(
     data_dir: Path, tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]
 ) -> None:
-    settings = Settings(data_dir=data_dir, state_dir=tmp_path, device="cpu", api_key="s3cret")
-    pool, lane = warm_pools
-    with TestClient(create_app(settings, pool=pool, lane_pool=lane)) as client:
+    with app_client(data_dir, tmp_path, *warm_pools, api_key="s3cret") as client:
         body = {"dataset": DEMO_ID, "preambles": [SEED_PREAMBLE], "projectors": ["umap"]}
         refused = client.post("/batches", json=body)
         assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"

@@ -14,11 +14,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
-from support import DEMO10, DEMO_ID, SEED_PREAMBLE
+from support import DEMO10, DEMO_ID, SEED_PREAMBLE, app_client
 
 from clustviz.workers import WorkerPool, WorkerSettings
-from service.app import create_app
-from service.settings import Settings
 
 
 @pytest.fixture
@@ -28,11 +26,6 @@ def cold_pool() -> Iterator[WorkerPool]:
     assert pool.wait_ready(60)
     yield pool
     pool.close()
-
-
-def app_client(data_dir: Path, state_dir: Path, pool: WorkerPool, **overrides: object):  # type: ignore[no-untyped-def]
-    settings = Settings(data_dir=data_dir, state_dir=state_dir, device="cpu", **overrides)  # type: ignore[arg-type]
-    return TestClient(create_app(settings, pool=pool, lane_pool=None))
 
 
 def tsne(client: TestClient, **extra: object):  # type: ignore[no-untyped-def]

@@ -6,20 +6,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from fastapi.testclient import TestClient
 from support import (
     DEMO10,
     DEMO_ID,
     MALFORMED,
     SEED_PREAMBLE,
+    app_client,
     make_rows,
     write_dataset,
     write_malformed,
 )
 
 from clustviz.workers import WorkerPool
-from service.app import create_app
-from service.settings import Settings
 
 
 def test_every_malformation_is_listed_and_the_rest_keeps_serving(
@@ -33,9 +31,7 @@ def test_every_malformation_is_listed_and_the_rest_keeps_serving(
     write_dataset(
         data / "ünïcode", embeddings, clusters, stem="org:модель|k=40+layer=7", suffix="+ñ=1"
     )
-    pool, lane = warm_pools
-    settings = Settings(data_dir=data, state_dir=tmp_path / "state", device="cpu")
-    with TestClient(create_app(settings, pool=pool, lane_pool=lane)) as client:
+    with app_client(data, tmp_path / "state", *warm_pools) as client:
         client.app.state.engine.catalog.check_all()  # type: ignore[attr-defined]
         listed = client.get("/datasets").json()
         invalid = [item["error"] for item in listed if item["status"] == "invalid"]

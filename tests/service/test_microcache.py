@@ -8,26 +8,18 @@ import time
 from pathlib import Path
 
 import polars as pl
-from fastapi.testclient import TestClient
-from support import DEMO10, DEMO_ID
+from support import DEMO10, DEMO_ID, app_client
 
 from clustviz.workers import WorkerPool
-from service.app import create_app
-from service.settings import Settings
 
 URL = f"/projections/{DEMO_ID}/tsne?preamble_id=000ff918bc98"
 PLOT = f"/plots/{DEMO_ID}/tsne.png?preamble_id=000ff918bc98&width=4&height=3"
 
 
-def make_client(data: Path, state: Path, pools: tuple[WorkerPool, WorkerPool], **overrides: object):  # type: ignore[no-untyped-def]
-    settings = Settings(data_dir=data, state_dir=state, device="cpu", **overrides)  # type: ignore[arg-type]
-    return TestClient(create_app(settings, pool=pools[0], lane_pool=pools[1]))
-
-
 def test_repeated_gets_are_served_from_the_cache_unchanged(
     tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]
 ) -> None:
-    with make_client(DEMO10, tmp_path, warm_pools) as client:
+    with app_client(DEMO10, tmp_path, *warm_pools) as client:
         cache = client.app.state.response_cache  # type: ignore[attr-defined]
         first = client.get(URL)  # computed: not stored (its body says "cached": false)
         assert first.status_code == 200 and first.json()["cached"] is False
@@ -50,7 +42,7 @@ def test_repeated_gets_are_served_from_the_cache_unchanged(
 def test_errors_and_posts_are_never_stored(
     tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]
 ) -> None:
-    with make_client(DEMO10, tmp_path, warm_pools) as client:
+    with app_client(DEMO10, tmp_path, *warm_pools) as client:
         cache = client.app.state.response_cache  # type: ignore[attr-defined]
         for _ in range(2):
             assert client.get(f"/projections/{DEMO_ID}/tsne?preamble_id=nope").status_code == 404
@@ -63,7 +55,7 @@ def test_a_replaced_dataset_file_is_never_answered_from_the_cache(
 ) -> None:
     data = tmp_path / "data"
     shutil.copytree(DEMO10, data)
-    with make_client(data, tmp_path / "state", warm_pools) as client:
+    with app_client(data, tmp_path / "state", *warm_pools) as client:
         client.get(URL)
         before = client.get(URL)
         assert client.get(URL).content == before.content  # a hit
@@ -80,7 +72,7 @@ def test_a_replaced_dataset_file_is_never_answered_from_the_cache(
 
 
 def test_the_cache_is_bounded(tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]) -> None:
-    with make_client(DEMO10, tmp_path, warm_pools, response_cache_entries=2) as client:
+    with app_client(DEMO10, tmp_path, *warm_pools, response_cache_entries=2) as client:
         cache = client.app.state.response_cache  # type: ignore[attr-defined]
         for seed in range(4):
             for _ in range(2):
