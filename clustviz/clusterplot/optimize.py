@@ -36,7 +36,14 @@ from clustviz.clusterplot.overlap import (
 _INF = float("inf")
 _EPS = 1e-12
 
-__all__ = ["OverlapTarget", "gradient_layout", "greedy_layout", "hard_discrepancy"]
+__all__ = [
+    "FoldedRows",
+    "OverlapTarget",
+    "fold_rows",
+    "gradient_layout",
+    "greedy_layout",
+    "hard_discrepancy",
+]
 
 
 @dataclass(slots=True)
@@ -150,13 +157,23 @@ class _SoftOverlap:
         pairs: torch.Tensor,  # (B, G, G) bool: pairs that count
         temperature: float,
         remove_diagonal: bool,
+        multiplicity: torch.Tensor | None = None,  # (B, N): coincident rows folded into one
     ) -> None:
         B, N = mask.shape
         eye = torch.eye(N, dtype=torch.bool, device=mask.device)
         self.invalid = ~(mask.unsqueeze(1) & mask.unsqueeze(2)) | eye  # (B, N, N)
         self.valid = (~self.invalid).to(target.dtype)
-        k = torch.minimum(k, mask.sum(1) - 1).clamp_min(1)
-        self.k = k
+        self.multiplicity = multiplicity
+        if multiplicity is None:
+            self.pair_weight = self.valid
+            rows = mask.sum(1)
+        else:
+            # a folded row's copies pair with each other on the diagonal group pair (a, a),
+            # which the sub-cluster overlap drops: only the cross pairs need weights
+            assert remove_diagonal, "folded rows need the diagonal removed"
+            self.pair_weight = self.valid * multiplicity.unsqueeze(2) * multiplicity.unsqueeze(1)
+            rows = multiplicity.sum(1).round().long()
+        self.k = torch.minimum(k, rows - 1).clamp_min(1)
         self.candidates: torch.Tensor | None = None
         self.flat = (group.unsqueeze(2) * n_groups + group.unsqueeze(1)).reshape(B, N * N)
         self.G = n_groups
@@ -176,13 +193,14 @@ class _SoftOverlap:
         farther point enters them)."""
         if refresh or self.candidates is None:
             self.candidates = radius_candidates(D, self.invalid, self.k)
-        return soft_radius(D, self.invalid, self.k, self.candidates)
+        return soft_radius(D, self.invalid, self.k, self.candidates, self.multiplicity)
 
     def __call__(self, D: torch.Tensor, radius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss ``(B,)`` and ``dL/dD (B, N, N)`` for squared distances ``D`` and radii."""
         B, N, _ = D.shape
         scale = 1.0 / (self.temperature * radius)  # (B, N, 1)
-        w = torch.sigmoid((radius - D) * scale) * self.valid
+        s = torch.sigmoid((radius - D) * scale)
+        w = s * self.pair_weight
         edges = D.new_zeros(B, self.G * self.G).scatter_add_(1, self.flat, w.view(B, N * N))
         edges = edges.view(B, self.G, self.G)
         off = edges if self.off_diagonal is None else edges * self.off_diagonal
@@ -198,8 +216,44 @@ class _SoftOverlap:
         if self.off_diagonal is not None:
             g_off = g_off * self.off_diagonal
         g_w = g_off.view(B, -1).gather(1, self.flat).view(B, N, N)
-        # dw/dD = -w (1 - w) / (τ r);  w is 0 on invalid pairs
-        return loss, g_w.mul_(w).mul_(w - 1.0).mul_(scale)
+        # dw/dD = -weight · s (1 - s) / (τ r);  w = weight · s is 0 on invalid pairs
+        return loss, g_w.mul_(w).mul_(s - 1.0).mul_(scale)
+
+
+@dataclass(slots=True)
+class FoldedRows:
+    """Rows of the 2-D sub-cluster graph with coincident rows folded together.
+
+    ``Z = [Y; anchors]`` repeats every point whose anchor has no other member: in 2-D that
+    anchor *is* the point. Real LM-guess data gives such anchors almost only (A ≈ n), so the
+    graph is folded to the n points plus the ``A2`` anchors of several members, and a point
+    row stands for ``multiplicity`` (1 or 2) rows. Same loss and gradient, ``(n + A2)²``
+    pairs instead of ``(n + A)²``.
+    """
+
+    anchor_rows: torch.Tensor  # (B, A2) long: anchors that keep a row of their own
+    anchor_rows_mask: torch.Tensor  # (B, A2) bool
+    multiplicity: torch.Tensor | None  # (B, n + A2) float, 0 at padding; None: no folding
+
+
+def fold_rows(
+    point_anchor: torch.Tensor, mask: torch.Tensor, anchor_mask: torch.Tensor, members: torch.Tensor
+) -> FoldedRows:
+    """Fold each one-member anchor into its member (see :class:`FoldedRows`)."""
+    B, A = anchor_mask.shape
+    single = (members == 1) & anchor_mask
+    multi = (members > 1) & anchor_mask
+    n_multi = multi.sum(1, keepdim=True)
+    A2 = int(n_multi.max()) if B else 0
+    slots = torch.arange(A, device=mask.device).expand(B, A)
+    order = torch.where(multi, slots, slots + A).argsort(1)[:, :A2]  # several-member first
+    rows_mask = torch.arange(A2, device=mask.device).expand(B, A2) < n_multi
+    point_rows = mask.to(members.dtype) * (1.0 + single.gather(1, point_anchor).to(members.dtype))
+    return FoldedRows(
+        anchor_rows=torch.where(rows_mask, order, 0),
+        anchor_rows_mask=rows_mask,
+        multiplicity=torch.cat([point_rows, rows_mask.to(members.dtype)], 1),
+    )
 
 
 def _knn_kl_grad(
@@ -241,21 +295,24 @@ def gradient_layout(
     A = target.n_anchors
     mask = target.mask
     weight = mask.unsqueeze(-1).to(Y0.dtype)
-    Z_mask = torch.cat([mask, target.anchor_mask], 1) if target.anchors_in_graph else mask
-    group = (
-        torch.cat([target.point_anchor, torch.arange(A, device=Y0.device).expand(B, A)], 1)
-        if target.anchors_in_graph
-        else target.point_anchor
-    )
+    members = Y0.new_zeros(B, A).scatter_add_(1, target.point_anchor, weight.squeeze(-1))
+    inv_members = (1.0 / members.clamp_min(1.0)).unsqueeze(-1)  # (B, A, 1)
+    anchor_index = target.point_anchor.unsqueeze(-1).expand(B, n, 2)
+    if target.anchors_in_graph:
+        rows = fold_rows(target.point_anchor, mask, target.anchor_mask, members)
+    else:
+        rows = FoldedRows(target.point_anchor.new_zeros(B, 0), mask.new_zeros(B, 0), None)
+    row_index = rows.anchor_rows.unsqueeze(-1).expand(-1, -1, 2)  # (B, A2, 2)
     sub = _SoftOverlap(
-        Z_mask,
+        torch.cat([mask, rows.anchor_rows_mask], 1),
         target.k,
-        group,
+        torch.cat([target.point_anchor, rows.anchor_rows], 1),
         A,
         target.R_H,
         overlap_pair_mask(target.anchor_cluster, target.anchor_mask),
         temperature,
         remove_diagonal=True,
+        multiplicity=rows.multiplicity,
     )
     label = _SoftOverlap(
         mask,
@@ -268,9 +325,6 @@ def gradient_layout(
         remove_diagonal=False,
     )
     valid = label.valid
-    members = Y0.new_zeros(B, A).scatter_add_(1, target.point_anchor, weight.squeeze(-1))
-    inv_members = (1.0 / members.clamp_min(1.0)).unsqueeze(-1)  # (B, A, 1)
-    anchor_index = target.point_anchor.unsqueeze(-1).expand(B, n, 2)
 
     T = Y0.new_zeros(B, A, 2)
     delta = torch.zeros_like(Y0)
@@ -279,9 +333,9 @@ def gradient_layout(
     with torch.no_grad():
         for step in range(steps):
             Y = Y0 + T.gather(1, anchor_index) + delta * weight
-            if target.anchors_in_graph:
+            if rows.anchor_rows.shape[1]:  # anchors of several members: their means
                 sums = Y.new_zeros(B, A, 2).scatter_add_(1, anchor_index, Y * weight)
-                Z = torch.cat([Y, sums * inv_members], 1)  # anchors: means of their members
+                Z = torch.cat([Y, (sums * inv_members).gather(1, row_index)], 1)
             else:
                 Z = Y
             D = pairwise_sq_dists(Z)  # (B, N, N); its first n × n block is Y's
@@ -301,8 +355,9 @@ def gradient_layout(
                 coef[:, :n, :n].add_(kl_coef, alpha=knn_weight)
             g_Z = pair_gradient(coef, Z)
             g_Y = g_Z[:, :n]
-            if target.anchors_in_graph:  # an anchor's gradient flows to its members
-                g_Y = g_Y + (g_Z[:, n:] * inv_members).gather(1, anchor_index)
+            if rows.anchor_rows.shape[1]:  # an anchor's gradient flows to its members
+                g_A = torch.zeros_like(T).scatter_add_(1, row_index, g_Z[:, n:])
+                g_Y = g_Y + (g_A * inv_members).gather(1, anchor_index)
             g_Y = g_Y * weight
             g_T = torch.zeros_like(T).scatter_add_(1, anchor_index, g_Y)
             optimiser.step([g_T, g_Y])

@@ -111,13 +111,16 @@ def soft_radius(
     invalid: torch.Tensor,
     k: torch.Tensor,
     candidates: torch.Tensor | None = None,
+    multiplicity: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Detached squared radius ``(B, n, 1)`` midway between each row's k-th and (k+1)-th.
 
     ``dist (B, n, n)``, ``invalid`` (True where a pair does not count), ``k (B,)`` already
     clamped to ``[1, n_b - 1]``. ``topk`` of ``k_max + 1`` rather than a full sort; with
     ``candidates (B, n, m)`` (column indices, e.g. from :func:`radius_candidates`) only those
-    columns are searched.
+    columns are searched. With ``multiplicity (B, n)`` a row stands for that many coincident
+    rows (see :func:`fold_rows`): column ``j`` counts ``multiplicity[j]`` times and a row has
+    ``multiplicity[i] - 1`` extra neighbours at distance 0 (its own copies).
     """
     B, n, _ = dist.shape
     with torch.no_grad():
@@ -126,9 +129,22 @@ def soft_radius(
         else:
             masked = dist.gather(2, candidates).masked_fill_(invalid.gather(2, candidates), _INF)
         n_top = min(int(k.max()) + 1, masked.shape[2])
-        ordered = masked.topk(n_top, dim=2, largest=False).values
-        kth = ordered.gather(2, (k - 1).view(B, 1, 1).expand(B, n, 1))
-        next_ = ordered.gather(2, k.clamp_max(n_top - 1).view(B, 1, 1).expand(B, n, 1))
+        ordered, where = masked.topk(n_top, dim=2, largest=False)
+        if multiplicity is None:
+            kth_at = (k - 1).view(B, 1, 1).expand(B, n, 1)
+            next_at = k.clamp_max(n_top - 1).view(B, 1, 1).expand(B, n, 1)
+        else:
+            columns = where if candidates is None else candidates.gather(2, where)
+            counts = multiplicity.gather(1, columns.reshape(B, -1)).view(B, n, n_top)
+            copies = (multiplicity - 1).clamp_min(0).unsqueeze(-1)  # (B, n, 1) at distance 0
+            ordered = torch.cat([torch.zeros_like(copies), ordered], 2)
+            reached = torch.cat([copies, counts], 2).cumsum(2)  # neighbours up to each entry
+            # index of the first entry reaching k (k + 1) neighbours; past the end: infinity
+            ordered = torch.cat([ordered, ordered.new_full((B, n, 1), _INF)], 2)
+            kth_at = (reached < k.view(B, 1, 1)).sum(2, keepdim=True)
+            next_at = (reached < (k + 1).view(B, 1, 1)).sum(2, keepdim=True)
+        kth = ordered.gather(2, kth_at)
+        next_ = ordered.gather(2, next_at)
         # with no (k+1)-th neighbour, put the radius a little beyond the k-th
         radius_sq = torch.where(torch.isfinite(next_), 0.5 * (kth + next_), 1.5 * kth)
         return radius_sq.clamp_min(_EPS).masked_fill(~torch.isfinite(radius_sq), 1.0)

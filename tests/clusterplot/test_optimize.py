@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from clustviz.clusterplot import ClusterPlot
 
@@ -57,13 +58,27 @@ def _target_and_init(items, **params):
     return target, Y0, batch
 
 
-def test_hand_written_gradient_matches_autograd(make_blobs) -> None:
+@pytest.mark.parametrize(
+    ("params", "folded"),
+    [
+        ({}, "all"),  # every anchor has one member: the 2-D graph folds to the points
+        ({"birch_threshold": 5.0}, "some"),  # anchors of one and of several members
+        ({"anchors_in_graph": False}, "none"),
+    ],
+)
+def test_hand_written_gradient_matches_autograd(make_blobs, params, folded) -> None:
     import torch
 
     from clustviz.clusterplot import optimize
 
     items = [_lm_like(make_blobs, 0), make_blobs(5, 3, dim=32, spread=1.2, seed=9)]
-    target, Y0, batch = _target_and_init(items)
+    target, Y0, batch = _target_and_init(items, **params)
+    members = torch.zeros(target.anchor_mask.shape).scatter_add_(
+        1, target.point_anchor, batch.mask.float()
+    )
+    singles = int(((members == 1) & target.anchor_mask).sum())
+    several = int((members > 1).sum())
+    assert {"all": several == 0, "some": singles > 0 and several > 0, "none": True}[folded]
     weights = dict(overlap_weight=3.0, label_overlap_weight=1.0, knn_weight=0.1, temperature=0.1)
     Y = Y0.clone().requires_grad_(True)
     reference = optimize.reference_loss(Y, target, **weights)
