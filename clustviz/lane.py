@@ -18,9 +18,11 @@ import numpy as np
 
 __all__ = ["DeviceLane"]
 
-# run_batch(params, items) -> Future[list[result]]: where the batch actually runs (a warm
-# worker process in the service, Ray in scale-out).
-BatchRunner = Callable[[dict[str, Any], list[tuple[np.ndarray, np.ndarray]]], "Future[list[Any]]"]
+# run_batch(params, items, hulls) -> Future[list[result]]: where the batch actually runs (a warm
+# worker process in the service, Ray in scale-out); hulls[i]: draw item i's cluster blobs now.
+BatchRunner = Callable[
+    [dict[str, Any], list[tuple[np.ndarray, np.ndarray]], list[bool]], "Future[list[Any]]"
+]
 
 
 @dataclass(slots=True)
@@ -29,6 +31,7 @@ class _Item:
     params: dict[str, Any]
     X: np.ndarray
     labels: np.ndarray
+    hulls: bool = True
     future: Future[Any] = field(default_factory=Future)
 
 
@@ -48,9 +51,16 @@ class DeviceLane:
         self._thread.start()
 
     def submit(
-        self, params_key: str, params: dict[str, Any], X: np.ndarray, labels: np.ndarray
+        self,
+        params_key: str,
+        params: dict[str, Any],
+        X: np.ndarray,
+        labels: np.ndarray,
+        *,
+        hulls: bool = True,
     ) -> Future[Any]:
-        item = _Item(params_key, params, X, labels)
+        """Queue one item; ``hulls=False`` leaves its cluster blobs for later (batch items)."""
+        item = _Item(params_key, params, X, labels, hulls)
         with self._cond:
             self._pending.append(item)
             self._cond.notify()
@@ -80,7 +90,11 @@ class DeviceLane:
             if not batch:
                 return
             try:
-                future = self._run_batch(batch[0].params, [(it.X, it.labels) for it in batch])
+                future = self._run_batch(
+                    batch[0].params,
+                    [(it.X, it.labels) for it in batch],
+                    [it.hulls for it in batch],
+                )
             except Exception as exc:
                 for item in batch:
                     item.future.set_exception(exc)

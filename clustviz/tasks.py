@@ -14,7 +14,7 @@ import numpy as np
 
 from clustviz.projectors import get_projector, get_spec
 
-__all__ = ["device_name", "project", "project_many", "render", "warm_up"]
+__all__ = ["device_name", "hulls", "project", "project_many", "render", "warm_up"]
 
 
 def device_name(name: str) -> str:
@@ -72,20 +72,29 @@ def project(
     }
     result = getattr(projector, "result_", None)
     if result is not None:
-        out["extras"] = _clusterplot_extras(result)
+        out["extras"] = _clusterplot_extras(result, _hull_dicts(result.hulls))
     return out
 
 
 def project_many(
-    name: str, params: dict[str, Any], items: Sequence[tuple[np.ndarray, np.ndarray]]
+    name: str,
+    params: dict[str, Any],
+    items: Sequence[tuple[np.ndarray, np.ndarray]],
+    hulls: Sequence[bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """Many preambles through one batched fit (``fit_transform_many``), one result dict each."""
+    """Many preambles through one batched fit (``fit_transform_many``), one result dict each.
+
+    ``hulls[i]`` False leaves item i's cluster blobs for later (``extras["hulls"]`` is None; see
+    :func:`hulls`): a batch stores layouts, and blobs are drawn only for the ones viewed.
+    """
+    from clustviz.clusterplot import layout_hulls
     from clustviz.metrics import layout_metrics
 
     projector = get_projector(name, **params)
     started = time.perf_counter()
-    results = projector.fit_transform_many(items)  # type: ignore[attr-defined]
+    results = projector.fit_transform_many(items, compute_hulls=False)  # type: ignore[attr-defined]
     seconds = (time.perf_counter() - started) / max(1, len(items))
+    wanted = [True] * len(items) if hulls is None else list(hulls)
     return [
         {
             "embedding": result.embedding,
@@ -93,22 +102,38 @@ def project_many(
             "notes": list(result.notes),
             "seconds": seconds,
             "metrics": layout_metrics(X, result.embedding, labels),
-            "extras": _clusterplot_extras(result),
+            "extras": _clusterplot_extras(
+                result,
+                _hull_dicts(layout_hulls(result.embedding, labels, result.params_used))
+                if want
+                else None,
+            ),
         }
-        for (X, labels), result in zip(items, results, strict=True)
+        for (X, labels), result, want in zip(items, results, wanted, strict=True)
     ]
+
+
+def hulls(params: dict[str, Any], embedding: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """The cluster blobs of a stored clusterplot layout (as ``extras["hulls"]``)."""
+    from clustviz.clusterplot import ClusterPlotParams, layout_hulls
+
+    return _hull_dicts(layout_hulls(embedding, labels, ClusterPlotParams(**params)))
 
 
 def _as_dict(params: Any) -> dict[str, Any]:
     return params.model_dump(mode="json") if hasattr(params, "model_dump") else dict(params)
 
 
-def _clusterplot_extras(result: Any) -> dict[str, Any]:
+def _hull_dicts(hulls: Sequence[Any]) -> list[dict[str, Any]]:
+    return [
+        {"label": int(hull.label), "polygons": [np.asarray(p).tolist() for p in hull.polygons]}
+        for hull in hulls
+    ]
+
+
+def _clusterplot_extras(result: Any, hulls: list[dict[str, Any]] | None) -> dict[str, Any]:
     return {
-        "hulls": [
-            {"label": int(hull.label), "polygons": [np.asarray(p).tolist() for p in hull.polygons]}
-            for hull in result.hulls
-        ],
+        "hulls": hulls,  # None: not drawn yet
         "discrepancy_before": dict(result.discrepancy_before),
         "discrepancy_after": dict(result.discrepancy_after),
         "n_anchors": len(result.anchors),

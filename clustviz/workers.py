@@ -70,7 +70,11 @@ def _worker_main(conn: Any, settings: WorkerSettings) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     # Idle OpenMP threads sleep instead of spinning: on a few shared cores, spinning threads of
     # one worker starve the others (torch ops measured up to 10× slower under contention).
+    # But not at once: a batched clusterplot fit is thousands of small parallel torch ops, and
+    # waking sleeping threads for each made it 1.6–1.8× slower; a short spin (libgomp's count,
+    # tens of microseconds) keeps them awake between ops and lets them sleep when idle.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("GOMP_SPINCOUNT", "30000")
     started = time.perf_counter()
     from clustviz.tasks import warm_up
 

@@ -115,8 +115,8 @@ def create_app(
         lane = None
         if own_lane_pool is not None:
             lane = DeviceLane(
-                lambda params, items: own_lane_pool.submit(
-                    "clustviz.tasks:project_many", "clusterplot", params, items
+                lambda params, items, hulls: own_lane_pool.submit(
+                    "clustviz.tasks:project_many", "clusterplot", params, items, hulls
                 ),
                 window=settings.lane_window_ms / 1000,
                 max_batch=settings.lane_max_batch,

@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -195,35 +195,62 @@ class Engine:
         )
         return ResolvedRequest(dataset, spec, view, used_dict, notes, used.random_state, key)
 
-    async def project(self, request: ResolvedRequest) -> Projection:
-        """The stored result, computing it once if needed (concurrent twins wait for it)."""
+    async def project(self, request: ResolvedRequest, *, hulls: bool = True) -> Projection:
+        """The stored result, computing it once if needed (concurrent twins wait for it).
+
+        ``hulls=False`` (batch items) stores a clusterplot layout without its cluster blobs;
+        any later call with ``hulls=True`` (a view) draws and stores them first."""
         started = time.perf_counter()
         stored = self.store.get(request.key)
-        if stored is not None:
-            return Projection(request, stored, True, _ms(started))
-        pending = self._inflight.get(request.key)
+        cached = stored is not None
+        if stored is None:
+            stored, cached = await self._single_flight(
+                request.key, lambda: self._compute(request, hulls=hulls)
+            )
+        if hulls and _hulls_pending(stored):
+            stored, _ = await self._single_flight(
+                "hulls:" + request.key, lambda: self._add_hulls(request, stored)
+            )
+        return Projection(request, stored, cached, _ms(started))
+
+    async def project_many(
+        self, requests: list[ResolvedRequest], *, hulls: bool = False
+    ) -> list[StoredProjection | BaseException]:
+        """Many projections at once, in order: clusterplot ones reach the device lane together
+        and run as one batched fit. A failed item is returned as its exception."""
+
+        async def one(request: ResolvedRequest) -> StoredProjection:
+            return (await self.project(request, hulls=hulls)).stored
+
+        return await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
+
+    async def _single_flight(
+        self, key: str, work: Callable[[], Awaitable[StoredProjection]]
+    ) -> tuple[StoredProjection, bool]:
+        """Run ``work`` once per key at a time; ``(result, True)`` for a twin that waited."""
+        pending = self._inflight.get(key)
         if pending is not None:
-            stored = await asyncio.shield(pending)
-            return Projection(request, stored, True, _ms(started))
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[StoredProjection] = loop.create_future()
-        self._inflight[request.key] = future
+            return await asyncio.shield(pending), True
+        future: asyncio.Future[StoredProjection] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
         try:
-            stored = await self._compute(request)
+            stored = await work()
             future.set_result(stored)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: twins may not exist
             raise
         finally:
-            self._inflight.pop(request.key, None)
-        return Projection(request, stored, False, _ms(started))
+            self._inflight.pop(key, None)
+        return stored, False
 
-    async def _compute(self, request: ResolvedRequest) -> StoredProjection:
+    async def _compute(self, request: ResolvedRequest, *, hulls: bool) -> StoredProjection:
         view = request.view
         if request.spec.name == "clusterplot" and self.lane is not None:
             params = request.params_used
-            future = self.lane.submit(_params_key(params), params, view.X, view.labels)
+            future = self.lane.submit(
+                _params_key(params), params, view.X, view.labels, hulls=hulls
+            )
         else:
             future = self.pool.submit(
                 "clustviz.tasks:project",
@@ -243,6 +270,23 @@ class Engine:
             "device": (result.get("extras") or {}).get("device", "cpu"),
         }
         return await asyncio.to_thread(self.store.put, request.key, result["embedding"], meta)
+
+    async def _add_hulls(
+        self, request: ResolvedRequest, stored: StoredProjection
+    ) -> StoredProjection:
+        """Draw the cluster blobs of a layout stored without them, and store them with it."""
+        polygons = await asyncio.wrap_future(
+            self.pool.submit(
+                "clustviz.tasks:hulls",
+                request.params_used,
+                stored.embedding,
+                request.view.labels,
+                timeout=self.timeout,
+            )
+        )
+        meta = dict(stored.meta)
+        meta["extras"] = dict(meta["extras"]) | {"hulls": polygons}
+        return await asyncio.to_thread(self.store.put, request.key, stored.embedding, meta)
 
     async def render(
         self,
@@ -292,6 +336,11 @@ class Engine:
         """503 early when the heavy queue is full, rather than queueing without bound."""
         if self.pool.queued >= self.max_queue:
             raise UnavailableError("too many projections are queued; retry shortly", code="busy")
+
+
+def _hulls_pending(stored: StoredProjection) -> bool:
+    extras = stored.meta.get("extras")
+    return extras is not None and extras.get("hulls", []) is None
 
 
 def _params_key(params: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ import polars as pl
 
 from clustviz.errors import ClustvizError, InvalidInputError, NotFoundError
 from clustviz.projectors import DEFAULT_SEED, get_spec
-from service.engine import Engine
+from service.engine import Engine, ResolvedRequest
 from service.store import ResultStore
 
 __all__ = ["JobManager"]
@@ -174,38 +174,64 @@ class JobManager:
             (job_id,),
         )
         library = asyncio.Semaphore(self.library_concurrency)
-        lane = asyncio.Semaphore(self.lane_concurrency)
+        lane_items: list[tuple[int, ResolvedRequest]] = []
 
-        async def run_item(index: int, preamble: str, projector: str) -> None:
-            gate = lane if projector == "clusterplot" else library
-            async with gate:
+        async def run_item(index: int, request: ResolvedRequest) -> None:
+            async with library:
                 if live.cancelled:
                     return
                 started = time.perf_counter()
                 try:
-                    resolved = await self.engine.resolve(
-                        dataset_id=spec["dataset"],
-                        projector=projector,
-                        preamble=preamble,
-                        params=spec["params"].get(projector),
-                        seed=spec["seed"],
-                    )
-                    await self.engine.project(resolved)
-                    self.store.execute(
-                        "UPDATE job_items SET state = 'done', key = ?, seconds = ?"
-                        " WHERE job_id = ? AND idx = ?",
-                        (resolved.key, time.perf_counter() - started, job_id, index),
-                    )
+                    await self.engine.project(request, hulls=False)
                 except ClustvizError as exc:
-                    self.store.execute(
-                        "UPDATE job_items SET state = 'failed', error = ?, code = ?, seconds = ?"
-                        " WHERE job_id = ? AND idx = ?",
-                        (exc.message, exc.code, time.perf_counter() - started, job_id, index),
-                    )
+                    self._record(job_id, [(index, request.key, exc)], started)
+                else:
+                    self._record(job_id, [(index, request.key, None)], started)
                 await self._notify(live)
 
+        async def run_lane_chunk(chunk: list[tuple[int, ResolvedRequest]]) -> None:
+            # submitted together, so the device lane runs them as one batched fit
+            if live.cancelled:
+                return
+            started = time.perf_counter()
+            outcomes = await self.engine.project_many([request for _, request in chunk])
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, ClustvizError):
+                    raise outcome
+            rows = [
+                (index, request.key, outcome if isinstance(outcome, ClustvizError) else None)
+                for (index, request), outcome in zip(chunk, outcomes, strict=True)
+            ]
+            self._record(job_id, rows, started)
+            await self._notify(live)
+
+        work = []
+        for position, (index, preamble, projector) in enumerate(pending):
+            if position % 64 == 63:
+                await asyncio.sleep(0)  # resolving thousands of items: let requests in
+            try:
+                request = await self.engine.resolve(
+                    dataset_id=spec["dataset"],
+                    projector=projector,
+                    preamble=preamble,
+                    params=spec["params"].get(projector),
+                    seed=spec["seed"],
+                )
+            except ClustvizError as exc:
+                self._record(job_id, [(index, None, exc)], time.perf_counter())
+                continue
+            if projector == "clusterplot":
+                lane_items.append((index, request))
+            else:
+                work.append(run_item(index, request))
+        size = max(1, self.lane_concurrency)
+        work += [
+            run_lane_chunk(lane_items[start : start + size])
+            for start in range(0, len(lane_items), size)
+        ]
+
         try:
-            await asyncio.gather(*(run_item(*row) for row in pending))
+            await asyncio.gather(*work)
         except asyncio.CancelledError:  # server shutting down: the job resumes at next start
             raise
         except Exception:  # a bug, not an item failure: leave the job resumable, say so
@@ -218,6 +244,34 @@ class JobManager:
             (final, time.time(), job_id),
         )
         await self._notify(live)
+
+    def _record(
+        self,
+        job_id: str,
+        rows: Sequence[tuple[int, str | None, ClustvizError | None]],
+        started: float,
+    ) -> None:
+        """Mark items done (with their result key) or failed (with the reason), in one
+        transaction; ``seconds`` is the elapsed time shared out over the items."""
+        seconds = (time.perf_counter() - started) / max(1, len(rows))
+        done = [(key, seconds, job_id, index) for index, key, exc in rows if exc is None]
+        failed = [
+            (exc.message, exc.code, seconds, job_id, index)
+            for index, _, exc in rows
+            if exc is not None
+        ]
+        if done:
+            self.store.execute_many(
+                "UPDATE job_items SET state = 'done', key = ?, seconds = ?"
+                " WHERE job_id = ? AND idx = ?",
+                done,
+            )
+        if failed:
+            self.store.execute_many(
+                "UPDATE job_items SET state = 'failed', error = ?, code = ?, seconds = ?"
+                " WHERE job_id = ? AND idx = ?",
+                failed,
+            )
 
     async def _notify(self, live: _Live) -> None:
         async with live.changed:

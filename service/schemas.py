@@ -36,6 +36,13 @@ class PoolStatus(BaseModel):
     workers: list[WorkerStatus]
 
 
+class LaneCounts(BaseModel):
+    """What the device lane has run: batched fits and the items in them."""
+
+    batches: int
+    items: int
+
+
 class Health(BaseModel):
     status: Literal["ok", "warming"]
     version: str
@@ -44,6 +51,7 @@ class Health(BaseModel):
     warm: bool
     pool: PoolStatus
     lane: PoolStatus | None
+    lane_runs: LaneCounts | None = None
     datasets: int
     uptime_s: float
 

@@ -96,6 +96,11 @@ class ResultStore:
         ).fetchone()
         return int(row[0])
 
+    def _size_of(self, table: str, key: str) -> int:
+        # a running total, not a SUM over the table per write (thousands of rows per batch)
+        row = self._db.execute(f"SELECT size FROM {table} WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
     def _remember(self, key: str, value: StoredProjection | tuple[str, bytes]) -> None:
         if self.memory_entries <= 0:
             return
@@ -141,11 +146,12 @@ class ResultStore:
         size = len(coords) + len(meta_text) + len(key)
         now = time.time()
         with self._lock:
+            replaced = self._size_of("projections", key)
             self._db.execute(
                 "INSERT OR REPLACE INTO projections VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (key, embedding.shape[0], coords, meta_text, size, now, now),
             )
-            self._bytes = self._total_bytes()
+            self._bytes += size - replaced
             self._evict()
             stored = StoredProjection(embedding.astype(np.float32), meta)
             self._remember(key, stored)
@@ -170,12 +176,14 @@ class ResultStore:
             return image
 
     def put_image(self, key: str, media_type: str, body: bytes) -> None:
+        size = len(body) + len(key)
         with self._lock:
+            replaced = self._size_of("images", key)
             self._db.execute(
                 "INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?)",
-                (key, media_type, body, len(body) + len(key), time.time()),
+                (key, media_type, body, size, time.time()),
             )
-            self._bytes = self._total_bytes()
+            self._bytes += size - replaced
             self._evict()
             self._remember("img:" + key, (media_type, body))
 

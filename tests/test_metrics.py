@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from clustviz.metrics import (
     cluster_overlap_discrepancy,
@@ -68,3 +69,31 @@ def test_layout_metrics_keys() -> None:
         "silhouette",
     }
     assert all(isinstance(v, float) for v in metrics.values())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_agrees_with_scikit_learn(seed: int) -> None:
+    from sklearn.manifold import trustworthiness as sk_trustworthiness
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(12, 60))
+    labels = rng.integers(0, int(rng.integers(2, 8)), n)
+    X = rng.normal(size=(n, 20)) + labels[:, None]
+    Y = rng.normal(size=(n, 2)).astype(np.float32)
+    for k in (1, 5, 10):  # (no ties: their order is each implementation's own)
+        assert trustworthiness(X, Y, k) == pytest.approx(
+            sk_trustworthiness(X, Y, n_neighbors=min(k, (n - 1) // 2)), abs=1e-9
+        )
+    Y[0] = Y[1]  # a coincident pair
+    expected = silhouette_score(Y, labels) if len(np.unique(labels)) > 1 else math.nan
+    assert silhouette(Y, labels) == pytest.approx(expected, rel=1e-5, abs=1e-6, nan_ok=True)
+    singleton = labels.copy()
+    singleton[0] = labels.max() + 1  # a cluster of one point scores 0, as in scikit-learn
+    assert silhouette(Y, singleton) == pytest.approx(
+        silhouette_score(Y, singleton), rel=1e-5, abs=1e-6
+    )
+    metrics = layout_metrics(X, Y, labels)
+    assert metrics["knn_preservation"] == knn_preservation(X, Y)
+    assert metrics["trustworthiness"] == trustworthiness(X, Y)
+    assert metrics["overlap_mean"] == cluster_overlap_discrepancy(X, Y, labels)["mean"]

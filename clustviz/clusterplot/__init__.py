@@ -13,6 +13,6 @@ written out by hand (``optimize``); a preamble of more than ``large.DENSE_MAX_RO
 
 from clustviz.clusterplot.hulls import ClusterHull
 from clustviz.clusterplot.params import ClusterPlotParams
-from clustviz.clusterplot.projector import ClusterPlot, ClusterPlotResult
+from clustviz.clusterplot.projector import ClusterPlot, ClusterPlotResult, layout_hulls
 
-__all__ = ["ClusterHull", "ClusterPlot", "ClusterPlotParams", "ClusterPlotResult"]
+__all__ = ["ClusterHull", "ClusterPlot", "ClusterPlotParams", "ClusterPlotResult", "layout_hulls"]

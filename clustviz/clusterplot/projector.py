@@ -42,7 +42,7 @@ from clustviz.device import resolve_device
 from clustviz.errors import InvalidInputError, ProjectionFailedError
 from clustviz.projectors.base import BaseProjector, check_input, check_output
 
-__all__ = ["ClusterPlot", "ClusterPlotResult"]
+__all__ = ["ClusterPlot", "ClusterPlotResult", "layout_hulls"]
 
 #: Points per padded chunk: bounds memory (X alone is chunk × d floats).
 CHUNK_POINTS = 32_768
@@ -205,18 +205,7 @@ class ClusterPlot(BaseProjector):
             used, notes = p.resolve(n)
             embedding = check_output(host["Y"][b, :n], n, name=self.name)
             hull_start = time.perf_counter()
-            hulls = (
-                cluster_hulls(
-                    embedding,
-                    labels,
-                    alpha=p.alpha,
-                    outlier_k=p.remove_outliers_k,
-                    tolerance=p.douglas_peucker_tolerance,
-                    smooth_iter=p.smooth_iter,
-                )
-                if compute_hulls
-                else []
-            )
+            hulls = layout_hulls(embedding, labels, p) if compute_hulls else []
             hull_time += time.perf_counter() - hull_start
             results.append(
                 ClusterPlotResult(
@@ -242,6 +231,25 @@ class ClusterPlot(BaseProjector):
                 )
             )
         return results
+
+
+def layout_hulls(
+    embedding: np.ndarray, labels: np.ndarray, params: ClusterPlotParams
+) -> list[ClusterHull]:
+    """The cluster blobs of a finished layout, with ``params``' hull settings.
+
+    A separate step so a caller can draw them later (a batch stores layouts; blobs are made
+    when a layout is first viewed). Hull labels are ``0..C-1`` in sorted order of ``labels``.
+    """
+    local = np.unique(labels, return_inverse=True)[1]
+    return cluster_hulls(
+        embedding,
+        local,
+        alpha=params.alpha,
+        outlier_k=params.remove_outliers_k,
+        tolerance=params.douglas_peucker_tolerance,
+        smooth_iter=params.smooth_iter,
+    )
 
 
 def _dense_fit(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any):

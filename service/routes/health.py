@@ -9,7 +9,7 @@ from importlib import metadata
 from fastapi import APIRouter, Request
 
 from service.deps import EngineDep
-from service.schemas import Health
+from service.schemas import Health, LaneCounts
 
 router = APIRouter(tags=["health"])
 
@@ -41,6 +41,11 @@ def health(request: Request, engine: EngineDep) -> Health:
         warm=warm,
         pool=pool,
         lane=lane,
+        lane_runs=(
+            LaneCounts(batches=engine.lane.batches_run, items=engine.lane.items_run)
+            if engine.lane is not None
+            else None
+        ),
         datasets=len(engine.catalog.sources()),
         uptime_s=round(time.monotonic() - request.app.state.started, 3),
     )

@@ -73,6 +73,35 @@ def test_cached_items_are_not_recomputed(client: TestClient) -> None:
     )
 
 
+def test_clusterplot_items_run_as_one_batched_fit_and_draw_blobs_when_viewed(
+    client: TestClient,
+) -> None:
+    before = client.get("/health").json()["lane_runs"]
+    job = submit(client, preambles="all", projectors=["clusterplot"], seed=77).json()["id"]
+    status = wait_done(client, job)
+    assert (status["done"], status["failed"]) == (10, 0)
+    after = client.get("/health").json()["lane_runs"]
+    assert (after["batches"] - before["batches"], after["items"] - before["items"]) == (1, 10)
+    store = client.app.state.engine.store  # type: ignore[attr-defined]
+    sql = "SELECT meta FROM projections WHERE key IN (SELECT key FROM job_items WHERE job_id = ?)"
+    metas = [json.loads(meta) for (meta,) in store.query(sql, (job,))]
+    assert len(metas) == 10
+    assert all(m["extras"]["hulls"] is None and m["metrics"]["knn_preservation"] for m in metas)
+    # a view of a batch item draws its blobs (once) and keeps the layout
+    url = f"/projections/{DEMO_ID}/clusterplot"
+    view = client.get(url, params={"preamble": SEED_PREAMBLE, "seed": 77}).json()
+    assert view["cached"] is True and view["hulls"], view
+    results = client.get(f"/batches/{job}/results", params={"format": "json"}).json()
+    batch_x = [r["x"] for r in results if r["preamble"] == SEED_PREAMBLE]
+    assert batch_x == pytest.approx([p["x"] for p in view["points"]])
+    metas = [json.loads(meta) for (meta,) in store.query(sql, (job,))]
+    assert sum(m["extras"]["hulls"] is not None for m in metas) == 1
+    png = client.get(
+        f"/plots/{DEMO_ID}/clusterplot.png", params={"preamble": SEED_PREAMBLE, "seed": 77}
+    )
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+
+
 def test_validation_up_front(client: TestClient) -> None:
     unknown = submit(client, preambles=[SEED_PREAMBLE, "nope one", "nope two"], projectors=["umap"])
     assert unknown.status_code == 404 and unknown.json()["code"] == "unknown_preambles"
