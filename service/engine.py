@@ -248,9 +248,7 @@ class Engine:
         view = request.view
         if request.spec.name == "clusterplot" and self.lane is not None:
             params = request.params_used
-            future = self.lane.submit(
-                _params_key(params), params, view.X, view.labels, hulls=hulls
-            )
+            future = self.lane.submit(_params_key(params), params, view.X, view.labels, hulls=hulls)
         else:
             future = self.pool.submit(
                 "clustviz.tasks:project",
