@@ -51,13 +51,17 @@ def compute_anchors(
     threshold_mode: Literal["absolute", "relative"] = "absolute",
     per_cluster: int = 3,
     kmeans_iter: int = 20,
+    gram: torch.Tensor | None = None,
 ) -> Anchors:
-    """Anchors of every preamble of ``batch`` (see the module docstring for the methods)."""
+    """Anchors of every preamble of ``batch`` (see the module docstring for the methods).
+
+    ``gram`` (``(B, n, n)``, ``X Xᵀ``): the leader pass works on it; pass it when the caller
+    needs it too (the large-n path), so the ``n² d`` product is made once."""
     if method == "points":
         slot = torch.arange(batch.X.shape[1], device=batch.X.device).expand_as(batch.labels)
         return _finish(batch, slot.contiguous(), batch.labels.clone(), batch.X.shape[1])
     if method == "birch":
-        slot, slot_cluster, n_slots = _birch_slots(batch, threshold, threshold_mode)
+        slot, slot_cluster, n_slots = _birch_slots(batch, threshold, threshold_mode, gram)
     elif method == "kmeans":
         slot, slot_cluster, n_slots = _kmeans_slots(batch, per_cluster, kmeans_iter)
     else:
@@ -77,11 +81,14 @@ def _rank_in_cluster(batch: PaddedBatch) -> torch.Tensor:
 
 
 def _birch_slots(
-    batch: PaddedBatch, threshold: float, mode: Literal["absolute", "relative"]
+    batch: PaddedBatch,
+    threshold: float,
+    mode: Literal["absolute", "relative"],
+    gram: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Leader pass. Slot ``i`` is the sub-cluster opened by point ``i`` (if it opens one)."""
     X, labels, mask = batch.X, batch.labels, batch.mask
-    B, n, d = X.shape
+    B, n, _ = X.shape
     C = batch.max_clusters
     device = X.device
     rank = _rank_in_cluster(batch)  # (B, n)
@@ -98,8 +105,12 @@ def _birch_slots(
     # Everything through the Gram matrix: x · LS_s = Σ_{j in s} x · x_j = (G M)_{x, s} with M
     # the slot memberships, kept as GM (B, n + 1, n + 1) and updated one column per join.
     # A step then costs O(C n) per preamble instead of O(C n d).
-    X_ext = torch.cat([X * mask.unsqueeze(-1), X.new_zeros(B, 1, d)], 1)  # row n: a dummy
-    gram = X_ext @ X_ext.transpose(1, 2)  # (B, n + 1, n + 1)
+    if gram is None:
+        masked = X * mask.unsqueeze(-1)
+        gram = masked @ masked.transpose(1, 2)
+    else:
+        gram = gram * (mask.unsqueeze(1) & mask.unsqueeze(2))
+    gram = torch.nn.functional.pad(gram, (0, 1, 0, 1))  # (B, n + 1, n + 1): row n, a dummy
     norms = gram.diagonal(dim1=1, dim2=2)  # (B, n + 1): |x|²
     GM = torch.zeros_like(gram)  # (B, n + 1 points, n + 1 slots): x_i · LS_s
     count = X.new_zeros(B, n + 1)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from clustviz.clusterplot.batch import Adam
+from clustviz.clusterplot.overlap import radius_from_sorted
 
 __all__ = ["DENSE_MAX_ROWS", "LargeTarget", "large_gradient_layout", "large_init", "large_target"]
 
@@ -49,8 +50,7 @@ class LargeTarget:
 
     R_H: torch.Tensor  # (A, A) dense: fine up to a few thousand anchors
     M_H: torch.Tensor  # (C, C)
-    edges_src: torch.Tensor  # (E,) long: kNN edges of X, both directions (P = 1/E each)
-    edges_dst: torch.Tensor  # (E,)
+    neighbours: torch.Tensor  # (n, knn_k) long: kNN of X; P = 1/(2E) on each direction
     point_anchor: torch.Tensor  # (n,)
     anchor_cluster: torch.Tensor  # (A,)
     labels: torch.Tensor  # (n,)
@@ -58,6 +58,8 @@ class LargeTarget:
     knn_k: int  # kNN size of the point graphs (clamped)
     gram: torch.Tensor  # (n, n) centred Gram matrix of X, for the PCA
     anchors_in_graph: bool
+    anchor_rows: torch.Tensor  # (A2,) anchors with a row of their own in the folded graph
+    multiplicity: torch.Tensor  # (n + A2,) rows of [X; anchors] each folded row stands for
 
     @property
     def n_anchors(self) -> int:
@@ -77,11 +79,13 @@ def large_target(
     k: int,
     knn_k: int,
     anchors_in_graph: bool,
+    gram: torch.Tensor | None = None,
 ) -> LargeTarget:
-    """High-D kNN graphs of ``[X; anchors]`` and ``X`` through the Gram matrix, R_H and M_H."""
+    """High-D kNN graphs of ``[X; anchors]`` and ``X`` through the Gram matrix ``X Xᵀ`` (given,
+    or made here), R_H and M_H."""
     n, A = X.shape[0], anchor_cluster.shape[0]
     C = int(labels.max()) + 1
-    gram = X @ X.T  # (n, n): the only d-dimensional product
+    gram = X @ X.T if gram is None else gram  # (n, n): the only d-dimensional product
     members = torch.bincount(point_anchor, minlength=A).to(X.dtype)
     cross = torch.zeros(n, A, dtype=X.dtype, device=X.device).index_add_(1, point_anchor, gram)
     cross /= members  # (n, A): x_i · c_a
@@ -91,47 +95,45 @@ def large_target(
     N = n + A if anchors_in_graph else n
     k = min(k, N - 1)
     knn_k = min(knn_k, n - 1)
-    sq_z = torch.cat([sq_x, sq_a]) if anchors_in_graph else sq_x
-    group = (
-        torch.cat([point_anchor, torch.arange(A, device=X.device)])
-        if anchors_in_graph
-        else (point_anchor)
-    )
+    # rows of Z = [X; anchors] with one-member anchors folded into their member (an anchor of
+    # one member *is* that point): n + A2 rows, a point row standing for 1 or 2 rows
+    anchor_rows, multiplicity = fold_anchor_rows(point_anchor, A, anchors_in_graph)
+    N2 = n + len(anchor_rows)
+    cross_z, anchor_gram_z = cross[:, anchor_rows], anchor_gram[anchor_rows][:, anchor_rows]
+    sq_z = torch.cat([sq_x, sq_a[anchor_rows]])
+    group = torch.cat([point_anchor, anchor_rows])
     edges = torch.zeros(A * A, dtype=X.dtype, device=X.device)
     label_edges = torch.zeros(C * C, dtype=X.dtype, device=X.device)
-    src_x, dst_x = [], []
-    for start in range(0, N, _BLOCK):
-        rows = torch.arange(start, min(start + _BLOCK, N), device=X.device)
+    neighbours_x = []
+    for start in range(0, N2, _BLOCK):
+        rows = torch.arange(start, min(start + _BLOCK, N2), device=X.device)
         point_rows = rows[rows < n]
         blocks = []
         if len(point_rows):
-            blocks.append(torch.cat([gram[point_rows], cross[point_rows]], 1))
-        anchor_rows = rows[rows >= n] - n
-        if len(anchor_rows) and anchors_in_graph:
-            blocks.append(torch.cat([cross[:, anchor_rows].T, anchor_gram[anchor_rows]], 1))
-        z_gram = torch.cat(blocks)[:, :N]
-        dist = _sq_dists_from_gram(z_gram, sq_z[rows], sq_z)
-        idx = _topk_rows(dist.clone(), rows, k)
+            blocks.append(torch.cat([gram[point_rows], cross_z[point_rows]], 1))
+        own_rows = rows[rows >= n] - n
+        if len(own_rows):
+            blocks.append(torch.cat([cross_z[:, own_rows].T, anchor_gram_z[own_rows]], 1))
+        dist = _sq_dists_from_gram(torch.cat(blocks), sq_z[rows], sq_z)
+        idx = _topk_rows(dist.clone(), rows, min(k, N2 - 1))
+        weight = folded_knn_weights(multiplicity[idx], multiplicity[rows], k)
         flat = (group[rows].unsqueeze(1) * A + group[idx]).reshape(-1)
-        edges.index_add_(0, flat, torch.ones_like(flat, dtype=X.dtype))
+        edges.index_add_(0, flat, weight.reshape(-1))
         if len(point_rows):  # the kNN graph of X alone (knn_k), for M_H and P
             idx_x = _topk_rows(dist[: len(point_rows), :n], point_rows, knn_k)
             label_flat = (labels[point_rows].unsqueeze(1) * C + labels[idx_x]).reshape(-1)
             label_edges.index_add_(0, label_flat, torch.ones_like(label_flat, dtype=X.dtype))
-            src_x.append(point_rows.repeat_interleave(knn_k))
-            dst_x.append(idx_x.reshape(-1))
+            neighbours_x.append(idx_x)
     edges = edges.view(A, A) * (1.0 - torch.eye(A, dtype=X.dtype, device=X.device))
     pairs = anchor_cluster.unsqueeze(1) != anchor_cluster.unsqueeze(0)
     R_H = edges / edges.sum(1, keepdim=True).clamp_min(_EPS) * pairs
     label_edges = label_edges.view(C, C)
-    src, dst = torch.cat(src_x), torch.cat(dst_x)
     mean = X.mean(0, keepdim=True)
     centred = gram - (X @ mean.T) - (mean @ X.T) + (mean @ mean.T)
     return LargeTarget(
         R_H=R_H,
         M_H=label_edges / label_edges.sum(1, keepdim=True).clamp_min(_EPS),
-        edges_src=torch.cat([src, dst]),
-        edges_dst=torch.cat([dst, src]),
+        neighbours=torch.cat(neighbours_x),
         point_anchor=point_anchor,
         anchor_cluster=anchor_cluster,
         labels=labels,
@@ -139,7 +141,32 @@ def large_target(
         knn_k=knn_k,
         gram=centred,
         anchors_in_graph=anchors_in_graph,
+        anchor_rows=anchor_rows,
+        multiplicity=multiplicity,
     )
+
+
+def fold_anchor_rows(
+    point_anchor: torch.Tensor, A: int, anchors_in_graph: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(anchor_rows (A2,), multiplicity (n + A2,))``: the rows of ``[X; anchors]`` with each
+    one-member anchor folded into its member (see :class:`~.optimize.FoldedRows`)."""
+    members = torch.bincount(point_anchor, minlength=A)
+    if not anchors_in_graph:
+        anchor_rows = point_anchor.new_zeros(0)
+        return anchor_rows, torch.ones(len(point_anchor), device=point_anchor.device)
+    anchor_rows = torch.nonzero(members > 1).squeeze(1)
+    point_rows = 1.0 + (members[point_anchor] == 1).float()
+    return anchor_rows, torch.cat([point_rows, torch.ones(len(anchor_rows), device=members.device)])
+
+
+def folded_knn_weights(counts: torch.Tensor, row_counts: torch.Tensor, k: int) -> torch.Tensor:
+    """Edges ``(R, K)`` of a hard kNN graph on folded rows: row i's nearest other rows are
+    ``idx (R, K)`` standing for ``counts`` rows each; its own ``row_counts - 1`` copies come
+    first (distance 0); the first ``k`` rows are the unfolded row's neighbours, and the row
+    itself stands for ``row_counts`` rows."""
+    before = (row_counts - 1).unsqueeze(1) + counts.cumsum(1) - counts
+    return (k - before).clamp_min(0).minimum(counts) * row_counts.unsqueeze(1)
 
 
 def large_pca(gram: torch.Tensor, generator: torch.Generator, iterations: int = 30):
@@ -157,31 +184,44 @@ def large_pca(gram: torch.Tensor, generator: torch.Generator, iterations: int = 
     return scores / (scores[:, :1] ** 2).mean().sqrt().clamp_min(1e-12)
 
 
-def _pair_grad(grad: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, coef, diff) -> None:
-    """Add ``dL/dz`` of ``Σ coef · |z_src - z_dst|²`` into ``grad (N, 2)`` (``diff = z_src -
-    z_dst``, ``(E, 2)``)."""
+def add_rows(out: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``out.index_add_(0, index, values)`` for ``(·, 2)`` rows, through the flat 1-D view:
+    the 2-D ``index_add_`` on the CPU is 4× slower (one small row at a time)."""
+    flat = (index.unsqueeze(1) * 2 + torch.arange(2, device=index.device)).reshape(-1)
+    out.view(-1).index_add_(0, flat, values.reshape(-1))
+    return out
+
+
+def _row_pair_grad(grad: torch.Tensor, columns: torch.Tensor, coef, diff) -> None:
+    """Add ``dL/dz`` of ``Σ coef_ij · |z_i - z_j|²`` into ``grad (N, 2)`` for pairs given row by
+    row: ``columns (R, M)`` (j for rows i = 0..R-1), ``coef (R, M)``, ``diff = z_i - z_j``
+    ``(R, M, 2)``. The rows' side is a plain sum; only the columns' side scatters."""
     force = 2.0 * coef.unsqueeze(-1) * diff
-    grad.index_add_(0, src, force).index_add_(0, dst, -force)
+    grad[: columns.shape[0]] += force.sum(1)
+    add_rows(grad, columns.reshape(-1), -force)
 
 
 def _kl_grad(Y, target: LargeTarget, negatives: int, generator, exaggeration: float):
-    """Sampled ``KL(P || Q)`` (as :func:`~.init.knn_kl`) and its gradient ``(n, 2)``."""
+    """Sampled ``KL(P || Q)`` (as :func:`~.init.knn_kl`) and its gradient ``(n, 2)``.
+
+    P puts ``1 / (2E)`` on both directions of the E kNN edges; the two directions of an edge
+    contribute equally, so each edge is visited once with twice the weight."""
     n = Y.shape[0]
     grad = torch.zeros_like(Y)
-    src, dst = target.edges_src, target.edges_dst
-    diff = Y.index_select(0, src) - Y.index_select(0, dst)
-    D = (diff * diff).sum(1)
-    P = 1.0 / len(src)
-    _pair_grad(grad, src, dst, exaggeration * P / (1.0 + D), diff)
-    rows = torch.arange(n, device=Y.device).repeat_interleave(negatives)
-    other = torch.randint(0, n - 1, (n * negatives,), generator=generator, device=Y.device)
+    neighbours = target.neighbours
+    diff = Y.unsqueeze(1) - Y[neighbours]  # (n, knn_k, 2)
+    D = (diff * diff).sum(-1)
+    edge_weight = exaggeration / neighbours.numel()  # both directions of an edge
+    _row_pair_grad(grad, neighbours, edge_weight / (1.0 + D), diff)
+    rows = torch.arange(n, device=Y.device).unsqueeze(1)
+    other = torch.randint(0, n - 1, (n, negatives), generator=generator, device=Y.device)
     other += other >= rows  # uniform over the others
-    diff_n = Y.index_select(0, rows) - Y.index_select(0, other)
-    w = 1.0 / (1.0 + (diff_n * diff_n).sum(1))
+    diff_n = Y.unsqueeze(1) - Y[other]
+    w = 1.0 / (1.0 + (diff_n * diff_n).sum(-1))
     scale = (n - 1) / negatives  # each sample stands for (n - 1) / negatives pairs
     total = w.sum() * scale
-    _pair_grad(grad, rows, other, -(w * w) * scale / total, diff_n)
-    loss = exaggeration * P * torch.log1p(D).sum() + torch.log(total)
+    _row_pair_grad(grad, other, -(w * w) * scale / total, diff_n)
+    loss = edge_weight * torch.log1p(D).sum() + torch.log(total)
     return loss, grad
 
 
@@ -223,9 +263,12 @@ class _SparseOverlap:
     """A soft-kNN overlap term over candidate lists; gradient written out (see the dense
     :class:`~clustviz.clusterplot.optimize._SoftOverlap`, same formulas, sparse in pairs)."""
 
-    def __init__(self, group, n_groups, group_cluster, R_H, k, temperature, dense_groups):
+    def __init__(
+        self, group, n_groups, group_cluster, R_H, k, temperature, dense_groups, multiplicity=None
+    ):
         self.group, self.G, self.k, self.temperature = group, n_groups, k, temperature
         self.group_cluster, self.R_H, self.dense = group_cluster, R_H, dense_groups
+        self.multiplicity = multiplicity  # (N,) folded rows (see optimize.FoldedRows) or None
         sizes = torch.bincount(group_cluster, minlength=int(group_cluster.max()) + 1)
         self.count = float(n_groups**2 - (sizes.double() ** 2).sum())  # cross-cluster pairs
         self.radius: torch.Tensor | None = None
@@ -235,7 +278,6 @@ class _SparseOverlap:
         pairs and R_H's support (elsewhere both sides are 0)."""
         self.cand = cand
         rows = torch.arange(cand.shape[0], device=cand.device).unsqueeze(1).expand_as(cand)
-        self.rows = rows.reshape(-1)
         keys = (self.group[rows] * self.G + self.group[cand]).reshape(-1)
         if self.dense:
             self.inverse, pair_keys = keys, torch.arange(self.G * self.G, device=keys.device)
@@ -249,19 +291,27 @@ class _SparseOverlap:
             self.R_H.dtype
         )
         self.keep = (self.pair_a != pair_b).to(self.R_H.dtype) if not self.dense else None
+        self.counts = (
+            None if self.multiplicity is None else self.multiplicity[cand]  # (R, M)
+        )
+        self.weight = (
+            None if self.counts is None else self.multiplicity[: cand.shape[0], None] * self.counts
+        )
         self.radius = None
 
     def __call__(self, Z: torch.Tensor, refresh_radius: bool):
-        """Loss and gradient ``(R_rows, 2)`` contributions: returns ``loss, coef, diff``."""
+        """Loss, ``coef = dL/dD (R, M)`` and ``diff = z_i - z_j (R, M, 2)`` of the pairs."""
         R, M = self.cand.shape
         diff = Z[:R].unsqueeze(1) - Z.index_select(0, self.cand.reshape(-1)).view(R, M, 2)
         D = (diff * diff).sum(-1)
         if refresh_radius or self.radius is None:
-            ordered = D.topk(min(self.k + 1, D.shape[1]), dim=1, largest=False).values
-            kth, next_ = ordered[:, self.k - 1 : self.k], ordered[:, -1:]
-            self.radius = (0.5 * (kth + next_)).clamp_min(_EPS)
+            ordered, where = D.topk(min(self.k + 1, D.shape[1]), dim=1, largest=False)
+            counts = None if self.counts is None else self.counts.gather(1, where)
+            multiplicity = None if self.multiplicity is None else self.multiplicity[:R]
+            self.radius = radius_from_sorted(ordered, self.k, counts, multiplicity)
         scale = 1.0 / (self.temperature * self.radius)
-        w = torch.sigmoid((self.radius - D) * scale)
+        s = torch.sigmoid((self.radius - D) * scale)
+        w = s if self.weight is None else s * self.weight
         edges = torch.zeros_like(self.target).index_add_(0, self.inverse, w.reshape(-1))
         off = edges if self.keep is None else edges * self.keep
         rows = torch.zeros(self.G, dtype=Z.dtype, device=Z.device).index_add_(0, self.pair_a, off)
@@ -275,7 +325,7 @@ class _SparseOverlap:
         if self.keep is not None:
             g_off = g_off * self.keep
         g_w = g_off[self.inverse].view_as(w)
-        return loss, (g_w * w * (w - 1.0) * scale).reshape(-1), diff.reshape(-1, 2)
+        return loss, g_w * w * (s - 1.0) * scale, diff
 
 
 def large_gradient_layout(
@@ -291,13 +341,18 @@ def large_gradient_layout(
     generator: torch.Generator,
     refresh: int = 50,
     negatives: int = 8,
+    radius_every: int = 4,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The gradient mode over candidate lists; layout ``(n, 2)`` and loss trace ``(steps,)``."""
     n, A = Y0.shape[0], target.n_anchors
     pa = target.point_anchor
     members = torch.bincount(pa, minlength=A).to(Y0.dtype).clamp_min(1.0).unsqueeze(1)
-    groups = torch.cat([pa, torch.arange(A, device=Y0.device)]) if target.anchors_in_graph else pa
-    sub = _SparseOverlap(groups, A, target.anchor_cluster, target.R_H, target.k, temperature, False)
+    anchor_rows = target.anchor_rows  # one-member anchors are folded into their member
+    multiplicity = target.multiplicity if target.anchors_in_graph else None
+    groups = torch.cat([pa, anchor_rows])
+    sub = _SparseOverlap(
+        groups, A, target.anchor_cluster, target.R_H, target.k, temperature, False, multiplicity
+    )
     C = target.n_clusters
     label = _SparseOverlap(
         target.labels,
@@ -315,34 +370,38 @@ def large_gradient_layout(
     trace = Y0.new_zeros(steps)
     for step in range(steps):
         Y = Y0 + T[pa] + delta
-        Z = _with_anchors(Y, pa, A, members) if target.anchors_in_graph else Y
+        Z = _with_anchors(Y, pa, A, members, anchor_rows)
         if step % refresh == 0:
             cand_z, cand_y = _candidates(Z.detach(), n, m_z, m_y)
             sub.set_candidates(cand_z)
             label.set_candidates(cand_y)
-        refresh_radius = True  # a topk over (N, M) candidates: cheap every step
+        refresh_radius = step % radius_every == 0
         loss, coef, diff = sub(Z, refresh_radius)
         g_Z = torch.zeros_like(Z)
-        _pair_grad(g_Z, sub.rows, sub.cand.reshape(-1), overlap_weight * coef, diff)
+        _row_pair_grad(g_Z, sub.cand, overlap_weight * coef, diff)
         label_loss, coef, diff = label(Y, refresh_radius)
-        _pair_grad(g_Z, label.rows, label.cand.reshape(-1), label_overlap_weight * coef, diff)
+        _row_pair_grad(g_Z, label.cand, label_overlap_weight * coef, diff)
         loss = overlap_weight * loss + label_overlap_weight * label_loss
         if knn_weight > 0:
             kl, g_kl = _kl_grad(Y, target, negatives, generator, 1.0)
             loss = loss + knn_weight * kl
             g_Z[:n] += knn_weight * g_kl
         g_Y = g_Z[:n]
-        if target.anchors_in_graph:
-            g_Y = g_Y + (g_Z[n:] / members)[pa]
-        g_T = torch.zeros_like(T).index_add_(0, pa, g_Y)
+        if len(anchor_rows):
+            g_A = add_rows(torch.zeros_like(T), anchor_rows, g_Z[n:])
+            g_Y = g_Y + (g_A / members)[pa]
+        g_T = add_rows(torch.zeros_like(T), pa, g_Y)
         optimiser.step([g_T, g_Y])
         trace[step] = loss
     return Y0 + T[pa] + delta, trace
 
 
-def _with_anchors(Y, pa, A, members):
-    anchors = torch.zeros(A, 2, dtype=Y.dtype, device=Y.device).index_add_(0, pa, Y) / members
-    return torch.cat([Y, anchors])
+def _with_anchors(Y, pa, A, members, anchor_rows=None):
+    """``[Y; anchors]`` (2-D anchors: means of their members), or only the ``anchor_rows``."""
+    if anchor_rows is not None and not len(anchor_rows):
+        return Y
+    anchors = add_rows(torch.zeros(A, 2, dtype=Y.dtype, device=Y.device), pa, Y) / members
+    return torch.cat([Y, anchors if anchor_rows is None else anchors[anchor_rows]])
 
 
 def large_hard_discrepancy(Y: torch.Tensor, target: LargeTarget) -> dict[str, float]:
@@ -350,12 +409,13 @@ def large_hard_discrepancy(Y: torch.Tensor, target: LargeTarget) -> dict[str, fl
     n, A, C = Y.shape[0], target.n_anchors, target.n_clusters
     pa = target.point_anchor
     members = torch.bincount(pa, minlength=A).to(Y.dtype).clamp_min(1.0).unsqueeze(1)
-    Z = _with_anchors(Y, pa, A, members) if target.anchors_in_graph else Y
-    groups = torch.cat([pa, torch.arange(A, device=Y.device)]) if target.anchors_in_graph else pa
-    cand_z, cand_y = _candidates(Z, n, target.k, target.knn_k)
+    Z = _with_anchors(Y, pa, A, members, target.anchor_rows)  # folded, as in large_target
+    groups = torch.cat([pa, target.anchor_rows])
+    cand_z, cand_y = _candidates(Z, n, min(target.k, len(groups) - 1), target.knn_k)
+    weight = folded_knn_weights(target.multiplicity[cand_z], target.multiplicity, target.k)
     rows = torch.arange(len(groups), device=Y.device).unsqueeze(1).expand_as(cand_z)
     edges = torch.zeros(A * A, dtype=Y.dtype, device=Y.device)
-    edges.index_add_(0, (groups[rows] * A + groups[cand_z]).reshape(-1), torch.ones(cand_z.numel()))
+    edges.index_add_(0, (groups[rows] * A + groups[cand_z]).reshape(-1), weight.reshape(-1))
     edges = edges.view(A, A) * (1.0 - torch.eye(A, dtype=Y.dtype, device=Y.device))
     pairs = target.anchor_cluster.unsqueeze(1) != target.anchor_cluster.unsqueeze(0)
     R_L = edges / edges.sum(1, keepdim=True).clamp_min(_EPS) * pairs

@@ -5,9 +5,9 @@ edge counts are summed per (a, b), the diagonal is removed, rows are normalised,
 the same cluster are zeroed (so a row sums to the share of ``a``'s outgoing edges that leave its
 cluster, ≤ 1). Edges of zero length count (an anchor coincides with its only member).
 
-The 2-D side is computed on the n points (an anchor's 2-D position is the mean of its members,
-which would only duplicate them). Its soft version replaces "j is among i's k nearest" by
-``sigmoid((r_i² - d_ij²) / (τ r_i²))`` where ``r_i²`` (detached) lies between i's k-th and
+The 2-D side mirrors the high-D graph (``[Y; anchors]`` or Y, the ``anchors_in_graph``
+parameter), an anchor's 2-D position being the mean of its members. Its soft version replaces
+"j is among i's k nearest" by ``sigmoid((r_i² - d_ij²) / (τ r_i²))`` where ``r_i²`` (detached) lies between i's k-th and
 (k+1)-th squared distances: it is 1 deep inside the kNN ball, 0 far outside, ≈ k per row, and
 scale free (``r_i`` scales with the layout).
 """
@@ -27,6 +27,7 @@ __all__ = [
     "normalise_overlap",
     "overlap_pair_mask",
     "radius_candidates",
+    "radius_from_sorted",
     "soft_edges",
     "soft_radius",
 ]
@@ -119,8 +120,9 @@ def soft_radius(
     clamped to ``[1, n_b - 1]``. ``topk`` of ``k_max + 1`` rather than a full sort; with
     ``candidates (B, n, m)`` (column indices, e.g. from :func:`radius_candidates`) only those
     columns are searched. With ``multiplicity (B, n)`` a row stands for that many coincident
-    rows (see :func:`fold_rows`): column ``j`` counts ``multiplicity[j]`` times and a row has
-    ``multiplicity[i] - 1`` extra neighbours at distance 0 (its own copies).
+    rows (see :func:`~clustviz.clusterplot.optimize.fold_rows`): column ``j`` counts
+    ``multiplicity[j]`` times and a row has ``multiplicity[i] - 1`` extra neighbours at
+    distance 0 (its own copies).
     """
     B, n, _ = dist.shape
     with torch.no_grad():
@@ -130,21 +132,40 @@ def soft_radius(
             masked = dist.gather(2, candidates).masked_fill_(invalid.gather(2, candidates), _INF)
         n_top = min(int(k.max()) + 1, masked.shape[2])
         ordered, where = masked.topk(n_top, dim=2, largest=False)
-        if multiplicity is None:
-            kth_at = (k - 1).view(B, 1, 1).expand(B, n, 1)
-            next_at = k.clamp_max(n_top - 1).view(B, 1, 1).expand(B, n, 1)
-        else:
+        counts = None
+        if multiplicity is not None:
             columns = where if candidates is None else candidates.gather(2, where)
             counts = multiplicity.gather(1, columns.reshape(B, -1)).view(B, n, n_top)
-            copies = (multiplicity - 1).clamp_min(0).unsqueeze(-1)  # (B, n, 1) at distance 0
-            ordered = torch.cat([torch.zeros_like(copies), ordered], 2)
-            reached = torch.cat([copies, counts], 2).cumsum(2)  # neighbours up to each entry
-            # index of the first entry reaching k (k + 1) neighbours; past the end: infinity
-            ordered = torch.cat([ordered, ordered.new_full((B, n, 1), _INF)], 2)
-            kth_at = (reached < k.view(B, 1, 1)).sum(2, keepdim=True)
-            next_at = (reached < (k + 1).view(B, 1, 1)).sum(2, keepdim=True)
-        kth = ordered.gather(2, kth_at)
-        next_ = ordered.gather(2, next_at)
+        return radius_from_sorted(ordered, k.view(B, 1, 1), counts, multiplicity)
+
+
+def radius_from_sorted(
+    ordered: torch.Tensor,
+    k: torch.Tensor | int,
+    counts: torch.Tensor | None = None,
+    multiplicity: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Squared radius ``(..., 1)`` midway between the k-th and (k+1)-th of each row of
+    ``ordered (..., m)`` (ascending distances, at least ``k + 1`` of them or ``inf``).
+
+    With ``counts (..., m)`` entry j stands for ``counts[j]`` neighbours, and the row's own
+    ``multiplicity - 1`` copies (``multiplicity`` shaped like the rows) come first at distance 0.
+    """
+    with torch.no_grad():
+        if counts is None:
+            m = ordered.shape[-1]
+            kk = torch.as_tensor(k, device=ordered.device).expand(*ordered.shape[:-1], 1)
+            kth = ordered.gather(-1, kk - 1)
+            next_ = ordered.gather(-1, kk.clamp_max(m - 1))
+        else:
+            assert multiplicity is not None
+            copies = (multiplicity - 1).clamp_min(0).unsqueeze(-1)  # at distance 0
+            inf = ordered.new_full((*ordered.shape[:-1], 1), _INF)
+            padded = torch.cat([torch.zeros_like(copies), ordered, inf], -1)
+            reached = torch.cat([copies, counts], -1).cumsum(-1)  # neighbours up to each entry
+            # the first entry that reaches k (k + 1) neighbours; past the end: infinity
+            kth = padded.gather(-1, (reached < k).sum(-1, keepdim=True))
+            next_ = padded.gather(-1, (reached < k + 1).sum(-1, keepdim=True))
         # with no (k+1)-th neighbour, put the radius a little beyond the k-th
         radius_sq = torch.where(torch.isfinite(next_), 0.5 * (kth + next_), 1.5 * kth)
         return radius_sq.clamp_min(_EPS).masked_fill(~torch.isfinite(radius_sq), 1.0)

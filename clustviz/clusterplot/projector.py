@@ -161,12 +161,16 @@ class ClusterPlot(BaseProjector):
 
         with torch.no_grad():
             batch = pad_batch(items, device)
+            # one preamble alone: its Gram matrix serves the leader pass and, if it takes the
+            # large-n path, the high-D kNN graph (the n² d product is the costliest of both)
+            gram = batch.X @ batch.X.transpose(1, 2) if batch.size == 1 else None
             anchors = compute_anchors(
                 batch,
                 p.anchors_method,
                 threshold=p.birch_threshold,
                 threshold_mode=p.birch_threshold_mode,
                 per_cluster=p.anchors_per_cluster,
+                gram=gram,
             )
             lap("anchors")
         large = (
@@ -174,8 +178,12 @@ class ClusterPlot(BaseProjector):
             and p.mode == "gradient"
             and batch.X.shape[1] + anchors.size > DENSE_MAX_ROWS
         )
-        fit = _large_fit if large else _dense_fit
-        Y, trace, before, after = fit(batch, anchors, p, lap)
+        if large:
+            assert gram is not None
+            Y, trace, before, after = _large_fit(batch, anchors, p, lap, gram[0])
+        else:
+            Y, trace, before, after = _dense_fit(batch, anchors, p, lap)
+        del gram
         with torch.no_grad():
             members = torch.zeros_like(anchors.mask, dtype=Y.dtype).scatter_add_(
                 1, anchors.point_anchor, batch.mask.to(Y.dtype)
@@ -290,7 +298,9 @@ def _dense_fit(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any)
         return Y, trace, before, hard_discrepancy(Y, target)
 
 
-def _large_fit(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any):
+def _large_fit(
+    batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any, gram: torch.Tensor
+):
     """One large preamble (see :mod:`clustviz.clusterplot.large`), shaped like the dense path's
     output (batch dimension 1)."""
     n, A = batch.X.shape[1], anchors.size
@@ -304,6 +314,7 @@ def _large_fit(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any)
             k=p.k,
             knn_k=p.knn_k,
             anchors_in_graph=p.anchors_in_graph,
+            gram=gram,
         )
         lap("overlap")
         if p.init == "torch":
@@ -323,8 +334,8 @@ def _large_fit(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any)
             temperature=p.temperature,
             generator=generator,
         )
-        lap("relax")
         after = large_hard_discrepancy(Y, target)
+        lap("relax")
     as_batch = {key: torch.tensor([value]) for key, value in before.items()}
     return (
         Y.view(1, n, 2),

@@ -114,3 +114,34 @@ def test_large_path_lowers_discrepancy(make_blobs, monkeypatch) -> None:
         assert result.embedding.shape == (len(X), 2) and np.isfinite(result.embedding).all()
     again = model.fit_transform_many([items[0]], compute_hulls=False)[0]
     np.testing.assert_array_equal(again.embedding, results[0].embedding)  # seeded sampling
+
+
+@pytest.mark.parametrize("params", [{}, {"birch_threshold": 5.0}, {"anchors_in_graph": False}])
+def test_large_path_targets_equal_the_dense_ones(make_blobs, params) -> None:
+    """The large-n path folds one-member anchors into their member and works from the Gram
+    matrix: its R_H, M_H and hard discrepancies must equal the dense path's."""
+    import torch
+
+    from clustviz.clusterplot import ClusterPlotParams
+    from clustviz.clusterplot.large import large_hard_discrepancy, large_target
+    from clustviz.clusterplot.optimize import hard_discrepancy
+
+    item = _lm_like(make_blobs, 3)
+    target, Y0, batch = _target_and_init([item], **params)
+    p = ClusterPlotParams(**params)
+    A = int(target.anchor_mask.sum())
+    large = large_target(
+        batch.X[0],
+        batch.labels[0],
+        target.point_anchor[0],
+        target.anchor_cluster[0, :A],
+        k=p.k,
+        knn_k=p.knn_k,
+        anchors_in_graph=p.anchors_in_graph,
+    )
+    torch.testing.assert_close(large.R_H, target.R_H[0, :A, :A], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(large.M_H, target.M_H[0], rtol=1e-5, atol=1e-6)
+    dense = hard_discrepancy(Y0, target)
+    folded = large_hard_discrepancy(Y0[0], large)
+    for name, value in folded.items():
+        assert value == pytest.approx(float(dense[name][0]), rel=1e-5, abs=1e-6), name
