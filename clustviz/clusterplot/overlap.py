@@ -7,9 +7,9 @@ cluster, ≤ 1). Edges of zero length count (an anchor coincides with its only m
 
 The 2-D side mirrors the high-D graph (``[Y; anchors]`` or Y, the ``anchors_in_graph``
 parameter), an anchor's 2-D position being the mean of its members. Its soft version replaces
-"j is among i's k nearest" by ``sigmoid((r_i² - d_ij²) / (τ r_i²))`` where ``r_i²`` (detached) lies between i's k-th and
-(k+1)-th squared distances: it is 1 deep inside the kNN ball, 0 far outside, ≈ k per row, and
-scale free (``r_i`` scales with the layout).
+"j is among i's k nearest" by ``sigmoid((r_i² - d_ij²) / (τ r_i²))`` where ``r_i²``
+(detached) lies between i's k-th and (k+1)-th squared distances: it is 1 deep inside the kNN
+ball, 0 far outside, ≈ k per row, and scale free (``r_i`` scales with the layout).
 """
 
 from __future__ import annotations
