@@ -174,18 +174,15 @@ class _SoftOverlap:
             self.pair_weight = self.valid * multiplicity.unsqueeze(2) * multiplicity.unsqueeze(1)
             rows = multiplicity.sum(1).round().long()
         self.k = torch.minimum(k, rows - 1).clamp_min(1)
+        if remove_diagonal:  # pairs inside one group are dropped: give them no weight at all
+            self.pair_weight = self.pair_weight * (group.unsqueeze(2) != group.unsqueeze(1))
         self.candidates: torch.Tensor | None = None
         self.flat = (group.unsqueeze(2) * n_groups + group.unsqueeze(1)).reshape(B, N * N)
         self.G = n_groups
-        self.target = target
         self.pairs = pairs.to(target.dtype)
+        self.target = target * self.pairs  # so R - target is 0 wherever a pair does not count
         self.count = self.pairs.sum((1, 2)).clamp_min(1.0)  # (B,)
         self.temperature = temperature
-        self.off_diagonal = (
-            1.0 - torch.eye(n_groups, dtype=target.dtype, device=target.device)
-            if remove_diagonal
-            else None
-        )
 
     def radius(self, D: torch.Tensor, refresh: bool) -> torch.Tensor:
         """``r (B, N, 1)``: midway between each row's k-th and (k+1)-th squared distance,
@@ -202,19 +199,16 @@ class _SoftOverlap:
         s = torch.sigmoid((radius - D) * scale)
         w = s * self.pair_weight
         edges = D.new_zeros(B, self.G * self.G).scatter_add_(1, self.flat, w.view(B, N * N))
-        edges = edges.view(B, self.G, self.G)
-        off = edges if self.off_diagonal is None else edges * self.off_diagonal
+        off = edges.view(B, self.G, self.G)  # the diagonal is 0 if removed (pair_weight)
         rows = off.sum(2, keepdim=True)
         inv_rows = 1.0 / rows.clamp_min(_EPS)
         R = off * inv_rows * self.pairs
-        diff = R - self.target
-        loss = (diff.abs() * self.pairs).sum((1, 2)) / self.count
-        g_R = torch.sign(diff) * self.pairs / self.count.view(B, 1, 1)
+        diff = R - self.target  # 0 off the pairs: no further masking below
+        loss = diff.abs().sum((1, 2)) / self.count
+        g_R = torch.sign(diff) / self.count.view(B, 1, 1)
         # R_ab = off_ab p_ab / s_a  →  dL/doff_ab = (g_ab p_ab - Σ_b' g_ab' R_ab') / s_a
-        g_off = (g_R * self.pairs - (g_R * R).sum(2, keepdim=True)) * inv_rows
-        g_off = g_off * (rows > _EPS)  # the clamp stops the row-sum path
-        if self.off_diagonal is not None:
-            g_off = g_off * self.off_diagonal
+        g_off = (g_R - (g_R * R).sum(2, keepdim=True)) * (inv_rows * (rows > _EPS))
+        # (the clamp stops the row-sum path; a dropped in-group pair has w = 0 below)
         g_w = g_off.view(B, -1).gather(1, self.flat).view(B, N, N)
         # dw/dD = -weight · s (1 - s) / (τ r);  w = weight · s is 0 on invalid pairs
         return loss, g_w.mul_(w).mul_(s - 1.0).mul_(scale)
