@@ -3,7 +3,8 @@
 
 Measures, in one run:
   1. time from process start to the first answered request, and to warm workers;
-  2. cached projection latency p50/p99 at 1 and 32 concurrent connections (JSON and PNG);
+  2. cached projection latency p50/p99 at 1 and 32 concurrent connections (JSON and PNG GETs
+     and JSON POSTs with wrk; POSTs also with a Python client);
   3. per projector, throughput of one batch over every demo preamble vs a client looping
      single requests (each side with its own seed, so neither is served from cache).
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -83,8 +85,11 @@ async def latency(url: str, concurrency: int, total: int, *, png: bool) -> list[
     return times
 
 
-def wrk_latency(url: str, concurrency: int, seconds: int) -> tuple[float, float, int, int]:
-    """p50 ms, p99 ms, requests, failed (non-2xx/3xx + socket errors) from wrk --latency."""
+def wrk_latency(
+    url: str, concurrency: int, seconds: int, script: str | None = None
+) -> tuple[float, float, int, int]:
+    """p50 ms, p99 ms, requests, failed (non-2xx/3xx + socket errors) from wrk --latency
+    (``script``: a wrk Lua script, e.g. one that POSTs)."""
     out = subprocess.run(
         [
             "wrk",
@@ -95,6 +100,7 @@ def wrk_latency(url: str, concurrency: int, seconds: int) -> tuple[float, float,
             "-d",
             f"{seconds}s",
             "--latency",
+            *(["-s", script] if script else []),
             url,
         ],
         capture_output=True,
@@ -195,6 +201,24 @@ def main() -> None:
                             f"  {kind} GET at {concurrency:>2} connections       {p50:7.2f}  "
                             f"{p99:7.2f}   {count:8d}  {failed:6d}"
                         )
+                body = json.dumps(
+                    {"dataset": DATASET, "preamble_id": "000ff918bc98", "projector": "umap"}
+                )
+                with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+                    lua.write(
+                        'wrk.method = "POST"\nwrk.body = ' + json.dumps(body) + "\n"
+                        'wrk.headers["Content-Type"] = "application/json"\n'
+                    )
+                for concurrency in (1, 32):
+                    p50, p99, count, failed = wrk_latency(
+                        f"{url}/projections", concurrency, 10, lua.name
+                    )
+                    print(
+                        f"  JSON POST at {concurrency:>2} connections      {p50:7.2f}  "
+                        f"{p99:7.2f}   {count:8d}  {failed:6d}"
+                    )
+                os.unlink(lua.name)
+            # (an asyncio httpx client in Python, on the same 2 cores: it measures itself too)
             print("\ncached POST /projections latency, httpx client (ms)   p50      p99   requests")
             for png in (False, True):
                 for concurrency in (1, 32):

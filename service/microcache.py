@@ -1,8 +1,9 @@
-"""A small in-memory cache of whole GET responses, in front of the router.
+"""A small in-memory cache of whole responses of projections and plots, in front of the router.
 
 Why: a cached projection still costs ~0.5 ms of routing, validation and serialisation in the
 app, which caps one process near 1,800 requests/s — too few for 32 concurrent clients to see
-single-digit milliseconds. Serving repeated GETs of projections and plots from here costs a
+single-digit milliseconds. Serving repeated GETs of projections and plots, and repeated
+``POST /projections`` (a notebook asking for the same view again), from here costs a
 dictionary look-up and two ``stat`` calls.
 
 Correctness:
@@ -12,6 +13,8 @@ Correctness:
 - Every hit re-checks that the dataset loaded now has that fingerprint; a replaced file (new
   fingerprint) or an unloaded dataset sends the request through the app again.
 - The key is the raw path and query string; ``If-None-Match`` is answered with 304 here too.
+  For ``POST /projections`` it is the query string, the ``Accept`` header and the raw body
+  (bodies over ``max_request`` bytes are not cached): the same request, byte for byte.
 - Bounded: at most ``max_entries`` answers (LRU), each at most ``max_body`` bytes.
 """
 
@@ -28,6 +31,7 @@ __all__ = ["CACHEABLE_HEADER", "ResponseCache", "ResponseCacheMiddleware"]
 CACHEABLE_HEADER = "x-clustviz-cacheable"
 _CACHEABLE = CACHEABLE_HEADER.encode()
 PREFIXES = ("/projections/", "/plots/")
+POST_PATH = "/projections"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +46,12 @@ class _Entry:
 class ResponseCache:
     """The stored answers and their counters (shared by the middleware and /health)."""
 
-    def __init__(self, max_entries: int = 1024, max_body: int = 2 * 1024 * 1024) -> None:
+    def __init__(
+        self, max_entries: int = 1024, max_body: int = 2 * 1024 * 1024, max_request: int = 4096
+    ) -> None:
         self.max_entries = max_entries
         self.max_body = max_body
+        self.max_request = max_request
         self.entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -61,15 +68,22 @@ class ResponseCacheMiddleware:
         self.cache = cache
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "GET"
-            or not scope["path"].startswith(PREFIXES)
-            or self.cache.max_entries <= 0
-        ):
+        if scope["type"] != "http" or self.cache.max_entries <= 0:
             await self.app(scope, receive, send)
             return
-        key = scope["path"].encode() + b"?" + scope["query_string"]
+        if scope["method"] == "POST" and scope["path"] == POST_PATH:
+            received, body = await _read_body(receive, self.cache.max_request)
+            receive = _replaying(received, receive)
+            if body is None:  # too big to be a key, or the client went away
+                await self.app(scope, receive, send)
+                return
+            accept = next((v for n, v in scope["headers"] if n == b"accept"), b"")
+            key = b"POST?" + scope["query_string"] + b"\n" + accept + b"\n" + body
+        elif scope["method"] == "GET" and scope["path"].startswith(PREFIXES):
+            key = scope["path"].encode() + b"?" + scope["query_string"]
+        else:
+            await self.app(scope, receive, send)
+            return
         entry = self.cache.entries.get(key)
         if entry is not None and self._fresh(scope, entry):
             self.cache.entries.move_to_end(key)
@@ -133,3 +147,30 @@ class ResponseCacheMiddleware:
         self.cache.entries.move_to_end(key)
         while len(self.cache.entries) > self.cache.max_entries:
             self.cache.entries.popitem(last=False)
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[list[Message], bytes | None]:
+    """The request's messages as received, and its body (``None`` when over ``limit`` bytes or
+    cut short): the app gets the same messages replayed."""
+    received: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        received.append(message)
+        if message["type"] != "http.request":
+            return received, None
+        size += len(message.get("body", b""))
+        if size > limit:
+            return received, None
+        if not message.get("more_body", False):
+            return received, b"".join(m.get("body", b"") for m in received)
+
+
+def _replaying(received: list[Message], receive: Receive) -> Receive:
+    """A ``receive`` that hands out ``received`` first, then reads on."""
+    pending = list(received)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay

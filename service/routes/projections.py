@@ -173,13 +173,19 @@ async def create_projection(
     )
     engine.ensure_capacity()
     projection = await engine.project(resolved)
+    # the response cache may keep this answer for the same request: an image always, JSON
+    # once it says "cached": true
+    mark = {CACHEABLE_HEADER: f"{resolved.dataset.id} {resolved.dataset.fingerprint}"}
     fmt = _wants_image(request.headers.get("accept"))
     if fmt is not None:
         media_type, image, key = await engine.render(
             projection, fmt, width=width, height=height, dpi=dpi
         )
-        return Response(image, media_type=media_type, headers={"ETag": _etag(key)})
-    return _to_response(engine, projection)
+        return Response(image, media_type=media_type, headers={"ETag": _etag(key)} | mark)
+    answer = _to_response(engine, projection)
+    if projection.cached:
+        answer.headers.update(mark)
+    return answer
 
 
 async def _resolve_get(

@@ -39,9 +39,39 @@ def test_repeated_gets_are_served_from_the_cache_unchanged(
         assert cache.hits == hits + 3
 
 
-def test_errors_and_posts_are_never_stored(
+def test_repeated_posts_are_served_from_the_cache_unchanged(
     tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]
 ) -> None:
+    body = {"dataset": DEMO_ID, "preamble_id": "000ff918bc98", "projector": "tsne"}
+    with app_client(DEMO10, tmp_path, *warm_pools) as client:
+        cache = client.app.state.response_cache  # type: ignore[attr-defined]
+        assert client.post("/projections", json=body).json()["cached"] is False
+        second = client.post("/projections", json=body)
+        assert second.json()["cached"] is True and cache.stats()["entries"] == 1
+        hits = cache.hits
+        third = client.post("/projections", json=body)
+        assert cache.hits == hits + 1 and third.content == second.content
+        # another Accept, another body, another query: other answers
+        png = client.post("/projections", json=body, headers={"Accept": "image/png"})
+        assert png.headers["content-type"] == "image/png" and cache.hits == hits + 1
+        other = client.post("/projections", json=body | {"seed": 5})
+        assert other.json()["seed"] == 5 and other.json()["cached"] is False
+        assert client.post("/projections", json=body, params={"dpi": 50}).json()["cached"]
+        again = client.post("/projections", json=body, headers={"Accept": "image/png"})
+        assert again.content == png.content and cache.hits == hits + 2
+        # an invalid body is answered by the app, never stored
+        for _ in range(2):
+            bad = client.post("/projections", json=body | {"projector": "nope"})
+            assert bad.status_code == 422
+        # a body over the key limit goes through the app every time, never stored
+        entries = cache.stats()["entries"]
+        long_preamble = {"dataset": DEMO_ID, "preamble": "x" * 5000, "projector": "tsne"}
+        for _ in range(2):
+            assert client.post("/projections", json=long_preamble).status_code == 404
+        assert cache.stats()["entries"] == entries
+
+
+def test_errors_are_never_stored(tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]) -> None:
     with app_client(DEMO10, tmp_path, *warm_pools) as client:
         cache = client.app.state.response_cache  # type: ignore[attr-defined]
         for _ in range(2):
