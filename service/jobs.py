@@ -219,6 +219,7 @@ class JobManager:
                 )
             except ClustvizError as exc:
                 self._record(job_id, [(index, None, exc)], time.perf_counter())
+                await self._notify(live)
                 continue
             if projector == "clusterplot":
                 lane_items.append((index, request))

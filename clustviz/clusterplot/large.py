@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from clustviz.clusterplot.batch import Adam
+from clustviz.clusterplot.optimize import fold_rows
 from clustviz.clusterplot.overlap import radius_from_sorted
 
 __all__ = ["DENSE_MAX_ROWS", "LargeTarget", "large_gradient_layout", "large_init", "large_target"]
@@ -150,14 +151,15 @@ def fold_anchor_rows(
     point_anchor: torch.Tensor, A: int, anchors_in_graph: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(anchor_rows (A2,), multiplicity (n + A2,))``: the rows of ``[X; anchors]`` with each
-    one-member anchor folded into its member (see :class:`~.optimize.FoldedRows`)."""
-    members = torch.bincount(point_anchor, minlength=A)
+    one-member anchor folded into its member (:func:`~.optimize.fold_rows`, one preamble)."""
+    n = len(point_anchor)
     if not anchors_in_graph:
-        anchor_rows = point_anchor.new_zeros(0)
-        return anchor_rows, torch.ones(len(point_anchor), device=point_anchor.device)
-    anchor_rows = torch.nonzero(members > 1).squeeze(1)
-    point_rows = 1.0 + (members[point_anchor] == 1).float()
-    return anchor_rows, torch.cat([point_rows, torch.ones(len(anchor_rows), device=members.device)])
+        return point_anchor.new_zeros(0), torch.ones(n, device=point_anchor.device)
+    members = torch.bincount(point_anchor, minlength=A).float()
+    mask = torch.ones(1, n, dtype=torch.bool, device=point_anchor.device)
+    rows = fold_rows(point_anchor[None], mask, (members > 0)[None], members[None])
+    assert rows.multiplicity is not None
+    return rows.anchor_rows[0], rows.multiplicity[0]
 
 
 def folded_knn_weights(counts: torch.Tensor, row_counts: torch.Tensor, k: int) -> torch.Tensor:
