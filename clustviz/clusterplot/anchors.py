@@ -60,9 +60,9 @@ def compute_anchors(
     if method == "points":
         slot = torch.arange(batch.X.shape[1], device=batch.X.device).expand_as(batch.labels)
         return _finish(batch, slot.contiguous(), batch.labels.clone(), batch.X.shape[1])
-    if method == "birch":
-        slot, slot_cluster, n_slots = _birch_slots(batch, threshold, threshold_mode, gram)
-    elif method == "kmeans":
+    if method == "birch":  # reassigned already
+        return _finish(batch, *_birch_slots(batch, threshold, threshold_mode, gram))
+    if method == "kmeans":
         slot, slot_cluster, n_slots = _kmeans_slots(batch, per_cluster, kmeans_iter)
     else:
         raise ValueError(f"unknown anchors method {method!r}")
@@ -86,71 +86,70 @@ def _birch_slots(
     mode: Literal["absolute", "relative"],
     gram: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Leader pass. Slot ``i`` is the sub-cluster opened by point ``i`` (if it opens one)."""
+    """Leader pass, then every point to the nearest final centroid of its cluster. Slot ``i``
+    is the sub-cluster opened by point ``i``; returns ``(slot (B, n), slot_cluster, n)``.
+
+    Everything runs per cluster, on the cluster's own block of the Gram matrix (``(B, C, m, m)``
+    with m the largest cluster): ``x · LS_s = Σ_{j in s} x · x_j`` is kept as ``GM (B, C, m,
+    m + 1)`` (slot m: a dummy for absent points) and updated one column per join, so a step
+    costs ``O(C m)`` per preamble, and the final reassignment needs no d-dimensional product.
+    """
     X, labels, mask = batch.X, batch.labels, batch.mask
     B, n, _ = X.shape
     C = batch.max_clusters
     device = X.device
     rank = _rank_in_cluster(batch)  # (B, n)
-    steps = int(rank[mask].max()) + 1 if bool(mask.any()) else 0
+    m = int(rank[mask].max()) + 1
     # order[b, c, t]: index of the t-th point of cluster c (n where absent); padding points
     # are written to one extra column that is dropped.
-    width = C * steps
+    width = C * m
     order = torch.full((B, width + 1), n, dtype=torch.long, device=device)
-    flat = torch.where(mask, labels * steps + rank, width)
+    flat = torch.where(mask, labels * m + rank, width)
     order.scatter_(1, flat, torch.where(mask, _arange_like(labels, n), n))
-    order = order[:, :width].view(B, C, steps)
+    order = order[:, :width].view(B, C, m)
+    present = order < n  # (B, C, m)
     thr_sq = _thresholds_sq(batch, threshold, mode)  # (B, C)
-
-    # Everything through the Gram matrix: x · LS_s = Σ_{j in s} x · x_j = (G M)_{x, s} with M
-    # the slot memberships, kept as GM (B, n + 1, n + 1) and updated one column per join.
-    # A step then costs O(C n) per preamble instead of O(C n d).
     if gram is None:
-        masked = X * mask.unsqueeze(-1)
-        gram = masked @ masked.transpose(1, 2)
-    else:
-        gram = gram * (mask.unsqueeze(1) & mask.unsqueeze(2))
-    gram = torch.nn.functional.pad(gram, (0, 1, 0, 1))  # (B, n + 1, n + 1): row n, a dummy
-    norms = gram.diagonal(dim1=1, dim2=2)  # (B, n + 1): |x|²
-    GM = torch.zeros_like(gram)  # (B, n + 1 points, n + 1 slots): x_i · LS_s
-    count = X.new_zeros(B, n + 1)
-    linear_sq = X.new_zeros(B, n + 1)  # |LS|²
-    squares = X.new_zeros(B, n + 1)  # SS
-    active = torch.zeros(B, n + 1, dtype=torch.bool, device=device)
-    slot_cluster = torch.cat([labels, labels.new_full((B, 1), -1)], 1)  # (B, n + 1)
-    point_slot = torch.arange(n + 1, device=device).expand(B, n + 1).clone()
-    cluster_ids = torch.arange(C, device=device).view(1, C, 1)
-    eligible_slot = slot_cluster.unsqueeze(1) == cluster_ids  # (B, C, n + 1)
-    for t in range(steps):  # sequential by definition; vectorised over clusters and preambles
-        pt = order[:, :, t]  # (B, C)
-        present = pt < n
-        xx = norms.gather(1, pt)  # (B, C)
-        dot = GM.gather(1, pt.unsqueeze(-1).expand(B, C, n + 1))  # (B, C, n+1): x · LS
-        safe = count.clamp_min(1.0).unsqueeze(1)
-        dist_sq = (
-            xx.unsqueeze(-1) - 2 * dot / safe + (linear_sq / safe.squeeze(1) ** 2).unsqueeze(1)
-        )
-        eligible = active.unsqueeze(1) & eligible_slot
-        nearest = dist_sq.masked_fill(~eligible, _INF).argmin(-1)  # (B, C)
-        has = eligible.any(-1)
-        n_new = count.gather(1, nearest) + 1
-        ls_sq_new = (
-            linear_sq.gather(1, nearest) + 2 * dot.gather(2, nearest.unsqueeze(-1)).squeeze(-1) + xx
-        )
-        ss_new = squares.gather(1, nearest) + xx
+        gram = X @ X.transpose(1, 2)
+    rows = order.clamp_max(n - 1)
+    block_index = (rows.unsqueeze(-1) * n + rows.unsqueeze(-2)).view(B, -1)
+    block = gram.reshape(B, n * n).gather(1, block_index).view(B, C, m, m)
+    block = block * (present.unsqueeze(-1) & present.unsqueeze(-2))  # absent points: zeros
+    norms = block.diagonal(dim1=2, dim2=3)  # (B, C, m): |x|²
+
+    GM = X.new_zeros(B, C, m, m + 1)  # [point t, slot u]: x_t · LS_u
+    count = X.new_zeros(B, C, m + 1)
+    linear_sq = X.new_zeros(B, C, m + 1)  # |LS|²
+    squares = X.new_zeros(B, C, m + 1)  # SS
+    active = torch.zeros(B, C, m + 1, dtype=torch.bool, device=device)
+    for t in range(m):  # sequential by definition; vectorised over clusters and preambles
+        here = present[:, :, t]  # (B, C)
+        xx = norms[:, :, t]
+        dot = GM[:, :, t]  # (B, C, m + 1)
+        safe = count.clamp_min(1.0)
+        dist_sq = xx.unsqueeze(-1) - 2 * dot / safe + linear_sq / safe**2
+        nearest = dist_sq.masked_fill(~active, _INF).argmin(-1, keepdim=True)  # (B, C, 1)
+        n_new = count.gather(2, nearest) + 1
+        ls_sq_new = linear_sq.gather(2, nearest) + 2 * dot.gather(2, nearest) + xx.unsqueeze(-1)
+        ss_new = squares.gather(2, nearest) + xx.unsqueeze(-1)
         radius_sq = ss_new / n_new - ls_sq_new / n_new**2
-        merge = has & present & (radius_sq <= thr_sq)
-        target = torch.where(merge, nearest, torch.where(present, pt, n))  # (B, C)
-        new_ls_sq = torch.where(merge, ls_sq_new, xx)
-        count.scatter_add_(1, target, present.float())
-        # GM[:, :, s] += G[:, :, x] for the slot s that x joins (absent points add a zero column)
-        columns = gram.gather(2, pt.unsqueeze(1).expand(B, n + 1, C))  # (B, n + 1, C)
-        GM.scatter_add_(2, target.unsqueeze(1).expand(B, n + 1, C), columns)
-        squares.scatter_add_(1, target, xx)
-        linear_sq.scatter_(1, target, new_ls_sq)
-        active.scatter_(1, target, present)
-        active[:, n] = False
-        point_slot.scatter_(1, pt, target)  # absent points write the dummy column n
+        merge = active.any(-1, keepdim=True) & here.unsqueeze(-1)
+        merge &= radius_sq <= thr_sq.unsqueeze(-1)
+        target = torch.where(merge, nearest, torch.where(here, t, m).unsqueeze(-1))
+        count.scatter_add_(2, target, here.unsqueeze(-1).to(X.dtype))
+        # GM[..., s] += Gram column of x for the slot s that x joins (the block is symmetric)
+        GM.scatter_add_(3, target.unsqueeze(-1).expand(B, C, m, 1), block[:, :, :, t : t + 1])
+        squares.scatter_add_(2, target, xx.unsqueeze(-1))
+        linear_sq.scatter_(2, target, torch.where(merge, ls_sq_new, xx.unsqueeze(-1)))
+        active.scatter_(2, target, here.unsqueeze(-1))
+        active[:, :, m] = False
+    # each point to the nearest final centroid LS/N of its cluster
+    safe = count.clamp_min(1.0).unsqueeze(2)
+    dist_sq = norms.unsqueeze(-1) - 2 * GM / safe + (linear_sq.unsqueeze(2) / safe**2)
+    local = dist_sq.masked_fill(~active.unsqueeze(2), _INF).argmin(-1)  # (B, C, m)
+    opener = order.gather(2, local.clamp_max(m - 1))  # a slot is named by its first point
+    point_slot = torch.zeros(B, n + 1, dtype=torch.long, device=device)
+    point_slot.scatter_(1, order.view(B, -1), opener.view(B, -1))  # absent: column n
     return torch.where(mask, point_slot[:, :n], 0), labels.clone(), n
 
 
