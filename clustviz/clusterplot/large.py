@@ -32,6 +32,10 @@ __all__ = ["DENSE_MAX_ROWS", "LargeTarget", "large_gradient_layout", "large_init
 DENSE_MAX_ROWS = 640
 _EPS = 1e-12
 _INF = float("inf")
+#: 2-D candidates per row, in multiples of k: the soft kNN weight of a pair at twice the kNN
+#: radius is σ(-10) ≈ 5e-5, and about 2k rows lie within it; the rest is margin for the
+#: layout moving between refreshes.
+CANDIDATES = 3.0
 _BLOCK = 1024  # rows per block of a blockwise kNN (bounds the (block, N) distance matrix)
 
 
@@ -365,7 +369,8 @@ def large_gradient_layout(
         temperature,
         True,
     )
-    m_z, m_y = min(3 * target.k, len(groups) - 1), min(3 * target.knn_k, n - 1)
+    m_z = min(int(CANDIDATES * target.k), len(groups) - 1)
+    m_y = min(int(CANDIDATES * target.knn_k), n - 1)
     T = torch.zeros(A, 2, dtype=Y0.dtype, device=Y0.device)
     delta = torch.zeros_like(Y0)
     optimiser = Adam([T, delta], lr=lr)
