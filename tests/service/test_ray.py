@@ -23,7 +23,12 @@ def test_a_real_job_runs_on_a_local_ray_instance(data_dir: Path, tmp_path: Path)
         assert ray.is_initialized()
         health = client.get("/health").json()
         assert health["pool"]["size"] == 2
-        body = {"dataset": DEMO_ID, "preambles": "all", "projectors": ["tsne"], "seed": 5}
+        body = {
+            "dataset": DEMO_ID,
+            "preambles": "all",
+            "projectors": ["tsne", "clusterplot"],
+            "seed": 5,
+        }
         job_id = client.post("/batches", json=body).json()["id"]
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
@@ -31,7 +36,12 @@ def test_a_real_job_runs_on_a_local_ray_instance(data_dir: Path, tmp_path: Path)
             if status["state"] == "done":
                 break
             time.sleep(0.2)
-        assert (status["done"], status["failed"]) == (10, 0), status
+        assert (status["done"], status["failed"]) == (20, 0), status
+        assert client.get("/health").json()["lane_runs"] == {"batches": 1, "items": 10}
+        view = client.get(  # a batch layout: its blobs are drawn on Ray when first viewed
+            f"/projections/{DEMO_ID}/clusterplot", params={"preamble": SEED_PREAMBLE, "seed": 5}
+        ).json()
+        assert view["cached"] is True and view["hulls"]
         single = client.post(
             "/projections",
             json={"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne", "seed": 5},
