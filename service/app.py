@@ -138,7 +138,7 @@ def create_app(
             store,
             max_items=settings.max_batch_items,
             library_concurrency=2 * own_pool.status()["size"],
-            lane_concurrency=settings.lane_max_batch,
+            lane_chunk=settings.lane_max_batch,
         )
         app.state.jobs = jobs
         await jobs.resume_all()

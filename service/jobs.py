@@ -57,13 +57,13 @@ class JobManager:
         *,
         max_items: int,
         library_concurrency: int,
-        lane_concurrency: int,
+        lane_chunk: int,  # clusterplot items sent to the lane at once (one batched fit)
     ) -> None:
         self.engine = engine
         self.store = store
         self.max_items = max_items
         self.library_concurrency = library_concurrency
-        self.lane_concurrency = lane_concurrency
+        self.lane_chunk = lane_chunk
         self._live: dict[str, _Live] = {}
 
     # ---- creation ---------------------------------------------------------------------------
@@ -225,7 +225,7 @@ class JobManager:
                 lane_items.append((index, request))
             else:
                 work.append(run_item(index, request))
-        size = max(1, self.lane_concurrency)
+        size = max(1, self.lane_chunk)
         work += [
             run_lane_chunk(lane_items[start : start + size])
             for start in range(0, len(lane_items), size)

@@ -403,12 +403,12 @@ def large_gradient_layout(
     return Y0 + T[pa] + delta, trace
 
 
-def _with_anchors(Y, pa, A, members, anchor_rows=None):
-    """``[Y; anchors]`` (2-D anchors: means of their members), or only the ``anchor_rows``."""
-    if anchor_rows is not None and not len(anchor_rows):
+def _with_anchors(Y, pa, A, members, anchor_rows):
+    """The folded 2-D rows ``[Y; anchors[anchor_rows]]`` (an anchor: the mean of its members)."""
+    if not len(anchor_rows):
         return Y
     anchors = add_rows(torch.zeros(A, 2, dtype=Y.dtype, device=Y.device), pa, Y) / members
-    return torch.cat([Y, anchors if anchor_rows is None else anchors[anchor_rows]])
+    return torch.cat([Y, anchors[anchor_rows]])
 
 
 def large_hard_discrepancy(Y: torch.Tensor, target: LargeTarget) -> dict[str, float]:

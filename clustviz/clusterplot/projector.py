@@ -286,6 +286,18 @@ def layout_hulls(
     )
 
 
+def _gradient_settings(p: ClusterPlotParams) -> dict[str, Any]:
+    """The gradient mode's settings, as both relaxations (dense and large-n) take them."""
+    return {
+        "steps": p.n_steps,
+        "lr": p.step_size,
+        "overlap_weight": p.overlap_weight,
+        "label_overlap_weight": p.label_overlap_weight,
+        "knn_weight": p.knn_weight,
+        "temperature": p.temperature,
+    }
+
+
 def _dense_fit(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any):
     """The batched path (``(B, N, N)`` tensors): layout, loss trace, discrepancies before/after."""
     with torch.no_grad():
@@ -298,16 +310,7 @@ def _dense_fit(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any)
         lap("init")
         before = hard_discrepancy(Y0, target)
         if p.mode == "gradient":
-            Y, trace = gradient_layout(
-                Y0,
-                target,
-                steps=p.n_steps,
-                lr=p.step_size,
-                overlap_weight=p.overlap_weight,
-                label_overlap_weight=p.label_overlap_weight,
-                knn_weight=p.knn_weight,
-                temperature=p.temperature,
-            )
+            Y, trace = gradient_layout(Y0, target, **_gradient_settings(p))
         else:
             generator = torch.Generator(batch.X.device).manual_seed(p.random_state)
             Y, trace = greedy_layout(
@@ -349,17 +352,7 @@ def _large_fit(
             Y0 = _umap_init(batch, anchors.centroids, anchors.count, p)[0]
         lap("init")
         before = large_hard_discrepancy(Y0, target)
-        Y, trace = large_gradient_layout(
-            Y0,
-            target,
-            steps=p.n_steps,
-            lr=p.step_size,
-            overlap_weight=p.overlap_weight,
-            label_overlap_weight=p.label_overlap_weight,
-            knn_weight=p.knn_weight,
-            temperature=p.temperature,
-            generator=generator,
-        )
+        Y, trace = large_gradient_layout(Y0, target, generator=generator, **_gradient_settings(p))
         after = large_hard_discrepancy(Y, target)
         lap("relax")
     as_batch = {key: torch.tensor([value]) for key, value in before.items()}
