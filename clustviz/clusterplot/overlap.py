@@ -26,7 +26,6 @@ __all__ = [
     "knn_graph",
     "normalise_overlap",
     "overlap_pair_mask",
-    "radius_candidates",
     "radius_from_sorted",
     "soft_edges",
     "soft_radius",
@@ -111,30 +110,23 @@ def soft_radius(
     dist: torch.Tensor,
     invalid: torch.Tensor,
     k: torch.Tensor,
-    candidates: torch.Tensor | None = None,
     multiplicity: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Detached squared radius ``(B, n, 1)`` midway between each row's k-th and (k+1)-th.
 
     ``dist (B, n, n)``, ``invalid`` (True where a pair does not count), ``k (B,)`` already
-    clamped to ``[1, n_b - 1]``. ``topk`` of ``k_max + 1`` rather than a full sort; with
-    ``candidates (B, n, m)`` (column indices, e.g. from :func:`radius_candidates`) only those
-    columns are searched. With ``multiplicity (B, n)`` a row stands for that many coincident
-    rows (see :func:`~clustviz.clusterplot.optimize.fold_rows`): column ``j`` counts
-    ``multiplicity[j]`` times and a row has ``multiplicity[i] - 1`` extra neighbours at
-    distance 0 (its own copies).
+    clamped to ``[1, n_b - 1]``. ``topk`` of ``k_max + 1`` rather than a full sort. With
+    ``multiplicity (B, n)`` a row stands for that many coincident rows (see
+    :func:`~clustviz.clusterplot.optimize.fold_rows`): column ``j`` counts ``multiplicity[j]``
+    times and a row has ``multiplicity[i] - 1`` extra neighbours at distance 0 (its own copies).
     """
     B, n, _ = dist.shape
     with torch.no_grad():
-        if candidates is None:
-            masked = dist.masked_fill(invalid, _INF)
-        else:
-            masked = dist.gather(2, candidates).masked_fill_(invalid.gather(2, candidates), _INF)
-        n_top = min(int(k.max()) + 1, masked.shape[2])
-        ordered, where = masked.topk(n_top, dim=2, largest=False)
+        masked = dist.masked_fill(invalid, _INF)
+        n_top = min(int(k.max()) + 1, n)
+        ordered, columns = masked.topk(n_top, dim=2, largest=False)
         counts = None
         if multiplicity is not None:
-            columns = where if candidates is None else candidates.gather(2, where)
             counts = multiplicity.gather(1, columns.reshape(B, -1)).view(B, n, n_top)
         return radius_from_sorted(ordered, k.view(B, 1, 1), counts, multiplicity)
 
@@ -169,16 +161,6 @@ def radius_from_sorted(
         # with no (k+1)-th neighbour, put the radius a little beyond the k-th
         radius_sq = torch.where(torch.isfinite(next_), 0.5 * (kth + next_), 1.5 * kth)
         return radius_sq.clamp_min(_EPS).masked_fill(~torch.isfinite(radius_sq), 1.0)
-
-
-def radius_candidates(
-    dist: torch.Tensor, invalid: torch.Tensor, k: torch.Tensor, margin: int = 8
-) -> torch.Tensor:
-    """Column indices ``(B, n, m)`` of each row's ``k_max + 1 + margin`` nearest valid pairs:
-    where :func:`soft_radius` looks while a layout moves little."""
-    m = min(int(k.max()) + 1 + margin, dist.shape[2])
-    with torch.no_grad():
-        return dist.masked_fill(invalid, _INF).topk(m, dim=2, largest=False).indices
 
 
 def overlap_pair_mask(cluster: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

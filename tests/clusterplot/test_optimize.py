@@ -145,3 +145,29 @@ def test_large_path_targets_equal_the_dense_ones(make_blobs, params) -> None:
     folded = large_hard_discrepancy(Y0[0], large)
     for name, value in folded.items():
         assert value == pytest.approx(float(dense[name][0]), rel=1e-5, abs=1e-6), name
+
+
+@pytest.mark.parametrize("method", ["tree", "blocks"])
+def test_large_path_candidates_are_the_nearest_others(method) -> None:
+    """2-D candidate lists (k-d tree on the CPU, distance blocks elsewhere): each row's m
+    nearest *other* rows, even where rows coincide (a row's copy may come before itself)."""
+    import torch
+
+    from clustviz.clusterplot import large
+
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(1500, 2)).astype(np.float32)
+    Z[10:14] = Z[3]  # coincident rows
+    n, m_z, m_y = 1200, 12, 7
+    find = large._candidates if method == "tree" else large._block_candidates
+    cand_z, cand_y = find(torch.from_numpy(Z), n, m_z, m_y)
+    assert cand_z.shape == (1500, m_z) and cand_y.shape == (n, m_y)
+    for cand, rows in ((cand_z, Z), (cand_y, Z[:n])):
+        dist = ((rows[:, None, :].astype(np.float64) - rows[None, :, :]) ** 2).sum(-1)
+        np.fill_diagonal(dist, np.inf)
+        found = np.take_along_axis(dist, cand.numpy(), axis=1)
+        # the m found are the m smallest distances (ties may pick either row)
+        np.testing.assert_allclose(
+            np.sort(found, axis=1), np.sort(dist, axis=1)[:, : cand.shape[1]], atol=1e-5
+        )
+        assert not (cand.numpy() == np.arange(len(rows))[:, None]).any()
