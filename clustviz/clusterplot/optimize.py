@@ -150,7 +150,7 @@ class _SoftOverlap:
         self,
         mask: torch.Tensor,  # (B, N) bool
         k: torch.Tensor,  # (B,) long
-        group: torch.Tensor,  # (B, N) long
+        group: torch.Tensor | None,  # (B, N) long; None: row i is group i (N = n_groups)
         n_groups: int,
         target: torch.Tensor,  # (B, G, G)
         pairs: torch.Tensor,  # (B, G, G) bool: pairs that count
@@ -158,7 +158,7 @@ class _SoftOverlap:
         remove_diagonal: bool,
         multiplicity: torch.Tensor | None = None,  # (B, N): coincident rows folded into one
     ) -> None:
-        B, N = mask.shape
+        N = mask.shape[1]
         eye = torch.eye(N, dtype=torch.bool, device=mask.device)
         self.invalid = ~(mask.unsqueeze(1) & mask.unsqueeze(2)) | eye  # (B, N, N)
         self.valid = (~self.invalid).to(target.dtype)
@@ -173,9 +173,12 @@ class _SoftOverlap:
             self.pair_weight = self.valid * multiplicity.unsqueeze(2) * multiplicity.unsqueeze(1)
             rows = multiplicity.sum(1).round().long()
         self.k = torch.minimum(k, rows - 1).clamp_min(1)
-        if remove_diagonal:  # pairs inside one group are dropped: give them no weight at all
+        # pairs inside one group are dropped: give them no weight at all (one row per group:
+        # only the diagonal, which is invalid already)
+        if remove_diagonal and group is not None:
             self.pair_weight = self.pair_weight * (group.unsqueeze(2) != group.unsqueeze(1))
-        self.flat = (group.unsqueeze(2) * n_groups + group.unsqueeze(1)).reshape(B, N * N)
+        # the (group, group) cell each pair's weight adds to; None: the pair's own cell
+        self.flat = None if group is None else (group.unsqueeze(2) * n_groups + group.unsqueeze(1))
         self.G = n_groups
         self.pairs = pairs.to(target.dtype)
         self.target = target * self.pairs  # so R - target is 0 wherever a pair does not count
@@ -192,8 +195,13 @@ class _SoftOverlap:
         scale = 1.0 / (self.temperature * radius)  # (B, N, 1)
         s = torch.sigmoid((radius - D) * scale)
         w = s * self.pair_weight
-        edges = D.new_zeros(B, self.G * self.G).scatter_add_(1, self.flat, w.view(B, N * N))
-        off = edges.view(B, self.G, self.G)  # the diagonal is 0 if removed (pair_weight)
+        if self.flat is None:
+            off = w
+        else:
+            edges = D.new_zeros(B, self.G * self.G).scatter_add_(
+                1, self.flat.view(B, -1), w.view(B, -1)
+            )
+            off = edges.view(B, self.G, self.G)  # the diagonal is 0 if removed (pair_weight)
         rows = off.sum(2, keepdim=True)
         inv_rows = 1.0 / rows.clamp_min(_EPS)
         R = off * inv_rows * self.pairs
@@ -203,7 +211,11 @@ class _SoftOverlap:
         # R_ab = off_ab p_ab / s_a  →  dL/doff_ab = (g_ab p_ab - Σ_b' g_ab' R_ab') / s_a
         g_off = (g_R - (g_R * R).sum(2, keepdim=True)) * (inv_rows * (rows > _EPS))
         # (the clamp stops the row-sum path; a dropped in-group pair has w = 0 below)
-        g_w = g_off.view(B, -1).gather(1, self.flat).view(B, N, N)
+        g_w = (
+            g_off
+            if self.flat is None
+            else g_off.view(B, -1).gather(1, self.flat.view(B, -1)).view(B, N, N)
+        )
         # dw/dD = -weight · s (1 - s) / (τ r);  w = weight · s is 0 on invalid pairs
         return loss, g_w.mul_(w).mul_(s - 1.0).mul_(scale)
 
@@ -242,6 +254,20 @@ def fold_rows(
         anchor_rows_mask=rows_mask,
         multiplicity=torch.cat([point_rows, rows_mask.to(members.dtype)], 1),
     )
+
+
+def _in_point_order(
+    point_anchor: torch.Tensor, mask: torch.Tensor, *matrices: torch.Tensor
+) -> list[torch.Tensor]:
+    """``(B, A, A)`` matrices over one-member anchors, re-indexed by their points ``(B, n, n)``
+    (``A = n``; zero on padding)."""
+    B, n = point_anchor.shape
+    rows = point_anchor.unsqueeze(-1).expand(B, n, n)
+    valid = mask.unsqueeze(2) & mask.unsqueeze(1)
+    return [
+        (M.gather(1, rows).gather(2, point_anchor.unsqueeze(1).expand(B, n, n)) * valid).to(M.dtype)
+        for M in matrices
+    ]
 
 
 def _knn_kl_grad(
@@ -289,13 +315,23 @@ def gradient_layout(
     else:
         rows = FoldedRows(target.point_anchor.new_zeros(B, 0), mask.new_zeros(B, 0), None)
     row_index = rows.anchor_rows.unsqueeze(-1).expand(-1, -1, 2)  # (B, A2, 2)
+    sub_pairs = overlap_pair_mask(target.anchor_cluster, target.anchor_mask)
+    if n == A and bool(((members == 1) | ~target.anchor_mask).all()):
+        # one point per anchor (real LM guesses: always): the sub-clusters are the points, so
+        # R_H goes to point order once and the per-step (group, group) sums need no scatter
+        sub_group, sub_target, sub_pairs = (
+            None,
+            *_in_point_order(target.point_anchor, mask, target.R_H, sub_pairs),
+        )
+    else:
+        sub_group, sub_target = torch.cat([target.point_anchor, rows.anchor_rows], 1), target.R_H
     sub = _SoftOverlap(
         torch.cat([mask, rows.anchor_rows_mask], 1),
         target.k,
-        torch.cat([target.point_anchor, rows.anchor_rows], 1),
+        sub_group,
         A,
-        target.R_H,
-        overlap_pair_mask(target.anchor_cluster, target.anchor_mask),
+        sub_target,
+        sub_pairs,
         temperature,
         remove_diagonal=True,
         multiplicity=rows.multiplicity,
