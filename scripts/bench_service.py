@@ -139,12 +139,13 @@ def run_batch(url: str, projector: str, preambles: list[str], seed: int) -> floa
     with httpx.Client(base_url=url, timeout=300) as client:
         body = {"dataset": DATASET, "preambles": preambles, "projectors": [projector], "seed": seed}
         job = client.post("/batches", json=body).json()["id"]
-        while True:
-            status = client.get(f"/batches/{job}").json()
-            if status["state"] not in ("queued", "running"):
-                break
-            time.sleep(0.05)
-        assert status["failed"] == 0, status["errors"][:3]
+        # follow the event stream to its end, as clustviz.client does (no polling interval)
+        with client.stream("GET", f"/batches/{job}/events") as events:
+            for line in events.iter_lines():
+                if line.startswith("event:") and line[6:].strip() == "end":
+                    break
+        status = client.get(f"/batches/{job}").json()
+        assert status["state"] == "done" and status["failed"] == 0, status["errors"][:3]
     return time.perf_counter() - started
 
 

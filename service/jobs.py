@@ -45,6 +45,7 @@ class _Live:
     version: int = 0
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     cancelled: bool = False
+    ended: bool = False  # its final state is stored: streams say so without delay
 
 
 class JobManager:
@@ -244,6 +245,7 @@ class JobManager:
             " WHERE id = ? AND state IN ('queued', 'running')",
             (final, time.time(), job_id),
         )
+        live.ended = True
         await self._notify(live)
 
     def _record(
@@ -349,7 +351,8 @@ class JobManager:
                     )
                 except TimeoutError:
                     yield ": keep-alive\n\n"
-            await asyncio.sleep(0.1)  # coalesce bursts of item completions
+            if not live.ended:
+                await asyncio.sleep(0.1)  # coalesce bursts of item completions
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel an active job (finished items stay); remove a finished one (unpins results)."""
