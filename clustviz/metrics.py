@@ -84,8 +84,8 @@ def _trustworthiness(order_x: np.ndarray, low: np.ndarray) -> float:
 def _cluster_shares(neighbours: np.ndarray, local: np.ndarray, C: int) -> np.ndarray:
     """``M (C, C)``: share of cluster c's kNN edges landing in cluster c'."""
     k = neighbours.shape[1]
-    counts = np.zeros((C, C))
-    np.add.at(counts, (np.repeat(local, k), local[neighbours].ravel()), 1.0)
+    cells = np.repeat(local, k) * C + local[neighbours].ravel()
+    counts = np.bincount(cells, minlength=C * C).reshape(C, C).astype(np.float64)
     return counts / counts.sum(1, keepdims=True)
 
 
