@@ -24,8 +24,10 @@ __all__ = [
     "discrepancy",
     "hard_edges",
     "knn_graph",
+    "nearest_sorted",
     "normalise_overlap",
     "overlap_pair_mask",
+    "radius_from_nearest",
     "radius_from_sorted",
     "soft_edges",
     "soft_radius",
@@ -120,14 +122,32 @@ def soft_radius(
     :func:`~clustviz.clusterplot.optimize.fold_rows`): column ``j`` counts ``multiplicity[j]``
     times and a row has ``multiplicity[i] - 1`` extra neighbours at distance 0 (its own copies).
     """
-    B, n, _ = dist.shape
+    ordered, columns = nearest_sorted(dist, invalid, min(int(k.max()) + 1, dist.shape[2]))
+    return radius_from_nearest(ordered, columns, k, multiplicity)
+
+
+def nearest_sorted(
+    dist: torch.Tensor, invalid: torch.Tensor, m: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's ``m`` nearest valid columns, ascending: squared distances (``inf`` past the
+    valid ones) and indices, ``(B, n, m)`` each."""
     with torch.no_grad():
-        masked = dist.masked_fill(invalid, _INF)
-        n_top = min(int(k.max()) + 1, n)
-        ordered, columns = masked.topk(n_top, dim=2, largest=False)
+        return dist.masked_fill(invalid, _INF).topk(m, dim=2, largest=False)
+
+
+def radius_from_nearest(
+    ordered: torch.Tensor,
+    columns: torch.Tensor,
+    k: torch.Tensor,
+    multiplicity: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`soft_radius` from :func:`nearest_sorted`'s answer (``m ≥ k_max + 1`` columns, or
+    all of them): one search can serve several ``k``."""
+    B, n, m = ordered.shape
+    with torch.no_grad():
         counts = None
         if multiplicity is not None:
-            counts = multiplicity.gather(1, columns.reshape(B, -1)).view(B, n, n_top)
+            counts = multiplicity.gather(1, columns.reshape(B, -1)).view(B, n, m)
         return radius_from_sorted(ordered, k.view(B, 1, 1), counts, multiplicity)
 
 
