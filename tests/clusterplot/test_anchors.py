@@ -80,3 +80,23 @@ def test_batch_equals_single(make_blobs) -> None:
         alone = compute_anchors(pad_batch([item], CPU), "birch", threshold=1.5)
         n = len(item[0])
         assert torch.equal(together.point_anchor[b, :n], alone.point_anchor[0])
+
+
+@pytest.mark.parametrize("threshold", [0.6, 0.8, 1.0])
+def test_leader_pass_flat_equals_per_cluster(make_blobs, threshold: float) -> None:
+    """The two forms of the leader pass (all points at once, or cluster by cluster) must open
+    the same sub-clusters and reassign every point alike, padding included."""
+    from clustviz.clusterplot import anchors as module
+
+    items = [make_blobs(6, 7, seed=3), make_blobs(3, 4, seed=4), make_blobs(9, 2, seed=5)]
+    batch = pad_batch(items, CPU)
+    rank = module._rank_in_cluster(batch)
+    m = int(rank[batch.mask].max()) + 1
+    thr_sq = module._thresholds_sq(batch, threshold, "absolute")
+    gram = batch.X @ batch.X.transpose(1, 2)
+    flat = module._leader_flat(batch, thr_sq, gram)
+    per_cluster = module._leader_per_cluster(batch, thr_sq, gram, rank, m)
+    assert torch.equal(flat, per_cluster)
+    opened = sum(len(torch.unique(flat[b, : len(X)])) for b, (X, _) in enumerate(items))
+    clusters = sum(len(np.unique(labels)) for _, labels in items)
+    assert clusters < opened < sum(len(X) for X, _ in items)  # merged some, not all
