@@ -19,15 +19,31 @@ import torch
 from clustviz.clusterplot.batch import Adam, pair_gradient, pairwise_sq_dists
 from clustviz.clusterplot.overlap import knn_graph
 
-__all__ = ["knn_affinities", "neighbour_embedding", "pca_init", "torch_init", "umap_init"]
+__all__ = [
+    "affinities_from_knn",
+    "knn_affinities",
+    "neighbour_embedding",
+    "pca_init",
+    "torch_init",
+    "umap_init",
+]
 
 
-def pca_init(X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Top-2 PCA scores ``(B, n, 2)`` of ``X (B, n, d)``, scaled so PC1 has unit std."""
+def pca_init(X: torch.Tensor, mask: torch.Tensor, gram: torch.Tensor | None = None) -> torch.Tensor:
+    """Top-2 PCA scores ``(B, n, 2)`` of ``X (B, n, d)``, scaled so PC1 has unit std.
+
+    From the centred Gram matrix (``n × n``, not ``d × d``); pass ``gram = X Xᵀ`` if you have
+    it, and it is centred without a d-dimensional product."""
     weight = mask.unsqueeze(-1).to(X.dtype)
     count = weight.sum(1, keepdim=True).clamp_min(1.0)
-    centred = (X - (X * weight).sum(1, keepdim=True) / count) * weight
-    gram = centred @ centred.transpose(1, 2)  # (B, n, n), zero rows/cols at padding
+    if gram is None:
+        centred = (X - (X * weight).sum(1, keepdim=True) / count) * weight
+        gram = centred @ centred.transpose(1, 2)  # (B, n, n), zero rows/cols at padding
+    else:  # x̃_i · x̃_j = G_ij - x_i · μ - x_j · μ + μ · μ, μ the valid points' mean
+        row_means = (gram * weight.transpose(1, 2)).sum(2, keepdim=True) / count  # (B, n, 1)
+        total = (row_means * weight).sum(1, keepdim=True) / count  # (B, 1, 1)
+        gram = (gram - row_means - row_means.transpose(1, 2) + total) * weight
+        gram = gram * weight.transpose(1, 2)
     values, vectors = torch.linalg.eigh(gram.double())  # ascending
     scores = vectors[..., -2:].flip(-1) * values[..., -2:].flip(-1).clamp_min(0).sqrt().unsqueeze(1)
     scores = scores.float() * weight
@@ -39,9 +55,14 @@ def pca_init(X: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def knn_affinities(X: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
     """``P (B, n, n)``: symmetrised uniform kNN graph of X, summing to 1 per preamble."""
-    B, n, _ = X.shape
-    idx, edge_mask = knn_graph(X, mask, torch.full((B,), k, device=X.device))
-    P = X.new_zeros(B, n, n).scatter_(2, idx, edge_mask.to(X.dtype))
+    idx, edge_mask = knn_graph(X, mask, torch.full((X.shape[0],), k, device=X.device))
+    return affinities_from_knn(idx, edge_mask)
+
+
+def affinities_from_knn(idx: torch.Tensor, edge_mask: torch.Tensor) -> torch.Tensor:
+    """:func:`knn_affinities` from a kNN graph (:func:`~.overlap.knn_graph`'s answer)."""
+    B, n, _ = idx.shape
+    P = torch.zeros(B, n, n, device=idx.device).scatter_(2, idx, edge_mask.float())
     P = P + P.transpose(1, 2)
     return P / P.sum((1, 2), keepdim=True).clamp_min(1e-12)
 
@@ -87,11 +108,21 @@ def neighbour_embedding(
 
 
 def torch_init(
-    X: torch.Tensor, mask: torch.Tensor, *, k: int, steps: int, lr: float
+    X: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    k: int,
+    steps: int,
+    lr: float,
+    P: torch.Tensor | None = None,
+    gram: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The batched torch init ``(B, n, 2)``: PCA then a kNN neighbour embedding."""
-    P = knn_affinities(X, mask, k)
-    return neighbour_embedding(pca_init(X, mask), P, mask, steps=steps, lr=lr)
+    """The batched torch init ``(B, n, 2)``: PCA then a kNN neighbour embedding.
+
+    ``P`` (:func:`knn_affinities` of X with this ``k``) and ``gram`` (``X Xᵀ``): pass them if
+    the caller has them already."""
+    P = knn_affinities(X, mask, k) if P is None else P
+    return neighbour_embedding(pca_init(X, mask, gram), P, mask, steps=steps, lr=lr)
 
 
 def umap_init(X: np.ndarray, anchors: np.ndarray, *, n_neighbors: int, seed: int) -> np.ndarray:

@@ -23,6 +23,7 @@ __all__ = [
     "cluster_shares",
     "discrepancy",
     "hard_edges",
+    "knn_from_dists",
     "knn_graph",
     "nearest_sorted",
     "normalise_overlap",
@@ -31,6 +32,7 @@ __all__ = [
     "radius_from_sorted",
     "soft_edges",
     "soft_radius",
+    "sq_dists_from_gram",
 ]
 
 _INF = float("inf")
@@ -45,16 +47,29 @@ def knn_graph(
     ``k (B,)`` is clamped per preamble to ``N_b - 1``. Returns ``idx (B, N, k_max)`` and
     ``edge_mask (B, N, k_max)`` (False for padding rows and beyond a preamble's own k).
     """
-    B, N, _ = Z.shape
+    return knn_from_dists(pairwise_sq_dists(Z), mask, k)
+
+
+def sq_dists_from_gram(gram: torch.Tensor) -> torch.Tensor:
+    """Squared distances ``(B, N, N)`` from the Gram matrix ``Z Zᵀ`` (the ``|a|² + |b|² - 2ab``
+    form :func:`~clustviz.clusterplot.batch.pairwise_sq_dists` uses in high-D)."""
+    sq = gram.diagonal(dim1=1, dim2=2)
+    return (sq.unsqueeze(2) + sq.unsqueeze(1) - 2.0 * gram).clamp_min(0.0)
+
+
+def knn_from_dists(
+    dist: torch.Tensor, mask: torch.Tensor, k: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`knn_graph` from squared distances ``(B, N, N)``."""
+    B, N, _ = dist.shape
     k = torch.minimum(k, mask.sum(1) - 1).clamp_min(0)
     k_max = max(int(k.max()), 1)
-    dist = pairwise_sq_dists(Z)
     invalid = ~(mask.unsqueeze(1) & mask.unsqueeze(2)) | torch.eye(
-        N, dtype=torch.bool, device=Z.device
+        N, dtype=torch.bool, device=dist.device
     )
     dist = dist.masked_fill(invalid, _INF)
     idx = dist.topk(k_max, dim=2, largest=False).indices  # (B, N, k_max), sorted ascending
-    rank = torch.arange(k_max, device=Z.device).view(1, 1, k_max)
+    rank = torch.arange(k_max, device=dist.device).view(1, 1, k_max)
     edge_mask = (rank < k.view(B, 1, 1)) & mask.unsqueeze(-1)
     return idx, edge_mask
 

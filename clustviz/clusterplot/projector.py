@@ -19,7 +19,7 @@ import torch
 from clustviz.clusterplot.anchors import compute_anchors
 from clustviz.clusterplot.batch import PaddedBatch, pad_batch
 from clustviz.clusterplot.hulls import ClusterHull, cluster_hulls
-from clustviz.clusterplot.init import knn_affinities, torch_init, umap_init
+from clustviz.clusterplot.init import affinities_from_knn, torch_init, umap_init
 from clustviz.clusterplot.large import (
     DENSE_MAX_ROWS,
     large_gradient_layout,
@@ -35,8 +35,9 @@ from clustviz.clusterplot.optimize import (
 )
 from clustviz.clusterplot.overlap import (
     hard_edges,
-    knn_graph,
+    knn_from_dists,
     normalise_overlap,
+    sq_dists_from_gram,
 )
 from clustviz.clusterplot.params import ClusterPlotParams
 from clustviz.device import resolve_device
@@ -187,9 +188,9 @@ class ClusterPlot(BaseProjector):
 
         with torch.no_grad():
             batch = pad_batch(items, device)
-            # one preamble alone: its Gram matrix serves the leader pass and, if it takes the
-            # large-n path, the high-D kNN graph (the n² d product is the costliest of both)
-            gram = batch.X @ batch.X.transpose(1, 2) if batch.size == 1 else None
+            # the Gram matrix serves the leader pass, the high-D kNN graphs and the PCA: the
+            # n² d product is made once
+            gram = batch.X @ batch.X.transpose(1, 2)
             anchors = compute_anchors(
                 batch,
                 p.anchors_method,
@@ -208,7 +209,7 @@ class ClusterPlot(BaseProjector):
             assert gram is not None
             Y, trace, before, after = _large_fit(batch, anchors, p, lap, gram[0])
         else:
-            Y, trace, before, after = _dense_fit(batch, anchors, p, lap)
+            Y, trace, before, after = _dense_fit(batch, anchors, p, lap, gram)
         del gram
         with torch.no_grad():
             members = torch.zeros_like(anchors.mask, dtype=Y.dtype).scatter_add_(
@@ -298,13 +299,25 @@ def _gradient_settings(p: ClusterPlotParams) -> dict[str, Any]:
     }
 
 
-def _dense_fit(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any):
-    """The batched path (``(B, N, N)`` tensors): layout, loss trace, discrepancies before/after."""
+def _dense_fit(
+    batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any, gram: torch.Tensor
+):
+    """The batched path (``(B, N, N)`` tensors): layout, loss trace, discrepancies before/after.
+
+    ``gram``: ``X Xᵀ`` ``(B, n, n)``."""
     with torch.no_grad():
-        target = _overlap_target(batch, anchors, p)
+        target = _overlap_target(batch, anchors, p, gram)
         lap("overlap")
         if p.init == "torch":
-            Y0 = torch_init(batch.X, batch.mask, k=p.knn_k, steps=p.init_steps, lr=p.step_size)
+            Y0 = torch_init(
+                batch.X,
+                batch.mask,
+                k=p.knn_k,
+                steps=p.init_steps,
+                lr=p.step_size,
+                P=target.P,
+                gram=gram,
+            )
         else:
             Y0 = _umap_init(batch, anchors.centroids, anchors.count, p)
         lap("init")
@@ -364,27 +377,41 @@ def _large_fit(
     )
 
 
-def _overlap_target(batch: PaddedBatch, anchors: Any, p: ClusterPlotParams) -> OverlapTarget:
-    """R_H from the kNN graph of ``Z = [X; anchors]`` (or X), plus the kNN affinities of X."""
+def _overlap_target(
+    batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, gram: torch.Tensor | None = None
+) -> OverlapTarget:
+    """R_H from the kNN graph of ``Z = [X; anchors]`` (or X), plus the kNN affinities of X.
+
+    Distances come from ``gram = X Xᵀ`` (made here if not given): an anchor is the mean of its
+    members, so ``Z Zᵀ`` follows from it with ``n × n × A`` products, none d-dimensional."""
     B, A = anchors.mask.shape
+    n = batch.X.shape[1]
+    gram = batch.X @ batch.X.transpose(1, 2) if gram is None else gram
     arange_a = torch.arange(A, device=batch.X.device).expand(B, A)
     if p.anchors_in_graph:
-        Z = torch.cat([batch.X, anchors.centroids], 1)  # (B, n + A, d)
+        means = torch.zeros(B, A, n, dtype=gram.dtype, device=gram.device)  # (anchor, point)
+        means.scatter_(1, anchors.point_anchor.unsqueeze(1), batch.mask.unsqueeze(1).to(gram.dtype))
+        means = means / means.sum(2, keepdim=True).clamp_min(1.0)
+        cross = gram @ means.transpose(1, 2)  # (B, n, A): x_i · anchor_a
+        gram_z = torch.cat(
+            [torch.cat([gram, cross], 2), torch.cat([cross.transpose(1, 2), means @ cross], 2)], 1
+        )
+        dist_z = sq_dists_from_gram(gram_z)  # (B, n + A, n + A)
         Z_mask = torch.cat([batch.mask, anchors.mask], 1)
         group = torch.cat([anchors.point_anchor, arange_a], 1)
     else:
-        Z, Z_mask, group = batch.X, batch.mask, anchors.point_anchor
+        dist_z, Z_mask, group = sq_dists_from_gram(gram), batch.mask, anchors.point_anchor
     k = torch.full((B,), p.k, device=batch.X.device)
-    idx, edge_mask = knn_graph(Z, Z_mask, k)
+    idx, edge_mask = knn_from_dists(dist_z, Z_mask, k)
     edges = hard_edges(idx, edge_mask, group, A)
     C = batch.max_clusters
     knn_k = torch.full((B,), p.knn_k, device=batch.X.device)
-    idx, edge_mask = knn_graph(batch.X, batch.mask, knn_k)
+    idx, edge_mask = knn_from_dists(sq_dists_from_gram(gram), batch.mask, knn_k)
     label_edges = hard_edges(idx, edge_mask, batch.labels, C)
     return OverlapTarget(
         R_H=normalise_overlap(edges, anchors.cluster, anchors.mask),
         M_H=label_edges / label_edges.sum(2, keepdim=True).clamp_min(1e-12),
-        P=knn_affinities(batch.X, batch.mask, p.knn_k),
+        P=affinities_from_knn(idx, edge_mask),
         point_anchor=anchors.point_anchor,
         anchor_cluster=anchors.cluster,
         anchor_mask=anchors.mask,
