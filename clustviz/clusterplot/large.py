@@ -25,7 +25,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from clustviz.clusterplot.batch import Adam
-from clustviz.clusterplot.optimize import fold_rows
+from clustviz.clusterplot.optimize import fold_rows, folded_knn_weights
 from clustviz.clusterplot.overlap import radius_from_sorted
 
 __all__ = ["DENSE_MAX_ROWS", "LargeTarget", "large_gradient_layout", "large_init", "large_target"]
@@ -166,15 +166,6 @@ def fold_anchor_rows(
     rows = fold_rows(point_anchor[None], mask, (members > 0)[None], members[None])
     assert rows.multiplicity is not None
     return rows.anchor_rows[0], rows.multiplicity[0]
-
-
-def folded_knn_weights(counts: torch.Tensor, row_counts: torch.Tensor, k: int) -> torch.Tensor:
-    """Edges ``(R, K)`` of a hard kNN graph on folded rows: row i's nearest other rows are
-    ``idx (R, K)`` standing for ``counts`` rows each; its own ``row_counts - 1`` copies come
-    first (distance 0); the first ``k`` rows are the unfolded row's neighbours, and the row
-    itself stands for ``row_counts`` rows."""
-    before = (row_counts - 1).unsqueeze(1) + counts.cumsum(1) - counts
-    return (k - before).clamp_min(0).minimum(counts) * row_counts.unsqueeze(1)
 
 
 def large_pca(gram: torch.Tensor, generator: torch.Generator, iterations: int = 30):

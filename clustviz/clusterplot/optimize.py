@@ -23,9 +23,10 @@ import torch
 from clustviz.clusterplot.batch import Adam, pair_gradient, pairwise_sq_dists
 from clustviz.clusterplot.init import knn_kl
 from clustviz.clusterplot.overlap import (
+    aggregate_edges,
     discrepancy,
     hard_edges,
-    knn_graph,
+    knn_from_dists,
     nearest_sorted,
     normalise_overlap,
     overlap_pair_mask,
@@ -266,6 +267,17 @@ def fold_rows(
     )
 
 
+def folded_knn_weights(
+    counts: torch.Tensor, row_counts: torch.Tensor, k: torch.Tensor | int
+) -> torch.Tensor:
+    """Edges ``(..., R, K)`` of a hard kNN graph on folded rows: row i's nearest other rows
+    stand for ``counts (..., R, K)`` rows each; its own ``row_counts (..., R) - 1`` copies come
+    first (distance 0); the first ``k`` rows (an int or a tensor that broadcasts) are the
+    unfolded row's neighbours, and the row itself stands for ``row_counts`` rows."""
+    before = (row_counts - 1).unsqueeze(-1) + counts.cumsum(-1) - counts
+    return (k - before).clamp_min(0).minimum(counts) * row_counts.unsqueeze(-1)
+
+
 def _in_point_order(
     point_anchor: torch.Tensor, mask: torch.Tensor, *matrices: torch.Tensor
 ) -> list[torch.Tensor]:
@@ -278,6 +290,20 @@ def _in_point_order(
         (M.gather(1, rows).gather(2, point_anchor.unsqueeze(1).expand(B, n, n)) * valid).to(M.dtype)
         for M in matrices
     ]
+
+
+def _folded_z(
+    Y: torch.Tensor, point_anchor: torch.Tensor, members: torch.Tensor, anchor_rows: torch.Tensor
+) -> torch.Tensor:
+    """The folded 2-D rows ``[Y; anchors[anchor_rows]]`` (an anchor: its members' mean;
+    padding points of ``Y`` must be zero)."""
+    if not anchor_rows.shape[1]:
+        return Y
+    B, A = members.shape
+    index = point_anchor.unsqueeze(-1).expand(*point_anchor.shape, 2)
+    sums = Y.new_zeros(B, A, 2).scatter_add_(1, index, Y)
+    means = sums / members.clamp_min(1.0).unsqueeze(-1)
+    return torch.cat([Y, means.gather(1, anchor_rows.unsqueeze(-1).expand(-1, -1, 2))], 1)
 
 
 def _knn_kl_grad(
@@ -406,12 +432,41 @@ def gradient_layout(
 
 
 def hard_R_L(Y: torch.Tensor, target: OverlapTarget) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hard 2-D ``R_L (B, A, A)`` and cluster shares ``M_L (B, C, C)`` of a layout."""
-    Z, Z_mask, group = low_graph_rows(Y, target)
-    idx, edge_mask = knn_graph(Z, Z_mask, target.k)
-    edges = hard_edges(idx, edge_mask, group, target.n_anchors)
+    """Hard 2-D ``R_L (B, A, A)`` and cluster shares ``M_L (B, C, C)`` of a layout.
+
+    The graph of ``[Y; anchors]`` is built on folded rows (:class:`FoldedRows`): the same
+    edges as :func:`low_graph_rows` then :func:`~.overlap.knn_graph`, from ``(n + A2)²``
+    distances instead of ``(n + A)²``."""
+    B, n, _ = Y.shape
+    A = target.n_anchors
+    mask = target.mask
+    Y = Y * mask.unsqueeze(-1)  # padding rows may carry a translation (greedy mode)
+    if target.anchors_in_graph:
+        members = Y.new_zeros(B, A).scatter_add_(1, target.point_anchor, mask.to(Y.dtype))
+        rows = fold_rows(target.point_anchor, mask, target.anchor_mask, members)
+        assert rows.multiplicity is not None
+        Z = _folded_z(Y, target.point_anchor, members, rows.anchor_rows)
+        Z_mask = torch.cat([mask, rows.anchor_rows_mask], 1)
+        group = torch.cat([target.point_anchor, rows.anchor_rows], 1)
+        multiplicity = rows.multiplicity
+        unfolded = mask.sum(1) + target.anchor_mask.sum(1)  # rows of [Y; anchors]
+    else:
+        Z, Z_mask, group, multiplicity = Y, mask, target.point_anchor, mask.to(Y.dtype)
+        unfolded = mask.sum(1)
+    dist = pairwise_sq_dists(Z)  # its first n × n block is Y's
+    # at most k folded rows hold a row's k nearest (each stands for one row or more)
+    idx, edge_mask = knn_from_dists(dist, Z_mask, target.k)
+    flat_idx = idx.reshape(B, -1)
+    counts = multiplicity.gather(1, flat_idx).view_as(idx) * edge_mask
+    k = torch.minimum(target.k, unfolded - 1).view(B, 1, 1)
+    edges = aggregate_edges(
+        group.unsqueeze(-1).expand_as(idx),
+        group.gather(1, flat_idx).view_as(idx),
+        folded_knn_weights(counts, multiplicity, k),
+        A,
+    )
     R_L = normalise_overlap(edges, target.anchor_cluster, target.anchor_mask)
-    idx, edge_mask = knn_graph(Y, target.mask, target.knn_k)
+    idx, edge_mask = knn_from_dists(dist[:, :n, :n], mask, target.knn_k)
     label_edges = hard_edges(idx, edge_mask, target.labels, target.n_clusters)
     return R_L, label_edges / label_edges.sum(2, keepdim=True).clamp_min(1e-12)
 

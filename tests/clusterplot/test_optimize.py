@@ -171,3 +171,26 @@ def test_large_path_candidates_are_the_nearest_others(method) -> None:
             np.sort(found, axis=1), np.sort(dist, axis=1)[:, : cand.shape[1]], atol=1e-5
         )
         assert not (cand.numpy() == np.arange(len(rows))[:, None]).any()
+
+
+@pytest.mark.parametrize("params", [{}, {"birch_threshold": 5.0}, {"anchors_in_graph": False}])
+def test_hard_discrepancy_on_folded_rows_equals_the_unfolded_graph(make_blobs, params) -> None:
+    """hard_R_L builds the 2-D graph of [Y; anchors] on folded rows: the same R_L and M_L as
+    the kNN graph of the unfolded rows, for a padded batch."""
+    import torch
+
+    from clustviz.clusterplot.optimize import hard_R_L, low_graph_rows
+    from clustviz.clusterplot.overlap import hard_edges, knn_graph, normalise_overlap
+
+    items = [_lm_like(make_blobs, 0), make_blobs(5, 3, dim=32, spread=1.2, seed=9)]
+    target, Y0, _ = _target_and_init(items, **params)
+    Z, Z_mask, group = low_graph_rows(Y0, target)
+    idx, edge_mask = knn_graph(Z, Z_mask, target.k)
+    edges = hard_edges(idx, edge_mask, group, target.n_anchors)
+    expected_R = normalise_overlap(edges, target.anchor_cluster, target.anchor_mask)
+    idx, edge_mask = knn_graph(Y0, target.mask, target.knn_k)
+    label_edges = hard_edges(idx, edge_mask, target.labels, target.n_clusters)
+    expected_M = label_edges / label_edges.sum(2, keepdim=True).clamp_min(1e-12)
+    R_L, M_L = hard_R_L(Y0, target)
+    torch.testing.assert_close(R_L, expected_R, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(M_L, expected_M, rtol=1e-5, atol=1e-6)
