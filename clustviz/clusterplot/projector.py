@@ -206,7 +206,6 @@ class ClusterPlot(BaseProjector):
             and batch.X.shape[1] + anchors.size > DENSE_MAX_ROWS
         )
         if large:
-            assert gram is not None
             Y, trace, before, after = _large_fit(batch, anchors, p, lap, gram[0])
         else:
             Y, trace, before, after = _dense_fit(batch, anchors, p, lap, gram)
@@ -401,12 +400,13 @@ def _overlap_target(
         group = torch.cat([anchors.point_anchor, arange_a], 1)
     else:
         dist_z, Z_mask, group = sq_dists_from_gram(gram), batch.mask, anchors.point_anchor
+    dist_x = dist_z[:, :n, :n]  # the points come first
     k = torch.full((B,), p.k, device=batch.X.device)
     idx, edge_mask = knn_from_dists(dist_z, Z_mask, k)
     edges = hard_edges(idx, edge_mask, group, A)
     C = batch.max_clusters
     knn_k = torch.full((B,), p.knn_k, device=batch.X.device)
-    idx, edge_mask = knn_from_dists(sq_dists_from_gram(gram), batch.mask, knn_k)
+    idx, edge_mask = knn_from_dists(dist_x, batch.mask, knn_k)
     label_edges = hard_edges(idx, edge_mask, batch.labels, C)
     return OverlapTarget(
         R_H=normalise_overlap(edges, anchors.cluster, anchors.mask),
