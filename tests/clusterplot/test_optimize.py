@@ -194,3 +194,24 @@ def test_hard_discrepancy_on_folded_rows_equals_the_unfolded_graph(make_blobs, p
     R_L, M_L = hard_R_L(Y0, target)
     torch.testing.assert_close(R_L, expected_R, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(M_L, expected_M, rtol=1e-5, atol=1e-6)
+
+
+def test_large_path_pair_gradient_matches_autograd() -> None:
+    """The large path's planar pair gradient: d/dz of Σ coef_ij |z_i - z_j|² over row-wise
+    column lists (repeated columns and rows among the columns included)."""
+    import torch
+
+    from clustviz.clusterplot import large
+
+    generator = torch.Generator().manual_seed(0)
+    Zt = torch.randn(2, 50, generator=generator, dtype=torch.float64)
+    columns = torch.randint(0, 50, (30, 7), generator=generator)
+    columns[:, 0] = (torch.arange(30) + 1) % 50  # never self, one column a row's successor
+    coef = torch.randn(30, 7, generator=generator, dtype=torch.float64)
+    grad = torch.zeros_like(Zt)
+    diff, D = large._pairs(Zt, columns)
+    large._row_pair_grad(grad, large.flat_columns(columns, 50), coef, diff)
+    Z = Zt.clone().requires_grad_(True)
+    (coef * ((Z[:, :30].unsqueeze(2) - Z[:, columns]) ** 2).sum(0)).sum().backward()
+    torch.testing.assert_close(grad, Z.grad)
+    torch.testing.assert_close(D, ((Zt[:, :30].unsqueeze(2) - Zt[:, columns]) ** 2).sum(0))
