@@ -324,10 +324,11 @@ class _SparseOverlap:
             pair_keys, inverse = torch.unique(torch.cat([keys, support]), return_inverse=True)
             self.inverse = inverse[: len(keys)]
         self.pair_a, pair_b = pair_keys // self.G, pair_keys % self.G
-        self.target = self.R_H.reshape(-1)[pair_keys]
         self.pairs = (self.group_cluster[self.pair_a] != self.group_cluster[pair_b]).to(
             self.R_H.dtype
         )
+        # 0 where a pair does not count, as R is: R - target needs no masking below
+        self.target = self.R_H.reshape(-1)[pair_keys] * self.pairs
         self.keep = (self.pair_a != pair_b).to(self.R_H.dtype) if not self.dense else None
         self.counts = (
             None if self.multiplicity is None else self.multiplicity[cand]  # (R, M)
@@ -353,17 +354,19 @@ class _SparseOverlap:
         edges = torch.zeros_like(self.target).index_add_(0, self.inverse, w.reshape(-1))
         off = edges if self.keep is None else edges * self.keep
         rows = torch.zeros(self.G, dtype=Zt.dtype, device=Zt.device).index_add_(0, self.pair_a, off)
-        inv_rows = (1.0 / rows.clamp_min(_EPS))[self.pair_a]
+        # (the clamp stops the row-sum path: rows at 0 get no gradient)
+        inv_rows = ((rows > _EPS) / rows.clamp_min(_EPS))[self.pair_a]
         R = off * inv_rows * self.pairs
-        delta = R - self.target
-        loss = (delta.abs() * self.pairs).sum() / max(self.count, 1.0)
-        g_R = torch.sign(delta) * self.pairs / max(self.count, 1.0)
+        delta = R - self.target  # 0 off the pairs
+        count = max(self.count, 1.0)
+        loss = delta.abs().sum() / count
+        g_R = torch.sign(delta).div_(count)
         row_dot = torch.zeros_like(rows).index_add_(0, self.pair_a, g_R * R)[self.pair_a]
-        g_off = (g_R * self.pairs - row_dot) * inv_rows * (rows > _EPS)[self.pair_a]
+        g_off = g_R.sub_(row_dot).mul_(inv_rows)
         if self.keep is not None:
-            g_off = g_off * self.keep
+            g_off = g_off.mul_(self.keep)
         g_w = g_off[self.inverse].view_as(w)
-        return loss, g_w * w * (s - 1.0) * scale, diff
+        return loss, g_w.mul_(w).mul_(s.sub_(1.0)).mul_(scale), diff
 
 
 def large_gradient_layout(
