@@ -84,8 +84,9 @@ def project_many(
 ) -> list[dict[str, Any]]:
     """Many preambles through one batched fit (``fit_transform_many``), one result dict each.
 
-    ``hulls[i]`` False leaves item i's cluster blobs for later (``extras["hulls"]`` is None; see
-    :func:`hulls`): a batch stores layouts, and blobs are drawn only for the ones viewed.
+    ``hulls[i]`` False leaves item i's cluster blobs and quality scores for later
+    (``extras["hulls"]`` and ``metrics`` are None; see :func:`hulls`): a batch stores layouts,
+    and blobs and scores are made only for the ones viewed.
     """
     from clustviz.clusterplot import layout_hulls
     from clustviz.metrics import layout_metrics
@@ -101,7 +102,7 @@ def project_many(
             "params_used": _as_dict(result.params_used),
             "notes": list(result.notes),
             "seconds": seconds,
-            "metrics": layout_metrics(X, result.embedding, labels),
+            "metrics": layout_metrics(X, result.embedding, labels) if want else None,
             "extras": _clusterplot_extras(
                 result,
                 _hull_dicts(layout_hulls(result.embedding, labels, result.params_used))

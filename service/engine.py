@@ -21,6 +21,7 @@ from clustviz.data import DataCatalog, Dataset, PreambleView
 from clustviz.errors import InvalidInputError, UnavailableError
 from clustviz.keys import image_key, projection_key
 from clustviz.lane import DeviceLane
+from clustviz.metrics import layout_metrics
 from clustviz.projectors import DEFAULT_SEED, ProjectorSpec, build_params, get_spec
 from clustviz.render import plot_title
 from clustviz.workers import WorkerPool
@@ -207,9 +208,9 @@ class Engine:
             stored, cached = await self._single_flight(
                 request.key, lambda: self._compute(request, hulls=hulls)
             )
-        if hulls and _hulls_pending(stored):
+        if hulls and _view_pending(stored):
             stored, _ = await self._single_flight(
-                "hulls:" + request.key, lambda: self._add_hulls(request, stored)
+                "view:" + request.key, lambda: self._complete_view(request, stored)
             )
         return Projection(request, stored, cached, _ms(started))
 
@@ -263,27 +264,33 @@ class Engine:
             "params_used": result["params_used"],
             "notes": result["notes"],
             "seconds": result["seconds"],
-            "metrics": _finite(result.get("metrics", {})),
+            "metrics": _finite(result["metrics"]) if result.get("metrics") is not None else None,
             "extras": result.get("extras"),
             "device": (result.get("extras") or {}).get("device", "cpu"),
         }
         return await asyncio.to_thread(self.store.put, request.key, result["embedding"], meta)
 
-    async def _add_hulls(
+    async def _complete_view(
         self, request: ResolvedRequest, stored: StoredProjection
     ) -> StoredProjection:
-        """Draw the cluster blobs of a layout stored without them, and store them with it."""
-        polygons = await asyncio.wrap_future(
-            self.pool.submit(
-                "clustviz.tasks:hulls",
-                request.params_used,
-                stored.embedding,
-                request.view.labels,
-                timeout=self.timeout,
-            )
-        )
+        """Draw the cluster blobs and compute the quality scores of a layout a batch stored
+        without them (see :func:`clustviz.tasks.project_many`); store them with it."""
         meta = dict(stored.meta)
-        meta["extras"] = dict(meta["extras"]) | {"hulls": polygons}
+        view = request.view
+        if meta["extras"].get("hulls") is None:
+            polygons = await asyncio.wrap_future(
+                self.pool.submit(
+                    "clustviz.tasks:hulls",
+                    request.params_used,
+                    stored.embedding,
+                    view.labels,
+                    timeout=self.timeout,
+                )
+            )
+            meta["extras"] = dict(meta["extras"]) | {"hulls": polygons}
+        if meta.get("metrics") is None:  # well under a millisecond: no worker needed
+            scores = await asyncio.to_thread(layout_metrics, view.X, stored.embedding, view.labels)
+            meta["metrics"] = _finite(scores)
         return await asyncio.to_thread(self.store.put, request.key, stored.embedding, meta)
 
     async def render(
@@ -336,9 +343,12 @@ class Engine:
             raise UnavailableError("too many projections are queued; retry shortly", code="busy")
 
 
-def _hulls_pending(stored: StoredProjection) -> bool:
+def _view_pending(stored: StoredProjection) -> bool:
+    """A clusterplot layout stored by a batch: blobs and scores still to make for a view."""
     extras = stored.meta.get("extras")
-    return extras is not None and extras.get("hulls", []) is None
+    if extras is None:  # not a clusterplot layout
+        return False
+    return extras.get("hulls", []) is None or stored.meta.get("metrics") is None
 
 
 def _params_key(params: dict[str, Any]) -> str:

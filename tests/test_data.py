@@ -47,6 +47,25 @@ def test_demo_fixture_loads_as_float32_with_o1_views() -> None:
     np.testing.assert_allclose(view.X, first["embedding"].to_numpy().astype(np.float32))
 
 
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_views_hold_their_preambles_rows_as_copies(tmp_path: Path, interleaved: bool) -> None:
+    """A preamble's rows, whether together in the file (a slice) or spread (gathered); the
+    view's embeddings are its own copy."""
+    embeddings, clusters = make_rows({"a": 5, "b": 5})
+    if interleaved:
+        embeddings = embeddings.with_row_index().sort(pl.col("index") % 5).drop("index")
+    write_dataset(tmp_path, embeddings, clusters)
+    dataset = load_only(tmp_path)
+    for preamble in ("a", "b"):
+        view = dataset.view(preamble)
+        rows = embeddings.filter(pl.col("preamble") == preamble)
+        assert view.guesses == rows["guess"].to_list()
+        assert view.token_ids.tolist() == rows["token_id"].to_list()
+        np.testing.assert_allclose(view.X, rows["embedding"].to_numpy(), rtol=1e-6)
+        view.X[:] = 0.0
+        assert np.abs(dataset.view(preamble).X).sum() > 0
+
+
 def test_list_column_and_float32_embeddings_load(tmp_path: Path) -> None:
     embeddings, clusters = make_rows({"p": 6})
     embeddings = embeddings.with_columns(pl.col("embedding").cast(pl.List(pl.Float32)))

@@ -95,12 +95,16 @@ class Dataset:
     def view(self, preamble: str) -> PreambleView:
         """The guesses of one preamble; :class:`NotFoundError` if it is unknown."""
         rows_idx = self.row_indices(preamble)
-        part = self.rows[rows_idx]
+        n, start = len(rows_idx), int(rows_idx[0])
+        if bool((np.diff(rows_idx) == 1).all()):  # the usual file: a preamble's rows together
+            part, X = self.rows.slice(start, n), self.embeddings[start : start + n]
+        else:
+            part, X = self.rows[rows_idx], self.embeddings[rows_idx]
         cluster_ids = part["cluster_id"].to_numpy()
         _, labels = np.unique(cluster_ids, return_inverse=True)
         return PreambleView(
             preamble=preamble,
-            X=np.ascontiguousarray(self.embeddings[rows_idx]),
+            X=np.array(X, order="C"),  # a copy: callers may scale it in place
             guesses=part["guess"].to_list(),
             token_ids=part["token_id"].to_numpy(),
             logits=part["logit"].to_numpy(),

@@ -86,16 +86,23 @@ def test_clusterplot_items_run_as_one_batched_fit_and_draw_blobs_when_viewed(
     sql = "SELECT meta FROM projections WHERE key IN (SELECT key FROM job_items WHERE job_id = ?)"
     metas = [json.loads(meta) for (meta,) in store.query(sql, (job,))]
     assert len(metas) == 10
-    assert all(m["extras"]["hulls"] is None and m["metrics"]["knn_preservation"] for m in metas)
-    # a view of a batch item draws its blobs (once) and keeps the layout
+    assert all(m["extras"]["hulls"] is None and m["metrics"] is None for m in metas)
+    # a view of a batch item draws its blobs and scores it (once), and keeps the layout
     url = f"/projections/{DEMO_ID}/clusterplot"
     view = client.get(url, params={"preamble": SEED_PREAMBLE, "seed": 77}).json()
     assert view["cached"] is True and view["hulls"], view
+    alone = client.post(
+        "/projections",
+        json={"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "clusterplot"},
+    ).json()  # another seed: computed with its blobs and scores at once
+    assert view["metrics"].keys() == alone["metrics"].keys()
+    assert 0 < view["metrics"]["knn_preservation"] <= 1
     results = client.get(f"/batches/{job}/results", params={"format": "json"}).json()
     batch_x = [r["x"] for r in results if r["preamble"] == SEED_PREAMBLE]
     assert batch_x == pytest.approx([p["x"] for p in view["points"]])
     metas = [json.loads(meta) for (meta,) in store.query(sql, (job,))]
     assert sum(m["extras"]["hulls"] is not None for m in metas) == 1
+    assert sum(m["metrics"] is not None for m in metas) == 1
     png = client.get(
         f"/plots/{DEMO_ID}/clusterplot.png", params={"preamble": SEED_PREAMBLE, "seed": 77}
     )
