@@ -25,6 +25,21 @@ def test_runs_tasks_in_worker_processes(pool: WorkerPool) -> None:
     assert pool.submit("worker_tasks:pid").result(30) != os.getpid()
 
 
+def test_workers_native_thread_pools_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy (and its BLAS) is loaded before a worker sets its thread variables: the pools
+    already loaded must be capped too, or their idle threads spin beside the other worker.
+    The parent here asks for 2 threads (as a server's environment may), the worker for 1."""
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(variable, "2")
+    pool = WorkerPool(1, WorkerSettings(warm=(), threads=1)).start()
+    try:
+        pools = pool.submit("worker_tasks:thread_pools").result(60)
+    finally:
+        pool.close()
+    assert any(p["api"] == "blas" for p in pools)
+    assert all(p["threads"] == 1 for p in pools), pools
+
+
 def test_library_errors_keep_their_class_and_code(pool: WorkerPool) -> None:
     with pytest.raises(InvalidInputError) as err:
         pool.submit("worker_tasks:refuse", 7).result(30)

@@ -31,3 +31,12 @@ def explode() -> None:
 
 def pid() -> int:
     return os.getpid()
+
+
+def thread_pools() -> list[dict[str, object]]:
+    """The native thread pools loaded in this process (BLAS, OpenMP) and their sizes."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    np.ones((64, 64)) @ np.ones((64, 64))  # BLAS loaded and used
+    return [{"api": i["user_api"], "threads": i["num_threads"]} for i in threadpool_info()]
