@@ -21,6 +21,7 @@ from clustviz.clusterplot.overlap import knn_graph
 
 __all__ = [
     "affinities_from_knn",
+    "centred_gram",
     "knn_affinities",
     "neighbour_embedding",
     "pca_init",
@@ -36,14 +37,7 @@ def pca_init(X: torch.Tensor, mask: torch.Tensor, gram: torch.Tensor | None = No
     it, and it is centred without a d-dimensional product."""
     weight = mask.unsqueeze(-1).to(X.dtype)
     count = weight.sum(1, keepdim=True).clamp_min(1.0)
-    if gram is None:
-        centred = (X - (X * weight).sum(1, keepdim=True) / count) * weight
-        gram = centred @ centred.transpose(1, 2)  # (B, n, n), zero rows/cols at padding
-    else:  # x̃_i · x̃_j = G_ij - x_i · μ - x_j · μ + μ · μ, μ the valid points' mean
-        row_means = (gram * weight.transpose(1, 2)).sum(2, keepdim=True) / count  # (B, n, 1)
-        total = (row_means * weight).sum(1, keepdim=True) / count  # (B, 1, 1)
-        gram = (gram - row_means - row_means.transpose(1, 2) + total) * weight
-        gram = gram * weight.transpose(1, 2)
+    gram = centred_gram(X @ X.transpose(1, 2) if gram is None else gram, mask)
     values, vectors = torch.linalg.eigh(gram.double())  # ascending
     scores = vectors[..., -2:].flip(-1) * values[..., -2:].flip(-1).clamp_min(0).sqrt().unsqueeze(1)
     scores = scores.float() * weight
@@ -51,6 +45,18 @@ def pca_init(X: torch.Tensor, mask: torch.Tensor, gram: torch.Tensor | None = No
     scores = scores * torch.where(skew < 0, -1.0, 1.0)
     std = (scores[..., :1] ** 2).sum(1, keepdim=True).div(count).sqrt().clamp_min(1e-12)
     return scores / std
+
+
+def centred_gram(gram: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, n, n)`` Gram matrix of the valid points centred on their mean, from ``gram = X Xᵀ``
+    (no d-dimensional product): ``x̃_i · x̃_j = G_ij - x_i · μ - x_j · μ + μ · μ``; zero at
+    padding."""
+    weight = mask.unsqueeze(-1).to(gram.dtype)  # (B, n, 1)
+    count = weight.sum(1, keepdim=True).clamp_min(1.0)
+    row_means = (gram * weight.transpose(1, 2)).sum(2, keepdim=True) / count  # x_i · μ
+    total = (row_means * weight).sum(1, keepdim=True) / count  # μ · μ
+    centred = gram - row_means - row_means.transpose(1, 2) + total
+    return centred * weight * weight.transpose(1, 2)
 
 
 def knn_affinities(X: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:

@@ -28,6 +28,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from clustviz.clusterplot.batch import Adam
+from clustviz.clusterplot.init import centred_gram
 from clustviz.clusterplot.optimize import fold_rows, folded_knn_weights
 from clustviz.clusterplot.overlap import radius_from_sorted
 
@@ -139,8 +140,8 @@ def large_target(
     pairs = anchor_cluster.unsqueeze(1) != anchor_cluster.unsqueeze(0)
     R_H = edges / edges.sum(1, keepdim=True).clamp_min(_EPS) * pairs
     label_edges = label_edges.view(C, C)
-    mean = X.mean(0, keepdim=True)
-    centred = gram - (X @ mean.T) - (mean @ X.T) + (mean @ mean.T)
+    everyone = torch.ones(1, n, dtype=torch.bool, device=X.device)
+    centred = centred_gram(gram[None], everyone)[0]
     return LargeTarget(
         R_H=R_H,
         M_H=label_edges / label_edges.sum(1, keepdim=True).clamp_min(_EPS),
@@ -366,7 +367,7 @@ class _SparseOverlap:
         if self.keep is not None:
             g_off = g_off.mul_(self.keep)
         g_w = g_off[self.inverse].view_as(w)
-        return loss, g_w.mul_(w).mul_(s.sub_(1.0)).mul_(scale), diff
+        return loss, g_w.mul_(w).mul_(s - 1.0).mul_(scale), diff  # (w may be s itself)
 
 
 def large_gradient_layout(

@@ -293,15 +293,19 @@ def _in_point_order(
 
 
 def _folded_z(
-    Y: torch.Tensor, point_anchor: torch.Tensor, members: torch.Tensor, anchor_rows: torch.Tensor
+    Y: torch.Tensor,
+    mask: torch.Tensor,
+    point_anchor: torch.Tensor,
+    members: torch.Tensor,
+    anchor_rows: torch.Tensor,
 ) -> torch.Tensor:
-    """The folded 2-D rows ``[Y; anchors[anchor_rows]]`` (an anchor: its members' mean;
-    padding points of ``Y`` must be zero)."""
+    """The folded 2-D rows ``[Y; anchors[anchor_rows]]`` (an anchor: the mean of its valid
+    members; padding rows of ``Y`` may hold anything, e.g. a translation)."""
     if not anchor_rows.shape[1]:
         return Y
     B, A = members.shape
     index = point_anchor.unsqueeze(-1).expand(*point_anchor.shape, 2)
-    sums = Y.new_zeros(B, A, 2).scatter_add_(1, index, Y)
+    sums = Y.new_zeros(B, A, 2).scatter_add_(1, index, Y * mask.unsqueeze(-1))
     means = sums / members.clamp_min(1.0).unsqueeze(-1)
     return torch.cat([Y, means.gather(1, anchor_rows.unsqueeze(-1).expand(-1, -1, 2))], 1)
 
@@ -391,11 +395,7 @@ def gradient_layout(
     with torch.no_grad():
         for step in range(steps):
             Y = Y0 + T.gather(1, anchor_index) + delta * weight
-            if rows.anchor_rows.shape[1]:  # anchors of several members: their means
-                sums = Y.new_zeros(B, A, 2).scatter_add_(1, anchor_index, Y * weight)
-                Z = torch.cat([Y, (sums * inv_members).gather(1, row_index)], 1)
-            else:
-                Z = Y
+            Z = _folded_z(Y, mask, target.point_anchor, members, rows.anchor_rows)
             D = pairwise_sq_dists(Z)  # (B, N, N); its first n × n block is Y's
             D_Y = D[:, :n, :n]
             # radii are detached and move slowly, and a topk over rows of 40 costs as much as
@@ -440,12 +440,11 @@ def hard_R_L(Y: torch.Tensor, target: OverlapTarget) -> tuple[torch.Tensor, torc
     B, n, _ = Y.shape
     A = target.n_anchors
     mask = target.mask
-    Y = Y * mask.unsqueeze(-1)  # padding rows may carry a translation (greedy mode)
     if target.anchors_in_graph:
         members = Y.new_zeros(B, A).scatter_add_(1, target.point_anchor, mask.to(Y.dtype))
         rows = fold_rows(target.point_anchor, mask, target.anchor_mask, members)
         assert rows.multiplicity is not None
-        Z = _folded_z(Y, target.point_anchor, members, rows.anchor_rows)
+        Z = _folded_z(Y, mask, target.point_anchor, members, rows.anchor_rows)
         Z_mask = torch.cat([mask, rows.anchor_rows_mask], 1)
         group = torch.cat([target.point_anchor, rows.anchor_rows], 1)
         multiplicity = rows.multiplicity

@@ -8,8 +8,9 @@ Pipeline per batch of preambles (one padded torch program): anchors → kNN grap
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,17 +163,13 @@ class ClusterPlot(BaseProjector):
                     results[i] = result
                 start += len(chunk)
 
-        if (small or split) and device.type == "cpu":
-            torch.set_num_threads(1)  # process-wide: restored below
-        try:
+        with _one_thread((small or split) and device.type == "cpu"):
             if split:
                 with ThreadPoolExecutor(threads, thread_name_prefix="clusterplot") as pool:
                     for future in [pool.submit(run_group, group) for group in groups]:
                         future.result()
             else:
                 run_group(order)
-        finally:
-            torch.set_num_threads(threads)
         return results  # type: ignore[return-value]
 
     def _run_chunk(
@@ -291,6 +288,19 @@ def layout_hulls(
     )
 
 
+@contextmanager
+def _one_thread(active: bool) -> Iterator[None]:
+    """Torch on one CPU thread inside the block when ``active`` (the setting is process-wide:
+    the previous count comes back on exit)."""
+    threads = torch.get_num_threads()
+    if active:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _gradient_settings(p: ClusterPlotParams) -> dict[str, Any]:
     """The gradient mode's settings, as both relaxations (dense and large-n) take them."""
     return {
@@ -363,12 +373,9 @@ def _large_fit(
             gram=gram,
         )
         lap("overlap")
-        threads = torch.get_num_threads()
         rows = n + len(target.anchor_rows)
         pairs = rows * min(int(CANDIDATES * target.k), rows - 1)  # as the relaxation's lists
-        if batch.X.device.type == "cpu" and pairs < LARGE_LOOP_PAIRS:
-            torch.set_num_threads(1)  # process-wide: restored below
-        try:
+        with _one_thread(batch.X.device.type == "cpu" and pairs < LARGE_LOOP_PAIRS):
             if p.init == "torch":
                 Y0 = large_init(target, steps=p.init_steps, lr=p.step_size, generator=generator)
             else:
@@ -380,8 +387,6 @@ def _large_fit(
             )
             after = large_hard_discrepancy(Y, target)
             lap("relax")
-        finally:
-            torch.set_num_threads(threads)
     as_batch = {key: torch.tensor([value]) for key, value in before.items()}
     return (
         Y.view(1, n, 2),
