@@ -29,10 +29,26 @@ from scipy.spatial import cKDTree
 
 from clustviz.clusterplot.batch import Adam
 from clustviz.clusterplot.init import centred_gram
+from clustviz.clusterplot.kernels import (
+    flat_columns,
+    kl_attraction,
+    kl_repulsion,
+    pairs,
+    soft_overlap_grad,
+)
+from clustviz.clusterplot.lanes import Lanes
 from clustviz.clusterplot.optimize import fold_rows, folded_knn_weights
 from clustviz.clusterplot.overlap import radius_from_sorted
 
-__all__ = ["DENSE_MAX_ROWS", "LargeTarget", "large_gradient_layout", "large_init", "large_target"]
+__all__ = [
+    "DENSE_MAX_ROWS",
+    "LargeTarget",
+    "large_candidates",
+    "large_gradient_layout",
+    "large_hard_discrepancy",
+    "large_init",
+    "large_target",
+]
 
 #: Above this many rows of ``[X; anchors]`` a preamble takes the large-n path.
 DENSE_MAX_ROWS = 640
@@ -68,7 +84,6 @@ class LargeTarget:
     labels: torch.Tensor  # (n,)
     k: int  # kNN size of the sub-cluster graph (clamped)
     knn_k: int  # kNN size of the point graphs (clamped)
-    gram: torch.Tensor  # (n, n) centred Gram matrix of X, for the PCA
     anchors_in_graph: bool
     anchor_rows: torch.Tensor  # (A2,) anchors with a row of their own in the folded graph
     multiplicity: torch.Tensor  # (n + A2,) rows of [X; anchors] each folded row stands for
@@ -118,30 +133,32 @@ def large_target(
     label_edges = torch.zeros(C * C, dtype=X.dtype, device=X.device)
     neighbours_x = []
     for start in range(0, N2, _BLOCK):
-        rows = torch.arange(start, min(start + _BLOCK, N2), device=X.device)
-        point_rows = rows[rows < n]
+        stop = min(start + _BLOCK, N2)
+        rows = torch.arange(start, stop, device=X.device)
         blocks = []
-        if len(point_rows):
-            blocks.append(torch.cat([gram[point_rows], cross_z[point_rows]], 1))
-        own_rows = rows[rows >= n] - n
-        if len(own_rows):
-            blocks.append(torch.cat([cross_z[:, own_rows].T, anchor_gram_z[own_rows]], 1))
-        dist = _sq_dists_from_gram(torch.cat(blocks), sq_z[rows], sq_z)
-        idx = _topk_rows(dist.clone(), rows, min(k, N2 - 1))
+        if start < n:  # point rows start..min(stop, n)
+            blocks.append(torch.cat([gram[start:stop], cross_z[start:stop]], 1))
+        if stop > n:  # anchor rows
+            own = slice(max(start, n) - n, stop - n)
+            blocks.append(torch.cat([cross_z[:, own].T, anchor_gram_z[own]], 1))
+        # a fresh block: distances are made in place (no (block, N) temporaries)
+        dist = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
+        dist.mul_(-2.0).add_(sq_z).add_(sq_z[start:stop, None]).clamp_min_(0.0)
+        point_rows = rows[: max(0, min(stop, n) - start)]
+        # self is set to infinity in place; the kNN of X below needs the same
+        idx = _topk_rows(dist, rows, min(k, N2 - 1))
         weight = folded_knn_weights(multiplicity[idx], multiplicity[rows], k)
         flat = (group[rows].unsqueeze(1) * A + group[idx]).reshape(-1)
-        edges.index_add_(0, flat, weight.reshape(-1))
+        edges.scatter_add_(0, flat, weight.reshape(-1))
         if len(point_rows):  # the kNN graph of X alone (knn_k), for M_H and P
             idx_x = _topk_rows(dist[: len(point_rows), :n], point_rows, knn_k)
             label_flat = (labels[point_rows].unsqueeze(1) * C + labels[idx_x]).reshape(-1)
-            label_edges.index_add_(0, label_flat, torch.ones_like(label_flat, dtype=X.dtype))
+            label_edges.scatter_add_(0, label_flat, torch.ones_like(label_flat, dtype=X.dtype))
             neighbours_x.append(idx_x)
     edges = edges.view(A, A) * (1.0 - torch.eye(A, dtype=X.dtype, device=X.device))
     pairs = anchor_cluster.unsqueeze(1) != anchor_cluster.unsqueeze(0)
     R_H = edges / edges.sum(1, keepdim=True).clamp_min(_EPS) * pairs
     label_edges = label_edges.view(C, C)
-    everyone = torch.ones(1, n, dtype=torch.bool, device=X.device)
-    centred = centred_gram(gram[None], everyone)[0]
     return LargeTarget(
         R_H=R_H,
         M_H=label_edges / label_edges.sum(1, keepdim=True).clamp_min(_EPS),
@@ -152,7 +169,6 @@ def large_target(
         labels=labels,
         k=k,
         knn_k=knn_k,
-        gram=centred,
         anchors_in_graph=anchors_in_graph,
         anchor_rows=anchor_rows,
         multiplicity=multiplicity,
@@ -174,71 +190,53 @@ def fold_anchor_rows(
     return rows.anchor_rows[0], rows.multiplicity[0]
 
 
-def large_pca(gram: torch.Tensor, generator: torch.Generator, iterations: int = 30):
-    """Top-2 PCA scores ``(n, 2)`` from the centred Gram matrix by block power iteration,
-    signs fixed by skewness and PC1 scaled to unit std (as :func:`~.init.pca_init`)."""
-    n = gram.shape[0]
-    Q = torch.randn(n, 6, generator=generator, device=gram.device, dtype=gram.dtype)
+def large_pca(
+    X: torch.Tensor, gram: torch.Tensor, generator: torch.Generator, iterations: int = 30
+):
+    """Top-2 PCA scores ``(n, 2)`` of ``X (n, d)`` by block power iteration, signs fixed by
+    skewness and PC1 scaled to unit std (as :func:`~.init.pca_init`).
+
+    The iteration runs on the smaller of the covariance ``X̃ᵀX̃ (d, d)`` and the centred Gram
+    matrix ``X̃X̃ᵀ`` (from ``gram = X Xᵀ``, ``(n, n)``): they share their non-zero spectrum.
+    A product with a 6-column block streams the whole matrix from memory each iteration: at
+    n = 3000, d = 768 that is 36 MB for the Gram matrix (30 iterations: 0.21 s on one
+    thread) against 2.4 MB, cache-resident, for the covariance (one GEMM to make it)."""
+    n, d = X.shape
+    centred_x = X - X.mean(0) if d < n else None
+    if centred_x is not None:
+        matrix = centred_x.T @ centred_x
+    else:
+        matrix = centred_gram(gram[None], torch.ones(1, n, dtype=torch.bool, device=X.device))[0]
+    Q = torch.randn(len(matrix), 6, generator=generator, device=X.device, dtype=X.dtype)
     for _ in range(iterations):
-        Q, _ = torch.linalg.qr(gram @ Q)
-    values, vectors = torch.linalg.eigh((Q.T @ gram @ Q).double())
-    top = (Q.double() @ vectors[:, -2:].flip(-1)).float()
-    scores = top * values[-2:].flip(-1).clamp_min(0).sqrt().float()
+        Q, _ = torch.linalg.qr(matrix @ Q)
+    values, vectors = torch.linalg.eigh((Q.T @ matrix @ Q).double())
+    top = (Q.double() @ vectors[:, -2:].flip(-1)).float()  # top eigenvectors, largest first
+    if centred_x is not None:
+        scores = centred_x @ top  # projections on the principal axes
+    else:
+        scores = top * values[-2:].flip(-1).clamp_min(0).sqrt().float()
     skew = (scores**3).sum(0, keepdim=True)
     scores = scores * torch.where(skew < 0, -1.0, 1.0)
     return scores / (scores[:, :1] ** 2).mean().sqrt().clamp_min(1e-12)
 
 
-def flat_columns(columns: torch.Tensor, width: int) -> torch.Tensor:
-    """Indices into the flat view of a planar ``(2, width)`` tensor for ``columns (...)``:
-    ``(2 · numel,)``, plane 0 first (so one 1-D ``index_add_`` serves both planes)."""
-    flat = columns.reshape(1, -1) + width * torch.arange(2, device=columns.device).unsqueeze(1)
-    return flat.reshape(-1)
-
-
-def _pairs(Zt: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``diff = z_i - z_j (2, R, M)`` and ``D = |diff|² (R, M)`` for rows ``i < R`` of the
-    planar ``Zt (2, N)`` and their ``columns (R, M)``."""
-    R, M = columns.shape
-    diff = Zt[:, :R].unsqueeze(2) - Zt.index_select(1, columns.reshape(-1)).view(2, R, M)
-    return diff, torch.addcmul(diff[0] * diff[0], diff[1], diff[1])
-
-
-def _row_pair_grad(grad: torch.Tensor, flat: torch.Tensor, coef, diff) -> None:
-    """Add ``dL/dz`` of ``Σ coef_ij · |z_i - z_j|²`` into the planar ``grad (2, N)`` for pairs
-    given row by row: ``coef (R, M)``, ``diff = z_i - z_j (2, R, M)``, ``flat`` the columns
-    j through :func:`flat_columns` with ``width = N``. The rows' side is a plain sum; only
-    the columns' side scatters."""
-    force = (2.0 * coef) * diff
-    grad[:, : coef.shape[0]] += force.sum(2)
-    grad.view(-1).index_add_(0, flat, force.view(-1), alpha=-1.0)
-
-
-def _kl_grad(Yt, target: LargeTarget, negatives: int, generator, exaggeration: float):
-    """Sampled ``KL(P || Q)`` (as :func:`~.init.knn_kl`) and its planar gradient ``(2, n)``.
-
-    P puts ``1 / (2E)`` on both directions of the E kNN edges; the two directions of an edge
-    contribute equally, so each edge is visited once with twice the weight."""
+def _kl_grad(Yt, target: LargeTarget, negatives: int, generator, exaggeration: float, factor=1.0):
+    """``factor ·`` the sampled ``KL(P || Q)`` (as :func:`~.init.knn_kl`) of the planar
+    ``Yt (2, n)`` and its gradient: ``(loss, grad)``. The normaliser is estimated from
+    ``negatives`` random pairs per point, drawn from ``generator``."""
     n = Yt.shape[1]
-    grad = torch.zeros_like(Yt)
-    neighbours = target.neighbours
-    diff, D = _pairs(Yt, neighbours)  # (2, n, knn_k), (n, knn_k)
-    edge_weight = exaggeration / neighbours.numel()  # both directions of an edge
-    _row_pair_grad(grad, target.flat_neighbours, edge_weight / (1.0 + D), diff)
-    rows = torch.arange(n, device=Yt.device).unsqueeze(1)
     other = torch.randint(0, n - 1, (n, negatives), generator=generator, device=Yt.device)
-    other += other >= rows  # uniform over the others
-    diff_n, D_n = _pairs(Yt, other)
-    w = 1.0 / (1.0 + D_n)
-    scale = (n - 1) / negatives  # each sample stands for (n - 1) / negatives pairs
-    total = w.sum() * scale
-    _row_pair_grad(grad, flat_columns(other, n), -(w * w) * scale / total, diff_n)
-    loss = edge_weight * torch.log1p(D).sum() + torch.log(total)
-    return loss, grad
+    other += other >= torch.arange(n, device=Yt.device).unsqueeze(1)  # uniform over the others
+    grad = torch.zeros_like(Yt)
+    edges = target.neighbours, target.flat_neighbours
+    loss = kl_attraction(Yt, *edges, exaggeration, factor, grad)
+    return loss + kl_repulsion(Yt, other, factor, grad), grad
 
 
 def large_init(
     target: LargeTarget,
+    start: torch.Tensor,
     *,
     steps: int,
     lr: float,
@@ -246,8 +244,9 @@ def large_init(
     negatives: int = 8,
     exaggeration: float = 4.0,
 ) -> torch.Tensor:
-    """PCA then the sampled neighbour embedding (early exaggeration for the first quarter)."""
-    Yt = large_pca(target.gram, generator).T.contiguous()  # planar (2, n)
+    """The sampled neighbour embedding from ``start (n, 2)`` (:func:`large_pca`), with early
+    exaggeration for the first quarter of the steps."""
+    Yt = start.T.contiguous()  # planar (2, n)
     optimiser = Adam([Yt], lr=lr)
     for step in range(steps):
         ex = exaggeration if step < steps // 4 else 1.0
@@ -256,19 +255,44 @@ def large_init(
     return Yt.T.contiguous()
 
 
-def _candidates(Z: torch.Tensor, n: int, m_z: int, m_y: int):
-    """2-D candidates: ``(N, m_z)`` nearest rows of ``Z`` and ``(n, m_y)`` nearest points.
+def _candidates(Z: torch.Tensor, n: int, m_z: int, m_y: int, workers: int | None = None):
+    """2-D candidates: ``(N, m_z)`` nearest rows of ``Z`` and ``(n, m_y)`` nearest points,
+    each row's ascending (so the first ``k`` columns are its kNN).
 
     On the CPU a k-d tree (scipy) answers in a third of the time of the blockwise distance
     matrices (25 against 83 ms at N = 3986, m = 48, 2 threads); on a GPU the blocks are the
     fast way."""
     if Z.device.type == "cpu":
         points = Z.numpy().astype(np.float64)
+        workers = torch.get_num_threads() if workers is None else workers
         return (
-            torch.from_numpy(_tree_neighbours(points, m_z)),
-            torch.from_numpy(_tree_neighbours(points[:n], m_y)),
+            torch.from_numpy(_tree_neighbours(points, m_z, workers)),
+            torch.from_numpy(_tree_neighbours(points[:n], m_y, workers)),
         )
     return _block_candidates(Z, n, m_z, m_y)
+
+
+def large_candidates(
+    Y: torch.Tensor, target: LargeTarget, workers: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The relaxation's 2-D candidate lists for the layout ``Y (n, 2)``: ``(n + A2, m_z)``
+    nearest folded rows of ``[Y; anchors]`` and ``(n, m_y)`` nearest points, ascending.
+
+    Their first ``k`` (``knn_k``) columns are the hard kNN graphs, so one search serves the
+    relaxation's first step and :func:`large_hard_discrepancy` of its starting layout."""
+    n, A = Y.shape[0], target.n_anchors
+    pa = target.point_anchor
+    members = torch.bincount(pa, minlength=A).to(Y.dtype).clamp_min(1.0)
+    Zt = _with_anchors(Y.T.contiguous(), flat_columns(pa, A), A, members, target.anchor_rows)
+    return _candidates(Zt.T.contiguous(), n, *_candidate_widths(target, n), workers)
+
+
+def _candidate_widths(target: LargeTarget, n: int) -> tuple[int, int]:
+    rows = n + len(target.anchor_rows)
+    return (
+        min(int(CANDIDATES * target.k), rows - 1),
+        min(int(CANDIDATES * target.knn_k), n - 1),
+    )
 
 
 def _block_candidates(Z: torch.Tensor, n: int, m_z: int, m_y: int):
@@ -286,9 +310,9 @@ def _block_candidates(Z: torch.Tensor, n: int, m_z: int, m_y: int):
     return torch.cat(out_z), torch.cat(out_y)
 
 
-def _tree_neighbours(points: np.ndarray, k: int) -> np.ndarray:
+def _tree_neighbours(points: np.ndarray, k: int, workers: int) -> np.ndarray:
     """Indices ``(N, k)`` of each row's ``k`` nearest other rows (ascending), by a k-d tree."""
-    _, idx = cKDTree(points).query(points, k=k + 1, workers=torch.get_num_threads())
+    _, idx = cKDTree(points).query(points, k=k + 1, workers=workers)
     idx = idx.reshape(len(points), k + 1)
     # self is usually first, but a coincident row may come before it: drop self by id
     is_self = idx == np.arange(len(points))[:, None]
@@ -339,35 +363,33 @@ class _SparseOverlap:
         )
         self.radius = None
 
-    def __call__(self, Zt: torch.Tensor, refresh_radius: bool):
-        """Loss, ``coef = dL/dD (R, M)`` and ``diff = z_i - z_j (2, R, M)`` of the pairs, from
-        the planar rows ``Zt (2, N)``."""
-        R = self.cand.shape[0]
-        diff, D = _pairs(Zt, self.cand)
+    def __call__(self, Zt: torch.Tensor, refresh_radius: bool, factor: float, grad):
+        """``factor ·`` the loss of the planar rows ``Zt (2, N)``, its gradient added into the
+        planar ``grad`` (:func:`~.kernels.soft_overlap_grad`)."""
         if refresh_radius or self.radius is None:
+            R = self.cand.shape[0]
+            _, D = pairs(Zt, self.cand)
             ordered, where = D.topk(min(self.k + 1, D.shape[1]), dim=1, largest=False)
             counts = None if self.counts is None else self.counts.gather(1, where)
             multiplicity = None if self.multiplicity is None else self.multiplicity[:R]
             self.radius = radius_from_sorted(ordered, self.k, counts, multiplicity)
-        scale = 1.0 / (self.temperature * self.radius)
-        s = torch.sigmoid((self.radius - D) * scale)
-        w = s if self.weight is None else s * self.weight
-        edges = torch.zeros_like(self.target).index_add_(0, self.inverse, w.reshape(-1))
-        off = edges if self.keep is None else edges * self.keep
-        rows = torch.zeros(self.G, dtype=Zt.dtype, device=Zt.device).index_add_(0, self.pair_a, off)
-        # (the clamp stops the row-sum path: rows at 0 get no gradient)
-        inv_rows = ((rows > _EPS) / rows.clamp_min(_EPS))[self.pair_a]
-        R = off * inv_rows * self.pairs
-        delta = R - self.target  # 0 off the pairs
-        count = max(self.count, 1.0)
-        loss = delta.abs().sum() / count
-        g_R = torch.sign(delta).div_(count)
-        row_dot = torch.zeros_like(rows).index_add_(0, self.pair_a, g_R * R)[self.pair_a]
-        g_off = g_R.sub_(row_dot).mul_(inv_rows)
-        if self.keep is not None:
-            g_off = g_off.mul_(self.keep)
-        g_w = g_off[self.inverse].view_as(w)
-        return loss, g_w.mul_(w).mul_(s - 1.0).mul_(scale), diff  # (w may be s itself)
+        return soft_overlap_grad(
+            Zt,
+            self.cand,
+            self.flat,
+            self.radius,
+            self.temperature,
+            self.weight,
+            self.inverse,
+            self.keep,
+            self.pair_a,
+            self.pairs,
+            self.target,
+            self.G,
+            self.count,
+            factor,
+            grad,
+        )
 
 
 def large_gradient_layout(
@@ -381,11 +403,14 @@ def large_gradient_layout(
     knn_weight: float,
     temperature: float,
     generator: torch.Generator,
+    lanes: Lanes,
+    candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
     refresh: int = 50,
     negatives: int = 8,
     radius_every: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The gradient mode over candidate lists; layout ``(n, 2)`` and loss trace ``(steps,)``.
+    ``candidates``: :func:`large_candidates` of ``Y0``, if already made.
 
     Soft-kNN radii are recomputed every ``radius_every`` steps: on 1,000 and 3,000 pooled demo
     guesses every 16 gave the same or lower label-level overlap than every 4 (0.0093 and 0.0051
@@ -410,8 +435,7 @@ def large_gradient_layout(
         temperature,
         True,
     )
-    m_z = min(int(CANDIDATES * target.k), len(groups) - 1)
-    m_y = min(int(CANDIDATES * target.knn_k), n - 1)
+    m_z, m_y = _candidate_widths(target, n)
     # planar (see the module docstring): coordinates (2, ·), translations T (2, A)
     Y0t = Y0.T.contiguous()
     T = Y0t.new_zeros(2, A)
@@ -423,25 +447,35 @@ def large_gradient_layout(
         Yt = Y0t + T.index_select(1, pa) + delta
         Zt = _with_anchors(Yt, flat_pa, A, members, anchor_rows)
         if step % refresh == 0:
-            cand_z, cand_y = _candidates(Zt.T.contiguous(), n, m_z, m_y)
+            if step == 0 and candidates is not None:
+                cand_z, cand_y = candidates
+            else:  # (the lanes' thread is idle meanwhile: the search takes every core)
+                cand_z, cand_y = _candidates(Zt.T.contiguous(), n, m_z, m_y, lanes.threads)
             sub.set_candidates(cand_z, N)
-            label.set_candidates(cand_y, N)
+            label.set_candidates(cand_y, n)
         refresh_radius = step % radius_every == 0
-        loss, coef, diff = sub(Zt, refresh_radius)
-        g_Z = torch.zeros_like(Zt)
-        _row_pair_grad(g_Z, sub.flat, overlap_weight * coef, diff)
-        label_loss, coef, diff = label(Yt, refresh_radius)
-        _row_pair_grad(g_Z, label.flat, label_overlap_weight * coef, diff)
-        loss = overlap_weight * loss + label_overlap_weight * label_loss
-        if knn_weight > 0:
-            kl, g_kl = _kl_grad(Yt, target, negatives, generator, 1.0)
-            loss = loss + knn_weight * kl
-            g_Z[:, :n] += knn_weight * g_kl
+
+        def sub_cluster_part(Zt=Zt, refresh_radius=refresh_radius):
+            g_Z = torch.zeros_like(Zt)
+            return sub(Zt, refresh_radius, overlap_weight, g_Z), g_Z
+
+        def point_part(Yt=Yt, refresh_radius=refresh_radius):
+            g_Y = torch.zeros_like(Yt)
+            loss = label(Yt, refresh_radius, label_overlap_weight, g_Y)
+            if knn_weight > 0:
+                kl, g_kl = _kl_grad(Yt, target, negatives, generator, 1.0, knn_weight)
+                loss = loss + kl
+                g_Y.add_(g_kl)
+            return loss, g_Y
+
+        (loss, g_Z), (point_loss, g_points) = lanes.both(sub_cluster_part, point_part)
+        loss = loss + point_loss
+        g_Z[:, :n] += g_points
         g_Y = g_Z[:, :n]
         if len(anchor_rows):  # an anchor's gradient flows to its members
-            g_A = T.new_zeros(2, A).view(-1).index_add_(0, flat_rows, g_Z[:, n:].reshape(-1))
+            g_A = T.new_zeros(2 * A).scatter_add_(0, flat_rows, g_Z[:, n:].reshape(-1))
             g_Y = g_Y + (g_A.view(2, A) / members).index_select(1, pa)
-        g_T = T.new_zeros(2 * A).index_add_(0, flat_pa, g_Y.reshape(-1)).view(2, A)
+        g_T = T.new_zeros(2 * A).scatter_add_(0, flat_pa, g_Y.reshape(-1)).view(2, A)
         optimiser.step([g_T, g_Y])
         trace[step] = loss
     return (Y0t + T.index_select(1, pa) + delta).T.contiguous(), trace
@@ -452,23 +486,31 @@ def _with_anchors(Yt, flat_pa, A, members, anchor_rows):
     mean of its members; ``flat_pa``: the point anchors through :func:`flat_columns`)."""
     if not len(anchor_rows):
         return Yt
-    sums = Yt.new_zeros(2 * A).index_add_(0, flat_pa, Yt.reshape(-1)).view(2, A)
+    sums = Yt.new_zeros(2 * A).scatter_add_(0, flat_pa, Yt.reshape(-1)).view(2, A)
     return torch.cat([Yt, (sums / members).index_select(1, anchor_rows)], 1)
 
 
-def large_hard_discrepancy(Y: torch.Tensor, target: LargeTarget) -> dict[str, float]:
-    """Hard 2-D kNN discrepancies (as :func:`~.optimize.hard_discrepancy`) from candidates."""
+def large_hard_discrepancy(
+    Y: torch.Tensor,
+    target: LargeTarget,
+    candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, float]:
+    """Hard 2-D kNN discrepancies (as :func:`~.optimize.hard_discrepancy`) of ``Y (n, 2)``;
+    ``candidates``: :func:`large_candidates` of ``Y`` if already made."""
     n, A, C = Y.shape[0], target.n_anchors, target.n_clusters
     pa = target.point_anchor
-    members = torch.bincount(pa, minlength=A).to(Y.dtype).clamp_min(1.0)
-    Yt = Y.T.contiguous()
-    Z = _with_anchors(Yt, flat_columns(pa, A), A, members, target.anchor_rows).T.contiguous()
     groups = torch.cat([pa, target.anchor_rows])
-    cand_z, cand_y = _candidates(Z, n, min(target.k, len(groups) - 1), target.knn_k)
+    if candidates is None:
+        members = torch.bincount(pa, minlength=A).to(Y.dtype).clamp_min(1.0)
+        Yt = Y.T.contiguous()
+        Z = _with_anchors(Yt, flat_columns(pa, A), A, members, target.anchor_rows).T.contiguous()
+        candidates = _candidates(Z, n, min(target.k, len(groups) - 1), target.knn_k)
+    cand_z = candidates[0][:, : min(target.k, len(groups) - 1)]
+    cand_y = candidates[1][:, : target.knn_k]
     weight = folded_knn_weights(target.multiplicity[cand_z], target.multiplicity, target.k)
     rows = torch.arange(len(groups), device=Y.device).unsqueeze(1).expand_as(cand_z)
     edges = torch.zeros(A * A, dtype=Y.dtype, device=Y.device)
-    edges.index_add_(0, (groups[rows] * A + groups[cand_z]).reshape(-1), weight.reshape(-1))
+    edges.scatter_add_(0, (groups[rows] * A + groups[cand_z]).reshape(-1), weight.reshape(-1))
     edges = edges.view(A, A) * (1.0 - torch.eye(A, dtype=Y.dtype, device=Y.device))
     pairs = target.anchor_cluster.unsqueeze(1) != target.anchor_cluster.unsqueeze(0)
     R_L = edges / edges.sum(1, keepdim=True).clamp_min(_EPS) * pairs
@@ -476,8 +518,10 @@ def large_hard_discrepancy(Y: torch.Tensor, target: LargeTarget) -> dict[str, fl
     labels = target.labels
     rows = torch.arange(n, device=Y.device).unsqueeze(1).expand_as(cand_y)
     label_edges = torch.zeros(C * C, dtype=Y.dtype, device=Y.device)
-    label_edges.index_add_(
-        0, (labels[rows] * C + labels[cand_y]).reshape(-1), torch.ones(cand_y.numel())
+    label_edges.scatter_add_(
+        0,
+        (labels[rows] * C + labels[cand_y]).reshape(-1),
+        torch.ones(cand_y.numel(), dtype=Y.dtype, device=Y.device),
     )
     label_edges = label_edges.view(C, C)
     M_L = label_edges / label_edges.sum(1, keepdim=True).clamp_min(_EPS)

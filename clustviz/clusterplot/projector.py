@@ -8,9 +8,8 @@ Pipeline per batch of preambles (one padded torch program): anchors → kNN grap
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +20,14 @@ from clustviz.clusterplot.anchors import compute_anchors
 from clustviz.clusterplot.batch import PaddedBatch, pad_batch
 from clustviz.clusterplot.hulls import ClusterHull, cluster_hulls
 from clustviz.clusterplot.init import affinities_from_knn, torch_init, umap_init
+from clustviz.clusterplot.lanes import Lanes, one_thread
 from clustviz.clusterplot.large import (
-    CANDIDATES,
     DENSE_MAX_ROWS,
+    large_candidates,
     large_gradient_layout,
     large_hard_discrepancy,
     large_init,
+    large_pca,
     large_target,
 )
 from clustviz.clusterplot.optimize import (
@@ -55,10 +56,6 @@ CHUNK_POINTS = 32_768
 CHUNK_PAIRS = 1_000_000
 #: Below this many pairs ``Σ (2 n_i)²`` a fit runs on one CPU thread.
 SMALL_PAIRS = 100_000
-#: Below this many 2-D candidate pairs the large-n loops (init, relaxation) run on one CPU
-#: thread: their ops are too small to share (n = 1000, 61 k pairs: relaxation 0.27 → 0.22 s on
-#: one thread; n = 3000, 191 k pairs: 0.48 s on two against 0.56 s on one).
-LARGE_LOOP_PAIRS = 100_000
 
 
 @dataclass(slots=True)
@@ -163,7 +160,7 @@ class ClusterPlot(BaseProjector):
                     results[i] = result
                 start += len(chunk)
 
-        with _one_thread((small or split) and device.type == "cpu"):
+        with one_thread((small or split) and device.type == "cpu"):
             if split:
                 with ThreadPoolExecutor(threads, thread_name_prefix="clusterplot") as pool:
                     for future in [pool.submit(run_group, group) for group in groups]:
@@ -288,19 +285,6 @@ def layout_hulls(
     )
 
 
-@contextmanager
-def _one_thread(active: bool) -> Iterator[None]:
-    """Torch on one CPU thread inside the block when ``active`` (the setting is process-wide:
-    the previous count comes back on exit)."""
-    threads = torch.get_num_threads()
-    if active:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _gradient_settings(p: ClusterPlotParams) -> dict[str, Any]:
     """The gradient mode's settings, as both relaxations (dense and large-n) take them."""
     return {
@@ -373,20 +357,28 @@ def _large_fit(
             gram=gram,
         )
         lap("overlap")
-        rows = n + len(target.anchor_rows)
-        pairs = rows * min(int(CANDIDATES * target.k), rows - 1)  # as the relaxation's lists
-        with _one_thread(batch.X.device.type == "cpu" and pairs < LARGE_LOOP_PAIRS):
-            if p.init == "torch":
-                Y0 = large_init(target, steps=p.init_steps, lr=p.step_size, generator=generator)
-            else:
-                Y0 = _umap_init(batch, anchors.centroids, anchors.count, p)[0]
-            lap("init")
-            before = large_hard_discrepancy(Y0, target)
+        if p.init == "torch":
+            start = large_pca(batch.X[0], gram, generator)
+            Y0 = large_init(target, start, steps=p.init_steps, lr=p.step_size, generator=generator)
+        else:
+            Y0 = _umap_init(batch, anchors.centroids, anchors.count, p)[0]
+        lap("init")
+        first = large_candidates(Y0, target)  # the relaxation's first lists serve `before` too
+        before = large_hard_discrepancy(Y0, target, first)
+        # the relaxation's two independent parts (sub-cluster term; label and kNN terms) run as
+        # two lanes, one core each: its ops alone barely use a second core (n = 3000: 0.39 s on
+        # two threads, 0.33 s in two lanes). The init gains nothing from lanes.
+        with Lanes(parallel=batch.X.device.type == "cpu" and torch.get_num_threads() > 1) as lanes:
             Y, trace = large_gradient_layout(
-                Y0, target, generator=generator, **_gradient_settings(p)
+                Y0,
+                target,
+                generator=generator,
+                lanes=lanes,
+                candidates=first,
+                **_gradient_settings(p),
             )
-            after = large_hard_discrepancy(Y, target)
-            lap("relax")
+        after = large_hard_discrepancy(Y, target)
+        lap("relax")
     as_batch = {key: torch.tensor([value]) for key, value in before.items()}
     return (
         Y.view(1, n, 2),

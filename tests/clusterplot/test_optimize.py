@@ -123,7 +123,7 @@ def test_large_path_targets_equal_the_dense_ones(make_blobs, params) -> None:
     import torch
 
     from clustviz.clusterplot import ClusterPlotParams
-    from clustviz.clusterplot.large import large_hard_discrepancy, large_target
+    from clustviz.clusterplot.large import large_candidates, large_hard_discrepancy, large_target
     from clustviz.clusterplot.optimize import hard_discrepancy
 
     item = _lm_like(make_blobs, 3)
@@ -143,8 +143,11 @@ def test_large_path_targets_equal_the_dense_ones(make_blobs, params) -> None:
     torch.testing.assert_close(large.M_H, target.M_H[0], rtol=1e-5, atol=1e-6)
     dense = hard_discrepancy(Y0, target)
     folded = large_hard_discrepancy(Y0[0], large)
+    # the relaxation's wider candidate lists, sliced, give the same graph
+    shared = large_hard_discrepancy(Y0[0], large, large_candidates(Y0[0], large))
     for name, value in folded.items():
         assert value == pytest.approx(float(dense[name][0]), rel=1e-5, abs=1e-6), name
+        assert shared[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
 
 
 @pytest.mark.parametrize("method", ["tree", "blocks"])
@@ -171,6 +174,8 @@ def test_large_path_candidates_are_the_nearest_others(method) -> None:
             np.sort(found, axis=1), np.sort(dist, axis=1)[:, : cand.shape[1]], atol=1e-5
         )
         assert not (cand.numpy() == np.arange(len(rows))[:, None]).any()
+        # ascending: the first k columns are the kNN (the large path slices them)
+        assert (np.diff(found, axis=1) >= -1e-6).all()
 
 
 @pytest.mark.parametrize("params", [{}, {"birch_threshold": 5.0}, {"anchors_in_graph": False}])
@@ -201,7 +206,7 @@ def test_large_path_pair_gradient_matches_autograd() -> None:
     column lists (repeated columns and rows among the columns included)."""
     import torch
 
-    from clustviz.clusterplot import large
+    from clustviz.clusterplot import kernels
 
     generator = torch.Generator().manual_seed(0)
     Zt = torch.randn(2, 50, generator=generator, dtype=torch.float64)
@@ -209,8 +214,8 @@ def test_large_path_pair_gradient_matches_autograd() -> None:
     columns[:, 0] = (torch.arange(30) + 1) % 50  # never self, one column a row's successor
     coef = torch.randn(30, 7, generator=generator, dtype=torch.float64)
     grad = torch.zeros_like(Zt)
-    diff, D = large._pairs(Zt, columns)
-    large._row_pair_grad(grad, large.flat_columns(columns, 50), coef, diff)
+    diff, D = kernels.pairs(Zt, columns)
+    kernels.add_pair_grad(grad, kernels.flat_columns(columns, 50), coef, diff)
     Z = Zt.clone().requires_grad_(True)
     (coef * ((Z[:, :30].unsqueeze(2) - Z[:, columns]) ** 2).sum(0)).sum().backward()
     torch.testing.assert_close(grad, Z.grad)

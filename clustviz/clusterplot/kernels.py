@@ -1,0 +1,174 @@
+"""The large-n path's per-step pair kernels, run as TorchScript where it is available.
+
+A relaxation step of the large-n path is about 200 small torch ops over 10⁴–10⁵ pairs. Called
+from Python each op costs a few microseconds of dispatch with the GIL held: at n = 3000 that
+was a third of a step, and it serialised the two lanes (:mod:`.lanes`) on the GIL. The same
+functions run as TorchScript execute their ops from C++ with the GIL released: a step's
+kernels run on both cores at once and dispatch less (n = 3000 relaxation: see
+``scripts/bench_clusterplot.py``).
+
+``torch.jit.script`` is deprecated in favour of ``torch.compile``, which needs a C++ toolchain
+at run time and compiles for tens of seconds per shape; if scripting is unavailable or fails,
+the very same functions run eagerly (same results, slower). ``CLUSTVIZ_NO_TORCHSCRIPT=1``
+forces the eager path.
+
+Planar layout: coordinates are ``(2, N)``; pairs are given row by row as ``columns (R, M)``
+for rows ``0..R-1``; ``flat`` are the columns through :func:`flat_columns` (plane 0 first), so
+one 1-D ``scatter_add_`` serves both planes.
+"""
+
+import os
+import warnings
+from typing import Any, Optional, Tuple  # noqa: UP035 (TorchScript reads these annotations)
+
+import torch
+
+__all__ = [
+    "EAGER",
+    "SCRIPTED",
+    "add_pair_grad",
+    "flat_columns",
+    "kl_attraction",
+    "kl_repulsion",
+    "pairs",
+    "soft_overlap_grad",
+]
+
+
+def flat_columns(columns: torch.Tensor, width: int) -> torch.Tensor:
+    """Indices into the flat view of a planar ``(2, width)`` tensor for ``columns (...)``:
+    ``(2 · numel,)``, plane 0 first."""
+    flat = columns.reshape(1, -1) + width * torch.arange(2, device=columns.device).unsqueeze(1)
+    return flat.reshape(-1)
+
+
+def pairs(Zt: torch.Tensor, columns: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:  # noqa: UP006
+    """``diff = z_i - z_j (2, R, M)`` and ``D = |diff|² (R, M)`` for rows ``i < R`` of the
+    planar ``Zt (2, N)`` and their ``columns (R, M)``."""
+    R, M = columns.shape[0], columns.shape[1]
+    # in place where it can be: a fresh (2, R, M) buffer per op measured 2-3× slower per
+    # element once the planes outgrow the L2 cache
+    diff = Zt.index_select(1, columns.reshape(-1)).view(2, R, M)
+    torch.sub(Zt[:, :R].unsqueeze(2), diff, out=diff)
+    return diff, torch.square(diff[0]).addcmul_(diff[1], diff[1])
+
+
+def add_pair_grad(
+    grad: torch.Tensor, flat: torch.Tensor, coef: torch.Tensor, diff: torch.Tensor
+) -> None:
+    """Add ``dL/dz`` of ``Σ coef_ij · |z_i - z_j|²`` into the planar ``grad (2, N)``:
+    ``coef (R, M)``, ``diff = z_i - z_j (2, R, M)`` (overwritten), ``flat`` the columns j.
+    The rows' side is a plain sum; only the columns' side scatters."""
+    pull = diff.mul_(coef * -2.0)  # -dL/dz_j of each pair
+    grad[:, : coef.shape[0]] -= pull.sum(2)
+    grad.view(-1).scatter_add_(0, flat, pull.view(-1))
+
+
+def soft_overlap_grad(
+    Zt: torch.Tensor,
+    columns: torch.Tensor,
+    flat: torch.Tensor,
+    radius: torch.Tensor,
+    temperature: float,
+    weight: Optional[torch.Tensor],  # noqa: UP045
+    inverse: torch.Tensor,
+    keep: Optional[torch.Tensor],  # noqa: UP045
+    pair_a: torch.Tensor,
+    cross: torch.Tensor,
+    target: torch.Tensor,
+    n_groups: int,
+    count: float,
+    factor: float,
+    grad: torch.Tensor,
+) -> torch.Tensor:
+    """``factor ·`` the soft-kNN overlap loss ``Σ |R - target| / count`` over candidate pairs,
+    its gradient added into the planar ``grad``; returns the loss.
+
+    Edge weight of pair (i, j): ``σ((r_i - D_ij) / (T r_i))`` (times ``weight``, the folded
+    rows' multiplicities); edges are summed per group pair (``inverse``: pair → key), rows
+    normalised over ``pair_a`` (``keep`` zeroes a group's own key), ``cross`` masks the pairs
+    that count (different clusters), ``target`` is R_H on the keys (0 off ``cross``)."""
+    diff, D = pairs(Zt, columns)
+    scale = 1.0 / (temperature * radius)
+    s = torch.sigmoid(torch.addcmul(radius * scale, D, scale, value=-1.0))
+    w = s if weight is None else s * weight
+    edges = torch.zeros_like(target).scatter_add_(0, inverse, w.reshape(-1))
+    off = edges if keep is None else edges * keep
+    rows = torch.zeros(n_groups, dtype=Zt.dtype, device=Zt.device).scatter_add_(0, pair_a, off)
+    # (the clamp stops the row-sum path: rows at 0 get no gradient)
+    inv_rows = ((rows > 1e-12) / rows.clamp_min(1e-12)).index_select(0, pair_a)
+    R = off * inv_rows * cross
+    delta = R - target  # 0 off the counted pairs
+    count = max(count, 1.0)
+    loss = delta.abs().sum() * (factor / count)
+    g_R = torch.sign(delta).mul_(factor / count)
+    row_dot = torch.zeros_like(rows).scatter_add_(0, pair_a, g_R * R).index_select(0, pair_a)
+    g_off = g_R.sub_(row_dot).mul_(inv_rows)
+    if keep is not None:
+        g_off = g_off.mul_(keep)
+    coef = g_off.index_select(0, inverse).view_as(w).mul_(w).mul_(s - 1.0).mul_(scale)
+    add_pair_grad(grad, flat, coef, diff)
+    return loss
+
+
+def kl_attraction(
+    Yt: torch.Tensor,
+    neighbours: torch.Tensor,
+    flat_neighbours: torch.Tensor,
+    exaggeration: float,
+    factor: float,
+    grad: torch.Tensor,
+) -> torch.Tensor:
+    """``factor ·`` the kNN edges' part of the sampled ``KL(P || Q)`` of the planar
+    ``Yt (2, n)``, its gradient added into ``grad``; returns the loss.
+
+    P puts ``1 / (2E)`` on both directions of the E kNN edges ``neighbours (n, knn_k)``: the
+    two directions contribute equally, so each edge is visited once with twice the weight."""
+    diff, D = pairs(Yt, neighbours)
+    edge_weight = exaggeration / neighbours.numel()  # both directions of an edge
+    add_pair_grad(grad, flat_neighbours, (factor * edge_weight) / (1.0 + D), diff)
+    return torch.log1p(D).sum() * (factor * edge_weight)
+
+
+def kl_repulsion(
+    Yt: torch.Tensor, other: torch.Tensor, factor: float, grad: torch.Tensor
+) -> torch.Tensor:
+    """``factor ·`` the normaliser's part, ``log Σ q``, estimated from the random pairs
+    ``other (n, negatives)``, its gradient added into ``grad``; returns the loss."""
+    n = Yt.shape[1]
+    diff, D = pairs(Yt, other)
+    w = 1.0 / (1.0 + D)
+    scale = (n - 1) / other.shape[1]  # each sample stands for (n - 1) / negatives pairs
+    total = w.sum() * scale
+    add_pair_grad(grad, flat_columns(other, n), (w * w) * (-factor * scale) / total, diff)
+    return torch.log(total) * factor
+
+
+def _script_all() -> bool:
+    """Replace this module's kernels by their TorchScript versions; False if that failed."""
+    EAGER.update({name: globals()[name] for name in _KERNELS})
+    if os.environ.get("CLUSTVIZ_NO_TORCHSCRIPT") == "1":
+        return False
+    try:
+        with warnings.catch_warnings():
+            # deprecated, not removed: see the module docstring
+            warnings.simplefilter("ignore", DeprecationWarning)
+            scripted = {name: torch.jit.script(globals()[name]) for name in _KERNELS}
+    except Exception:  # any failure to script leaves the eager functions in place
+        return False
+    globals().update(scripted)
+    return True
+
+
+_KERNELS = (
+    "flat_columns",
+    "pairs",
+    "add_pair_grad",
+    "soft_overlap_grad",
+    "kl_attraction",
+    "kl_repulsion",
+)
+#: The kernels as Python functions (what runs when scripting is off).
+EAGER: dict[str, Any] = {}
+#: Whether the kernels run as TorchScript in this process.
+SCRIPTED = _script_all()

@@ -1,0 +1,166 @@
+"""The large-n path's pair kernels (hand-written gradients, TorchScript) and its lanes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clustviz.clusterplot import kernels
+from clustviz.clusterplot.lanes import Lanes
+
+
+def _overlap_case(seed: int, dense: bool, weighted: bool) -> dict:
+    """A small candidate graph: 40 rows in 8 groups of 3 clusters, 6 candidates per row."""
+    g = torch.Generator().manual_seed(seed)
+    n_rows, m, G = 40, 6, 8
+    Zt = torch.randn(2, n_rows, generator=g, dtype=torch.float64)
+    columns = (
+        torch.arange(n_rows).unsqueeze(1) + torch.randint(1, n_rows, (n_rows, m), generator=g)
+    ) % n_rows
+    group = torch.randint(0, G, (n_rows,), generator=g)
+    group_cluster = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    keys = (group.unsqueeze(1) * G + group[columns]).reshape(-1)
+    if dense:
+        pair_keys, inverse = torch.arange(G * G), keys
+    else:
+        pair_keys, inverse = torch.unique(keys, return_inverse=True)
+    pair_a, pair_b = pair_keys // G, pair_keys % G
+    cross = (group_cluster[pair_a] != group_cluster[pair_b]).double()
+    return {
+        "Zt": Zt,
+        "columns": columns,
+        "flat": kernels.flat_columns(columns, n_rows),
+        "radius": torch.rand(n_rows, 1, generator=g, dtype=torch.float64) + 0.5,
+        "temperature": 0.3,
+        "weight": torch.randint(1, 3, (n_rows, m), generator=g).double() if weighted else None,
+        "inverse": inverse,
+        "keep": None if dense else (pair_a != pair_b).double(),
+        "pair_a": pair_a,
+        "cross": cross,
+        "target": torch.rand(len(pair_keys), generator=g, dtype=torch.float64) * cross,
+        "n_groups": G,
+        "count": float(cross.sum()),
+        "factor": 2.5,
+    }
+
+
+def _reference_overlap_loss(Z: torch.Tensor, case: dict) -> torch.Tensor:
+    """The soft-kNN overlap loss, written plainly for autograd."""
+    R = case["columns"].shape[0]
+    D = ((Z[:, :R].unsqueeze(2) - Z[:, case["columns"]]) ** 2).sum(0)
+    radius = case["radius"]
+    w = torch.sigmoid((radius - D) / (case["temperature"] * radius))
+    if case["weight"] is not None:
+        w = w * case["weight"]
+    edges = torch.zeros_like(case["target"]).index_add(0, case["inverse"], w.reshape(-1))
+    if case["keep"] is not None:
+        edges = edges * case["keep"]
+    rows = torch.zeros(case["n_groups"], dtype=Z.dtype).index_add(0, case["pair_a"], edges)
+    overlap = edges / rows[case["pair_a"]] * case["cross"]
+    return case["factor"] * (overlap - case["target"]).abs().sum() / case["count"]
+
+
+@pytest.mark.parametrize(("dense", "weighted"), [(True, False), (False, False), (False, True)])
+def test_soft_overlap_gradient_matches_autograd(dense: bool, weighted: bool) -> None:
+    case = _overlap_case(0, dense, weighted)
+    grad = torch.zeros_like(case["Zt"])
+    loss = kernels.soft_overlap_grad(**{**case, "Zt": case["Zt"].clone()}, grad=grad)
+    Z = case["Zt"].clone().requires_grad_(True)
+    expected = _reference_overlap_loss(Z, case)
+    expected.backward()
+    torch.testing.assert_close(loss, expected.detach())
+    torch.testing.assert_close(grad, Z.grad)
+    assert grad.abs().sum() > 0  # the case is not degenerate
+
+
+def test_kl_gradient_matches_autograd() -> None:
+    g = torch.Generator().manual_seed(1)
+    n, knn_k, negatives = 30, 4, 5
+    Yt = torch.randn(2, n, generator=g, dtype=torch.float64)
+    neighbours = (torch.arange(n).unsqueeze(1) + torch.randint(1, n, (n, knn_k), generator=g)) % n
+    other = (torch.arange(n).unsqueeze(1) + torch.randint(1, n, (n, negatives), generator=g)) % n
+    grad = torch.zeros_like(Yt)
+    flat = kernels.flat_columns(neighbours, n)
+    loss = kernels.kl_attraction(Yt, neighbours, flat, 4.0, 0.5, grad)
+    loss = loss + kernels.kl_repulsion(Yt, other, 0.5, grad)
+
+    Y = Yt.clone().requires_grad_(True)
+    D_nb = ((Y.unsqueeze(2) - Y[:, neighbours]) ** 2).sum(0)
+    D_neg = ((Y.unsqueeze(2) - Y[:, other]) ** 2).sum(0)
+    attraction = 4.0 / neighbours.numel() * torch.log1p(D_nb).sum()
+    normaliser = torch.log((1.0 / (1.0 + D_neg)).sum() * (n - 1) / negatives)
+    expected = 0.5 * (attraction + normaliser)
+    expected.backward()
+    torch.testing.assert_close(loss, expected.detach())
+    torch.testing.assert_close(grad, Y.grad)
+
+
+def test_kernels_run_as_torchscript_with_the_eager_results() -> None:
+    """Where torch can script, the kernels are scripted (a kernel edited into something
+    TorchScript rejects would otherwise fall back silently, and slowly), and the scripted
+    kernels compute what the Python functions compute."""
+    if not hasattr(torch.jit, "script"):
+        pytest.skip("this torch has no TorchScript")
+    assert kernels.SCRIPTED
+    case = _overlap_case(3, dense=False, weighted=True)
+    outputs = []
+    for fn in (kernels.soft_overlap_grad, kernels.EAGER["soft_overlap_grad"]):
+        grad = torch.zeros_like(case["Zt"])
+        loss = fn(**{**case, "Zt": case["Zt"].clone()}, grad=grad)
+        outputs.append((loss, grad))
+    assert isinstance(kernels.soft_overlap_grad, torch.jit.ScriptFunction)
+    torch.testing.assert_close(outputs[0], outputs[1])
+
+
+def test_lanes_return_in_order_and_raise() -> None:
+    for parallel in (False, True):
+        with Lanes(parallel) as lanes:
+            assert lanes.both(lambda: "first", lambda: "second") == ("first", "second")
+            with pytest.raises(ZeroDivisionError):
+                lanes.both(lambda: 1 / 0, lambda: "second")
+            with pytest.raises(KeyError):
+                lanes.both(lambda: "first", lambda: {}["missing"])
+        assert torch.get_num_threads() == lanes.threads  # restored on exit
+
+
+def test_large_relaxation_in_lanes_equals_serial(make_blobs) -> None:
+    """The two lanes change where the relaxation's parts run, not what they compute (the
+    random pairs come from one generator, drawn in one lane)."""
+    from clustviz.clusterplot import large
+    from clustviz.clusterplot.anchors import compute_anchors
+    from clustviz.clusterplot.batch import pad_batch
+
+    X, labels = make_blobs(30, 6, dim=16, spread=1.0, seed=4)
+    batch = pad_batch([(X, labels)], torch.device("cpu"))
+    anchors = compute_anchors(batch, "birch", threshold=5.0)
+    A = anchors.size
+    target = large.large_target(
+        batch.X[0],
+        batch.labels[0],
+        anchors.point_anchor[0],
+        anchors.cluster[0, :A],
+        k=8,
+        knn_k=6,
+        anchors_in_graph=True,
+    )
+    assert len(target.anchor_rows)  # some anchors have rows of their own
+    start = large.large_pca(batch.X[0], batch.X[0] @ batch.X[0].T, torch.Generator().manual_seed(0))
+    layouts = []
+    for parallel in (False, True):
+        generator = torch.Generator().manual_seed(0)
+        with Lanes(parallel) as lanes:
+            layouts.append(
+                large.large_gradient_layout(
+                    start,
+                    target,
+                    steps=30,
+                    lr=0.05,
+                    overlap_weight=3.0,
+                    label_overlap_weight=1.0,
+                    knn_weight=0.1,
+                    temperature=0.1,
+                    generator=generator,
+                    lanes=lanes,
+                )
+            )
+    torch.testing.assert_close(layouts[0], layouts[1], rtol=1e-5, atol=1e-5)
