@@ -10,7 +10,8 @@ kernels run on both cores at once and dispatch less (n = 3000 relaxation: see
 ``torch.jit.script`` is deprecated in favour of ``torch.compile``, which needs a C++ toolchain
 at run time and compiles for tens of seconds per shape; if scripting is unavailable or fails,
 the very same functions run eagerly (same results, slower). ``CLUSTVIZ_NO_TORCHSCRIPT=1``
-forces the eager path.
+forces the eager path. Callers run :func:`prepare` first and call the kernels through this
+module (``kernels.pairs(...)``), so they get the scripted versions once made.
 
 Planar layout: coordinates are ``(2, N)``; pairs are given row by row as ``columns (R, M)``
 for rows ``0..R-1``; ``flat`` are the columns through :func:`flat_columns` (plane 0 first), so
@@ -31,6 +32,7 @@ __all__ = [
     "kl_attraction",
     "kl_repulsion",
     "pairs",
+    "prepare",
     "soft_overlap_grad",
 ]
 
@@ -144,31 +146,41 @@ def kl_repulsion(
     return torch.log(total) * factor
 
 
+def prepare() -> bool:
+    """Script the kernels, once per process (about 0.5 s; done on first use, not on import,
+    so importing clustviz stays cheap); True if they run as TorchScript."""
+    global SCRIPTED
+    if SCRIPTED is None:
+        SCRIPTED = _script_all()
+    return SCRIPTED
+
+
 def _script_all() -> bool:
     """Replace this module's kernels by their TorchScript versions; False if that failed."""
-    EAGER.update({name: globals()[name] for name in _KERNELS})
     if os.environ.get("CLUSTVIZ_NO_TORCHSCRIPT") == "1":
         return False
     try:
         with warnings.catch_warnings():
             # deprecated, not removed: see the module docstring
             warnings.simplefilter("ignore", DeprecationWarning)
-            scripted = {name: torch.jit.script(globals()[name]) for name in _KERNELS}
+            scripted = {name: torch.jit.script(EAGER[name]) for name in EAGER}
     except Exception:  # any failure to script leaves the eager functions in place
         return False
     globals().update(scripted)
     return True
 
 
-_KERNELS = (
-    "flat_columns",
-    "pairs",
-    "add_pair_grad",
-    "soft_overlap_grad",
-    "kl_attraction",
-    "kl_repulsion",
-)
-#: The kernels as Python functions (what runs when scripting is off).
-EAGER: dict[str, Any] = {}
-#: Whether the kernels run as TorchScript in this process.
-SCRIPTED = _script_all()
+#: The kernels as Python functions (what runs when scripting is off or failed).
+EAGER: dict[str, Any] = {
+    name: globals()[name]
+    for name in (
+        "flat_columns",
+        "pairs",
+        "add_pair_grad",
+        "soft_overlap_grad",
+        "kl_attraction",
+        "kl_repulsion",
+    )
+}
+#: Whether the kernels run as TorchScript in this process (None: not prepared yet).
+SCRIPTED: bool | None = None

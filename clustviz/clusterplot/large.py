@@ -27,15 +27,9 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from clustviz.clusterplot import kernels
 from clustviz.clusterplot.batch import Adam
 from clustviz.clusterplot.init import centred_gram
-from clustviz.clusterplot.kernels import (
-    flat_columns,
-    kl_attraction,
-    kl_repulsion,
-    pairs,
-    soft_overlap_grad,
-)
 from clustviz.clusterplot.lanes import Lanes
 from clustviz.clusterplot.optimize import fold_rows, folded_knn_weights
 from clustviz.clusterplot.overlap import radius_from_sorted
@@ -163,7 +157,7 @@ def large_target(
         R_H=R_H,
         M_H=label_edges / label_edges.sum(1, keepdim=True).clamp_min(_EPS),
         neighbours=torch.cat(neighbours_x),
-        flat_neighbours=flat_columns(torch.cat(neighbours_x), n),
+        flat_neighbours=kernels.flat_columns(torch.cat(neighbours_x), n),
         point_anchor=point_anchor,
         anchor_cluster=anchor_cluster,
         labels=labels,
@@ -230,8 +224,8 @@ def _kl_grad(Yt, target: LargeTarget, negatives: int, generator, exaggeration: f
     other += other >= torch.arange(n, device=Yt.device).unsqueeze(1)  # uniform over the others
     grad = torch.zeros_like(Yt)
     edges = target.neighbours, target.flat_neighbours
-    loss = kl_attraction(Yt, *edges, exaggeration, factor, grad)
-    return loss + kl_repulsion(Yt, other, factor, grad), grad
+    loss = kernels.kl_attraction(Yt, *edges, exaggeration, factor, grad)
+    return loss + kernels.kl_repulsion(Yt, other, factor, grad), grad
 
 
 def large_init(
@@ -246,6 +240,7 @@ def large_init(
 ) -> torch.Tensor:
     """The sampled neighbour embedding from ``start (n, 2)`` (:func:`large_pca`), with early
     exaggeration for the first quarter of the steps."""
+    kernels.prepare()
     Yt = start.T.contiguous()  # planar (2, n)
     optimiser = Adam([Yt], lr=lr)
     for step in range(steps):
@@ -283,7 +278,9 @@ def large_candidates(
     n, A = Y.shape[0], target.n_anchors
     pa = target.point_anchor
     members = torch.bincount(pa, minlength=A).to(Y.dtype).clamp_min(1.0)
-    Zt = _with_anchors(Y.T.contiguous(), flat_columns(pa, A), A, members, target.anchor_rows)
+    Zt = _with_anchors(
+        Y.T.contiguous(), kernels.flat_columns(pa, A), A, members, target.anchor_rows
+    )
     return _candidates(Zt.T.contiguous(), n, *_candidate_widths(target, n), workers)
 
 
@@ -339,7 +336,7 @@ class _SparseOverlap:
         pairs and R_H's support (elsewhere both sides are 0); ``width``: columns of the planar
         gradient the pairs scatter into."""
         self.cand = cand
-        self.flat = flat_columns(cand, width)
+        self.flat = kernels.flat_columns(cand, width)
         rows = torch.arange(cand.shape[0], device=cand.device).unsqueeze(1).expand_as(cand)
         keys = (self.group[rows] * self.G + self.group[cand]).reshape(-1)
         if self.dense:
@@ -368,12 +365,12 @@ class _SparseOverlap:
         planar ``grad`` (:func:`~.kernels.soft_overlap_grad`)."""
         if refresh_radius or self.radius is None:
             R = self.cand.shape[0]
-            _, D = pairs(Zt, self.cand)
+            _, D = kernels.pairs(Zt, self.cand)
             ordered, where = D.topk(min(self.k + 1, D.shape[1]), dim=1, largest=False)
             counts = None if self.counts is None else self.counts.gather(1, where)
             multiplicity = None if self.multiplicity is None else self.multiplicity[:R]
             self.radius = radius_from_sorted(ordered, self.k, counts, multiplicity)
-        return soft_overlap_grad(
+        return kernels.soft_overlap_grad(
             Zt,
             self.cand,
             self.flat,
@@ -415,6 +412,7 @@ def large_gradient_layout(
     Soft-kNN radii are recomputed every ``radius_every`` steps: on 1,000 and 3,000 pooled demo
     guesses every 16 gave the same or lower label-level overlap than every 4 (0.0093 and 0.0051
     against 0.0096 and 0.0057) and the same kNN preservation, in less time."""
+    kernels.prepare()
     n, A = Y0.shape[0], target.n_anchors
     pa = target.point_anchor
     members = torch.bincount(pa, minlength=A).to(Y0.dtype).clamp_min(1.0)
@@ -440,7 +438,7 @@ def large_gradient_layout(
     Y0t = Y0.T.contiguous()
     T = Y0t.new_zeros(2, A)
     delta = torch.zeros_like(Y0t)
-    flat_pa, flat_rows = flat_columns(pa, A), flat_columns(anchor_rows, A)
+    flat_pa, flat_rows = kernels.flat_columns(pa, A), kernels.flat_columns(anchor_rows, A)
     optimiser = Adam([T, delta], lr=lr)
     trace = Y0.new_zeros(steps)
     for step in range(steps):
@@ -503,7 +501,9 @@ def large_hard_discrepancy(
     if candidates is None:
         members = torch.bincount(pa, minlength=A).to(Y.dtype).clamp_min(1.0)
         Yt = Y.T.contiguous()
-        Z = _with_anchors(Yt, flat_columns(pa, A), A, members, target.anchor_rows).T.contiguous()
+        Z = _with_anchors(
+            Yt, kernels.flat_columns(pa, A), A, members, target.anchor_rows
+        ).T.contiguous()
         candidates = _candidates(Z, n, min(target.k, len(groups) - 1), target.knn_k)
     cand_z = candidates[0][:, : min(target.k, len(groups) - 1)]
     cand_y = candidates[1][:, : target.knn_k]

@@ -9,6 +9,14 @@ from clustviz.clusterplot import kernels
 from clustviz.clusterplot.lanes import Lanes
 
 
+@pytest.fixture(params=["eager", "scripted"])
+def kernel(request):  # type: ignore[no-untyped-def]
+    """A kernel by name, as its Python function or as run after :func:`kernels.prepare`."""
+    if request.param == "scripted" and not kernels.prepare():
+        pytest.skip("the kernels do not run as TorchScript here")
+    return lambda name: kernels.EAGER[name] if request.param == "eager" else getattr(kernels, name)
+
+
 def _overlap_case(seed: int, dense: bool, weighted: bool) -> dict:
     """A small candidate graph: 40 rows in 8 groups of 3 clusters, 6 candidates per row."""
     g = torch.Generator().manual_seed(seed)
@@ -61,10 +69,10 @@ def _reference_overlap_loss(Z: torch.Tensor, case: dict) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("dense", "weighted"), [(True, False), (False, False), (False, True)])
-def test_soft_overlap_gradient_matches_autograd(dense: bool, weighted: bool) -> None:
+def test_soft_overlap_gradient_matches_autograd(kernel, dense: bool, weighted: bool) -> None:
     case = _overlap_case(0, dense, weighted)
     grad = torch.zeros_like(case["Zt"])
-    loss = kernels.soft_overlap_grad(**{**case, "Zt": case["Zt"].clone()}, grad=grad)
+    loss = kernel("soft_overlap_grad")(**{**case, "Zt": case["Zt"].clone()}, grad=grad)
     Z = case["Zt"].clone().requires_grad_(True)
     expected = _reference_overlap_loss(Z, case)
     expected.backward()
@@ -73,7 +81,7 @@ def test_soft_overlap_gradient_matches_autograd(dense: bool, weighted: bool) -> 
     assert grad.abs().sum() > 0  # the case is not degenerate
 
 
-def test_kl_gradient_matches_autograd() -> None:
+def test_kl_gradient_matches_autograd(kernel) -> None:
     g = torch.Generator().manual_seed(1)
     n, knn_k, negatives = 30, 4, 5
     Yt = torch.randn(2, n, generator=g, dtype=torch.float64)
@@ -81,8 +89,8 @@ def test_kl_gradient_matches_autograd() -> None:
     other = (torch.arange(n).unsqueeze(1) + torch.randint(1, n, (n, negatives), generator=g)) % n
     grad = torch.zeros_like(Yt)
     flat = kernels.flat_columns(neighbours, n)
-    loss = kernels.kl_attraction(Yt, neighbours, flat, 4.0, 0.5, grad)
-    loss = loss + kernels.kl_repulsion(Yt, other, 0.5, grad)
+    loss = kernel("kl_attraction")(Yt, neighbours, flat, 4.0, 0.5, grad)
+    loss = loss + kernel("kl_repulsion")(Yt, other, 0.5, grad)
 
     Y = Yt.clone().requires_grad_(True)
     D_nb = ((Y.unsqueeze(2) - Y[:, neighbours]) ** 2).sum(0)
@@ -101,7 +109,7 @@ def test_kernels_run_as_torchscript_with_the_eager_results() -> None:
     kernels compute what the Python functions compute."""
     if not hasattr(torch.jit, "script"):
         pytest.skip("this torch has no TorchScript")
-    assert kernels.SCRIPTED
+    assert kernels.prepare()
     case = _overlap_case(3, dense=False, weighted=True)
     outputs = []
     for fn in (kernels.soft_overlap_grad, kernels.EAGER["soft_overlap_grad"]):
