@@ -21,6 +21,7 @@ from typing import Literal
 
 import torch
 
+from clustviz.clusterplot import kernels
 from clustviz.clusterplot.batch import PaddedBatch, pairwise_sq_dists
 
 __all__ = ["Anchors", "compute_anchors"]
@@ -114,35 +115,11 @@ def _leader_flat(batch: PaddedBatch, thr_sq: torch.Tensor, gram: torch.Tensor) -
     """:func:`_birch_slots` over all points at once, in input order: a point only looks at the
     open slots of its own cluster. Slot n is a dummy for padding points."""
     labels, mask = batch.labels, batch.mask
-    B, n = labels.shape
-    dtype = gram.dtype
+    B = labels.shape[0]
     norms = gram.diagonal(dim1=1, dim2=2)  # (B, n): |x|²
     point_thr = thr_sq.gather(1, labels)  # (B, n)
     slot_cluster = torch.cat([labels, labels.new_full((B, 1), -1)], 1)  # slot s: point s's
-    GM = gram.new_zeros(B, n, n + 1)  # [point j, slot s]: x_j · LS_s
-    count = gram.new_zeros(B, n + 1)
-    linear_sq = gram.new_zeros(B, n + 1)  # |LS|²
-    squares = gram.new_zeros(B, n + 1)  # SS
-    active = torch.zeros(B, n + 1, dtype=torch.bool, device=gram.device)
-    for t in range(n):  # sequential by definition; vectorised over preambles
-        here = mask[:, t : t + 1]  # (B, 1)
-        xx = norms[:, t : t + 1]
-        dot = GM[:, t]  # (B, n + 1)
-        safe = count.clamp_min(1.0)
-        dist_sq = xx - 2 * dot / safe + linear_sq / safe**2
-        allowed = active & (slot_cluster == labels[:, t : t + 1])
-        nearest = dist_sq.masked_fill(~allowed, _INF).argmin(-1, keepdim=True)  # (B, 1)
-        n_new = count.gather(1, nearest) + 1
-        ls_sq_new = linear_sq.gather(1, nearest) + 2 * dot.gather(1, nearest) + xx
-        radius_sq = (squares.gather(1, nearest) + xx) / n_new - ls_sq_new / n_new**2
-        merge = allowed.any(-1, keepdim=True) & here & (radius_sq <= point_thr[:, t : t + 1])
-        target = torch.where(merge, nearest, torch.where(here, t, n))  # (B, 1)
-        count.scatter_add_(1, target, here.to(dtype))
-        GM.scatter_add_(2, target.unsqueeze(1).expand(B, n, 1), gram[:, :, t : t + 1])
-        squares.scatter_add_(1, target, xx)
-        linear_sq.scatter_(1, target, torch.where(merge, ls_sq_new, xx))
-        active.scatter_(1, target, here)
-        active[:, n] = False
+    GM, count, linear_sq, active = kernels.leader_flat(gram, mask, labels, slot_cluster, point_thr)
     # each point to the nearest final centroid LS/N of its cluster
     safe = count.clamp_min(1.0).unsqueeze(1)  # (B, 1, n + 1)
     dist_sq = norms.unsqueeze(-1) - 2 * GM / safe + linear_sq.unsqueeze(1) / safe**2
@@ -175,32 +152,7 @@ def _leader_per_cluster(
     block = block * (present.unsqueeze(-1) & present.unsqueeze(-2))  # absent points: zeros
     norms = block.diagonal(dim1=2, dim2=3)  # (B, C, m): |x|²
 
-    GM = X.new_zeros(B, C, m, m + 1)  # [point t, slot u]: x_t · LS_u
-    count = X.new_zeros(B, C, m + 1)
-    linear_sq = X.new_zeros(B, C, m + 1)  # |LS|²
-    squares = X.new_zeros(B, C, m + 1)  # SS
-    active = torch.zeros(B, C, m + 1, dtype=torch.bool, device=device)
-    for t in range(m):  # sequential by definition; vectorised over clusters and preambles
-        here = present[:, :, t]  # (B, C)
-        xx = norms[:, :, t]
-        dot = GM[:, :, t]  # (B, C, m + 1)
-        safe = count.clamp_min(1.0)
-        dist_sq = xx.unsqueeze(-1) - 2 * dot / safe + linear_sq / safe**2
-        nearest = dist_sq.masked_fill(~active, _INF).argmin(-1, keepdim=True)  # (B, C, 1)
-        n_new = count.gather(2, nearest) + 1
-        ls_sq_new = linear_sq.gather(2, nearest) + 2 * dot.gather(2, nearest) + xx.unsqueeze(-1)
-        ss_new = squares.gather(2, nearest) + xx.unsqueeze(-1)
-        radius_sq = ss_new / n_new - ls_sq_new / n_new**2
-        merge = active.any(-1, keepdim=True) & here.unsqueeze(-1)
-        merge &= radius_sq <= thr_sq.unsqueeze(-1)
-        target = torch.where(merge, nearest, torch.where(here, t, m).unsqueeze(-1))
-        count.scatter_add_(2, target, here.unsqueeze(-1).to(X.dtype))
-        # GM[..., s] += Gram column of x for the slot s that x joins (the block is symmetric)
-        GM.scatter_add_(3, target.unsqueeze(-1).expand(B, C, m, 1), block[:, :, :, t : t + 1])
-        squares.scatter_add_(2, target, xx.unsqueeze(-1))
-        linear_sq.scatter_(2, target, torch.where(merge, ls_sq_new, xx.unsqueeze(-1)))
-        active.scatter_(2, target, here.unsqueeze(-1))
-        active[:, :, m] = False
+    GM, count, linear_sq, active = kernels.leader_per_cluster(present, norms, block, thr_sq)
     # each point to the nearest final centroid LS/N of its cluster
     safe = count.clamp_min(1.0).unsqueeze(2)
     dist_sq = norms.unsqueeze(-1) - 2 * GM / safe + (linear_sq.unsqueeze(2) / safe**2)

@@ -1,4 +1,5 @@
-"""The large-n path's per-step pair kernels, run as TorchScript where it is available.
+"""ClusterPlot's hot loops (the large-n path's pair kernels, the leader pass), run as
+TorchScript where it is available.
 
 A relaxation step of the large-n path is about 200 small torch ops over 10⁴–10⁵ pairs. Called
 from Python each op costs a few microseconds of dispatch with the GIL held: at n = 3000 that
@@ -27,13 +28,18 @@ import torch
 __all__ = [
     "EAGER",
     "SCRIPTED",
+    "adam_update",
     "add_pair_grad",
     "flat_columns",
     "kl_attraction",
     "kl_repulsion",
+    "leader_flat",
+    "leader_per_cluster",
     "pairs",
     "prepare",
     "soft_overlap_grad",
+    "translation_grads",
+    "with_anchors",
 ]
 
 
@@ -146,6 +152,137 @@ def kl_repulsion(
     return torch.log(total) * factor
 
 
+def with_anchors(
+    Yt: torch.Tensor, flat_pa: torch.Tensor, members: torch.Tensor, anchor_rows: torch.Tensor
+) -> torch.Tensor:
+    """The folded planar rows ``[Y; anchors[anchor_rows]]`` ``(2, n + A2)`` of ``Yt (2, n)``:
+    an anchor is the mean of its members (``members (A,)`` counts, at least 1; ``flat_pa``: each
+    point's anchor through :func:`flat_columns` with ``width = A``)."""
+    if anchor_rows.numel() == 0:
+        return Yt
+    A = members.shape[0]
+    sums = torch.zeros(2 * A, dtype=Yt.dtype, device=Yt.device)
+    sums = sums.scatter_add_(0, flat_pa, Yt.reshape(-1)).view(2, A)
+    return torch.cat([Yt, (sums / members).index_select(1, anchor_rows)], 1)
+
+
+def translation_grads(
+    g_Z: torch.Tensor,
+    g_points: torch.Tensor,
+    pa: torch.Tensor,
+    flat_pa: torch.Tensor,
+    members: torch.Tensor,
+    flat_rows: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor]:  # noqa: UP006
+    """``(g_T (2, A), g_Y (2, n))``: the gradients of the sub-cluster translations and of the
+    per-point moves, from the planar gradient of the folded rows ``g_Z (2, n + A2)`` plus the
+    points' own terms ``g_points (2, n)``. An anchor's row passes its gradient to its members
+    (``flat_rows``: the anchors with rows, through :func:`flat_columns`, ``width = A``)."""
+    n, A = g_points.shape[1], members.shape[0]
+    g_Y = g_Z[:, :n] + g_points
+    if flat_rows.numel() > 0:
+        g_A = torch.zeros(2 * A, dtype=g_Z.dtype, device=g_Z.device)
+        g_A = g_A.scatter_add_(0, flat_rows, g_Z[:, n:].reshape(-1)).view(2, A)
+        g_Y = g_Y + (g_A / members).index_select(1, pa)
+    g_T = torch.zeros(2 * A, dtype=g_Z.dtype, device=g_Z.device)
+    return g_T.scatter_add_(0, flat_pa, g_Y.reshape(-1)).view(2, A), g_Y
+
+
+def adam_update(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    m: torch.Tensor,
+    v: torch.Tensor,
+    step_size: float,
+    root_bc2: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> None:
+    """One Adam update of ``param`` in place (``torch.optim.Adam``'s formula; ``step_size`` is
+    ``lr`` over the first moment's bias correction, ``root_bc2`` the second's square root)."""
+    m.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+    v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+    param.addcdiv_(m, v.sqrt().div_(root_bc2).add_(eps), value=-step_size)
+
+
+def leader_flat(
+    gram: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor,
+    slot_cluster: torch.Tensor,
+    point_thr: torch.Tensor,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # noqa: UP006
+    """The leader pass over all points of each preamble in input order (see
+    :func:`~.anchors._leader_flat`): ``(GM, count, linear_sq, active)`` of the slots, slot n a
+    dummy for padding. ``gram (B, n, n)``, ``mask``/``labels``/``point_thr (B, n)``,
+    ``slot_cluster (B, n + 1)``."""
+    B, n = labels.shape[0], labels.shape[1]
+    norms = gram.diagonal(dim1=1, dim2=2)  # (B, n): |x|²
+    GM = torch.zeros(B, n, n + 1, dtype=gram.dtype, device=gram.device)  # x_j · LS_s
+    count = torch.zeros(B, n + 1, dtype=gram.dtype, device=gram.device)
+    linear_sq = torch.zeros_like(count)  # |LS|²
+    squares = torch.zeros_like(count)  # SS
+    active = torch.zeros(B, n + 1, dtype=torch.bool, device=gram.device)
+    for t in range(n):  # sequential by definition; vectorised over preambles
+        here = mask[:, t : t + 1]  # (B, 1)
+        xx = norms[:, t : t + 1]
+        dot = GM[:, t]  # (B, n + 1)
+        safe = count.clamp_min(1.0)
+        dist_sq = xx - 2 * dot / safe + linear_sq / safe**2
+        allowed = active & (slot_cluster == labels[:, t : t + 1])
+        nearest = dist_sq.masked_fill(~allowed, float("inf")).argmin(-1, keepdim=True)
+        n_new = count.gather(1, nearest) + 1
+        ls_sq_new = linear_sq.gather(1, nearest) + 2 * dot.gather(1, nearest) + xx
+        radius_sq = (squares.gather(1, nearest) + xx) / n_new - ls_sq_new / n_new**2
+        merge = allowed.any(-1, keepdim=True) & here & (radius_sq <= point_thr[:, t : t + 1])
+        opened = torch.full_like(nearest, t).masked_fill_(~here, n)
+        target = torch.where(merge, nearest, opened)  # (B, 1)
+        count.scatter_add_(1, target, here.to(gram.dtype))
+        GM.scatter_add_(2, target.unsqueeze(1).expand(B, n, 1), gram[:, :, t : t + 1])
+        squares.scatter_add_(1, target, xx)
+        linear_sq.scatter_(1, target, torch.where(merge, ls_sq_new, xx))
+        active.scatter_(1, target, here)
+        active[:, n] = False
+    return GM, count, linear_sq, active
+
+
+def leader_per_cluster(
+    present: torch.Tensor, norms: torch.Tensor, block: torch.Tensor, thr_sq: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # noqa: UP006
+    """The leader pass per cluster (see :func:`~.anchors._leader_per_cluster`):
+    ``(GM, count, linear_sq, active)`` of the slots, slot m a dummy for absent points.
+    ``present``/``norms (B, C, m)``, ``block (B, C, m, m)`` the clusters' Gram blocks,
+    ``thr_sq (B, C)``."""
+    B, C, m = present.shape[0], present.shape[1], present.shape[2]
+    GM = torch.zeros(B, C, m, m + 1, dtype=block.dtype, device=block.device)  # x_t · LS_u
+    count = torch.zeros(B, C, m + 1, dtype=block.dtype, device=block.device)
+    linear_sq = torch.zeros_like(count)  # |LS|²
+    squares = torch.zeros_like(count)  # SS
+    active = torch.zeros(B, C, m + 1, dtype=torch.bool, device=block.device)
+    for t in range(m):  # sequential by definition; vectorised over clusters and preambles
+        here = present[:, :, t].unsqueeze(-1)  # (B, C, 1)
+        xx = norms[:, :, t].unsqueeze(-1)
+        dot = GM[:, :, t]  # (B, C, m + 1)
+        safe = count.clamp_min(1.0)
+        dist_sq = xx - 2 * dot / safe + linear_sq / safe**2
+        nearest = dist_sq.masked_fill(~active, float("inf")).argmin(-1, keepdim=True)
+        n_new = count.gather(2, nearest) + 1
+        ls_sq_new = linear_sq.gather(2, nearest) + 2 * dot.gather(2, nearest) + xx
+        radius_sq = (squares.gather(2, nearest) + xx) / n_new - ls_sq_new / n_new**2
+        merge = active.any(-1, keepdim=True) & here & (radius_sq <= thr_sq.unsqueeze(-1))
+        opened = torch.full_like(nearest, t).masked_fill_(~here, m)
+        target = torch.where(merge, nearest, opened)  # (B, C, 1)
+        count.scatter_add_(2, target, here.to(block.dtype))
+        # GM[..., s] += Gram column of x for the slot s that x joins (the block is symmetric)
+        GM.scatter_add_(3, target.unsqueeze(-1).expand(B, C, m, 1), block[:, :, :, t : t + 1])
+        squares.scatter_add_(2, target, xx)
+        linear_sq.scatter_(2, target, torch.where(merge, ls_sq_new, xx))
+        active.scatter_(2, target, here)
+        active[:, :, m] = False
+    return GM, count, linear_sq, active
+
+
 def prepare() -> bool:
     """Script the kernels, once per process (about 0.5 s; done on first use, not on import,
     so importing clustviz stays cheap); True if they run as TorchScript."""
@@ -180,6 +317,11 @@ EAGER: dict[str, Any] = {
         "soft_overlap_grad",
         "kl_attraction",
         "kl_repulsion",
+        "with_anchors",
+        "translation_grads",
+        "adam_update",
+        "leader_flat",
+        "leader_per_cluster",
     )
 }
 #: Whether the kernels run as TorchScript in this process (None: not prepared yet).

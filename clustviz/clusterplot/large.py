@@ -37,10 +37,13 @@ from clustviz.clusterplot.overlap import radius_from_sorted
 __all__ = [
     "DENSE_MAX_ROWS",
     "LargeTarget",
+    "PointGraph",
     "large_candidates",
     "large_gradient_layout",
     "large_hard_discrepancy",
     "large_init",
+    "large_pca",
+    "large_point_graph",
     "large_target",
 ]
 
@@ -66,21 +69,36 @@ def _topk_rows(dist: torch.Tensor, row_ids: torch.Tensor, k: int) -> torch.Tenso
 
 
 @dataclass(slots=True)
+class PointGraph:
+    """The kNN graph of X alone (one preamble): what the init needs, and M_H."""
+
+    neighbours: torch.Tensor  # (n, knn_k) long: kNN of X; P = 1/(2E) on each direction
+    flat_neighbours: torch.Tensor  # neighbours through flat_columns (width n)
+    M_H: torch.Tensor  # (C, C)
+    knn_k: int  # kNN size (clamped)
+
+
+@dataclass(slots=True)
 class LargeTarget:
     """What the large-n relaxation matches (one preamble)."""
 
     R_H: torch.Tensor  # (A, A) dense: fine up to a few thousand anchors
-    M_H: torch.Tensor  # (C, C)
-    neighbours: torch.Tensor  # (n, knn_k) long: kNN of X; P = 1/(2E) on each direction
-    flat_neighbours: torch.Tensor  # neighbours through flat_columns (width n)
+    points: PointGraph
     point_anchor: torch.Tensor  # (n,)
     anchor_cluster: torch.Tensor  # (A,)
     labels: torch.Tensor  # (n,)
     k: int  # kNN size of the sub-cluster graph (clamped)
-    knn_k: int  # kNN size of the point graphs (clamped)
     anchors_in_graph: bool
     anchor_rows: torch.Tensor  # (A2,) anchors with a row of their own in the folded graph
     multiplicity: torch.Tensor  # (n + A2,) rows of [X; anchors] each folded row stands for
+
+    @property
+    def M_H(self) -> torch.Tensor:
+        return self.points.M_H
+
+    @property
+    def knn_k(self) -> int:
+        return self.points.knn_k
 
     @property
     def n_anchors(self) -> int:
@@ -89,6 +107,32 @@ class LargeTarget:
     @property
     def n_clusters(self) -> int:
         return int(self.M_H.shape[0])
+
+
+def large_point_graph(gram: torch.Tensor, labels: torch.Tensor, knn_k: int) -> PointGraph:
+    """The kNN graph of X (``knn_k``, clamped) and M_H, from ``gram = X Xᵀ``, by row blocks."""
+    n = gram.shape[0]
+    C = int(labels.max()) + 1
+    knn_k = min(knn_k, n - 1)
+    sq = gram.diagonal()
+    label_edges = torch.zeros(C * C, dtype=gram.dtype, device=gram.device)
+    neighbours = []
+    for start in range(0, n, _BLOCK):
+        stop = min(start + _BLOCK, n)
+        rows = torch.arange(start, stop, device=gram.device)
+        dist = gram[start:stop].mul(-2.0).add_(sq).add_(sq[start:stop, None]).clamp_min_(0.0)
+        idx = _topk_rows(dist, rows, knn_k)
+        label_flat = (labels[rows].unsqueeze(1) * C + labels[idx]).reshape(-1)
+        label_edges.scatter_add_(0, label_flat, torch.ones_like(label_flat, dtype=gram.dtype))
+        neighbours.append(idx)
+    label_edges = label_edges.view(C, C)
+    neighbours_x = torch.cat(neighbours)
+    return PointGraph(
+        neighbours=neighbours_x,
+        flat_neighbours=kernels.flat_columns(neighbours_x, n),
+        M_H=label_edges / label_edges.sum(1, keepdim=True).clamp_min(_EPS),
+        knn_k=knn_k,
+    )
 
 
 def large_target(
@@ -101,21 +145,21 @@ def large_target(
     knn_k: int,
     anchors_in_graph: bool,
     gram: torch.Tensor | None = None,
+    points: PointGraph | None = None,
 ) -> LargeTarget:
-    """High-D kNN graphs of ``[X; anchors]`` and ``X`` through the Gram matrix ``X Xᵀ`` (given,
-    or made here), R_H and M_H."""
+    """High-D kNN graph of ``[X; anchors]`` and R_H through the Gram matrix ``X Xᵀ`` (given, or
+    made here), with the kNN graph of X (:func:`large_point_graph`, given or made here)."""
     n, A = X.shape[0], anchor_cluster.shape[0]
-    C = int(labels.max()) + 1
     gram = X @ X.T if gram is None else gram  # (n, n): the only d-dimensional product
+    points = large_point_graph(gram, labels, knn_k) if points is None else points
     members = torch.bincount(point_anchor, minlength=A).to(X.dtype)
     cross = torch.zeros(n, A, dtype=X.dtype, device=X.device).index_add_(1, point_anchor, gram)
     cross /= members  # (n, A): x_i · c_a
     anchor_gram = torch.zeros(A, A, dtype=X.dtype, device=X.device)
     anchor_gram.index_add_(0, point_anchor, cross).div_(members.unsqueeze(1))  # c_a · c_b
-    sq_x, sq_a = gram.diagonal().clone(), anchor_gram.diagonal().clone()
+    sq_x, sq_a = gram.diagonal(), anchor_gram.diagonal()
     N = n + A if anchors_in_graph else n
     k = min(k, N - 1)
-    knn_k = min(knn_k, n - 1)
     # rows of Z = [X; anchors] with one-member anchors folded into their member (an anchor of
     # one member *is* that point): n + A2 rows, a point row standing for 1 or 2 rows
     anchor_rows, multiplicity = fold_anchor_rows(point_anchor, A, anchors_in_graph)
@@ -124,8 +168,6 @@ def large_target(
     sq_z = torch.cat([sq_x, sq_a[anchor_rows]])
     group = torch.cat([point_anchor, anchor_rows])
     edges = torch.zeros(A * A, dtype=X.dtype, device=X.device)
-    label_edges = torch.zeros(C * C, dtype=X.dtype, device=X.device)
-    neighbours_x = []
     for start in range(0, N2, _BLOCK):
         stop = min(start + _BLOCK, N2)
         rows = torch.arange(start, stop, device=X.device)
@@ -138,31 +180,19 @@ def large_target(
         # a fresh block: distances are made in place (no (block, N) temporaries)
         dist = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
         dist.mul_(-2.0).add_(sq_z).add_(sq_z[start:stop, None]).clamp_min_(0.0)
-        point_rows = rows[: max(0, min(stop, n) - start)]
-        # self is set to infinity in place; the kNN of X below needs the same
         idx = _topk_rows(dist, rows, min(k, N2 - 1))
         weight = folded_knn_weights(multiplicity[idx], multiplicity[rows], k)
         flat = (group[rows].unsqueeze(1) * A + group[idx]).reshape(-1)
         edges.scatter_add_(0, flat, weight.reshape(-1))
-        if len(point_rows):  # the kNN graph of X alone (knn_k), for M_H and P
-            idx_x = _topk_rows(dist[: len(point_rows), :n], point_rows, knn_k)
-            label_flat = (labels[point_rows].unsqueeze(1) * C + labels[idx_x]).reshape(-1)
-            label_edges.scatter_add_(0, label_flat, torch.ones_like(label_flat, dtype=X.dtype))
-            neighbours_x.append(idx_x)
     edges = edges.view(A, A) * (1.0 - torch.eye(A, dtype=X.dtype, device=X.device))
     pairs = anchor_cluster.unsqueeze(1) != anchor_cluster.unsqueeze(0)
-    R_H = edges / edges.sum(1, keepdim=True).clamp_min(_EPS) * pairs
-    label_edges = label_edges.view(C, C)
     return LargeTarget(
-        R_H=R_H,
-        M_H=label_edges / label_edges.sum(1, keepdim=True).clamp_min(_EPS),
-        neighbours=torch.cat(neighbours_x),
-        flat_neighbours=kernels.flat_columns(torch.cat(neighbours_x), n),
+        R_H=edges / edges.sum(1, keepdim=True).clamp_min(_EPS) * pairs,
+        points=points,
         point_anchor=point_anchor,
         anchor_cluster=anchor_cluster,
         labels=labels,
         k=k,
-        knn_k=knn_k,
         anchors_in_graph=anchors_in_graph,
         anchor_rows=anchor_rows,
         multiplicity=multiplicity,
@@ -215,7 +245,7 @@ def large_pca(
     return scores / (scores[:, :1] ** 2).mean().sqrt().clamp_min(1e-12)
 
 
-def _kl_grad(Yt, target: LargeTarget, negatives: int, generator, exaggeration: float, factor=1.0):
+def _kl_grad(Yt, points: PointGraph, negatives: int, generator, exaggeration: float, factor=1.0):
     """``factor ·`` the sampled ``KL(P || Q)`` (as :func:`~.init.knn_kl`) of the planar
     ``Yt (2, n)`` and its gradient: ``(loss, grad)``. The normaliser is estimated from
     ``negatives`` random pairs per point, drawn from ``generator``."""
@@ -223,13 +253,13 @@ def _kl_grad(Yt, target: LargeTarget, negatives: int, generator, exaggeration: f
     other = torch.randint(0, n - 1, (n, negatives), generator=generator, device=Yt.device)
     other += other >= torch.arange(n, device=Yt.device).unsqueeze(1)  # uniform over the others
     grad = torch.zeros_like(Yt)
-    edges = target.neighbours, target.flat_neighbours
+    edges = points.neighbours, points.flat_neighbours
     loss = kernels.kl_attraction(Yt, *edges, exaggeration, factor, grad)
     return loss + kernels.kl_repulsion(Yt, other, factor, grad), grad
 
 
 def large_init(
-    target: LargeTarget,
+    points: PointGraph,
     start: torch.Tensor,
     *,
     steps: int,
@@ -245,7 +275,7 @@ def large_init(
     optimiser = Adam([Yt], lr=lr)
     for step in range(steps):
         ex = exaggeration if step < steps // 4 else 1.0
-        _, grad = _kl_grad(Yt, target, negatives, generator, ex)
+        _, grad = _kl_grad(Yt, points, negatives, generator, ex)
         optimiser.step([grad])
     return Yt.T.contiguous()
 
@@ -278,8 +308,8 @@ def large_candidates(
     n, A = Y.shape[0], target.n_anchors
     pa = target.point_anchor
     members = torch.bincount(pa, minlength=A).to(Y.dtype).clamp_min(1.0)
-    Zt = _with_anchors(
-        Y.T.contiguous(), kernels.flat_columns(pa, A), A, members, target.anchor_rows
+    Zt = kernels.with_anchors(
+        Y.T.contiguous(), kernels.flat_columns(pa, A), members, target.anchor_rows
     )
     return _candidates(Zt.T.contiguous(), n, *_candidate_widths(target, n), workers)
 
@@ -443,7 +473,7 @@ def large_gradient_layout(
     trace = Y0.new_zeros(steps)
     for step in range(steps):
         Yt = Y0t + T.index_select(1, pa) + delta
-        Zt = _with_anchors(Yt, flat_pa, A, members, anchor_rows)
+        Zt = kernels.with_anchors(Yt, flat_pa, members, anchor_rows)
         if step % refresh == 0:
             if step == 0 and candidates is not None:
                 cand_z, cand_y = candidates
@@ -461,31 +491,15 @@ def large_gradient_layout(
             g_Y = torch.zeros_like(Yt)
             loss = label(Yt, refresh_radius, label_overlap_weight, g_Y)
             if knn_weight > 0:
-                kl, g_kl = _kl_grad(Yt, target, negatives, generator, 1.0, knn_weight)
+                kl, g_kl = _kl_grad(Yt, target.points, negatives, generator, 1.0, knn_weight)
                 loss = loss + kl
                 g_Y.add_(g_kl)
             return loss, g_Y
 
         (loss, g_Z), (point_loss, g_points) = lanes.both(sub_cluster_part, point_part)
-        loss = loss + point_loss
-        g_Z[:, :n] += g_points
-        g_Y = g_Z[:, :n]
-        if len(anchor_rows):  # an anchor's gradient flows to its members
-            g_A = T.new_zeros(2 * A).scatter_add_(0, flat_rows, g_Z[:, n:].reshape(-1))
-            g_Y = g_Y + (g_A.view(2, A) / members).index_select(1, pa)
-        g_T = T.new_zeros(2 * A).scatter_add_(0, flat_pa, g_Y.reshape(-1)).view(2, A)
-        optimiser.step([g_T, g_Y])
-        trace[step] = loss
+        optimiser.step(kernels.translation_grads(g_Z, g_points, pa, flat_pa, members, flat_rows))
+        trace[step] = loss + point_loss
     return (Y0t + T.index_select(1, pa) + delta).T.contiguous(), trace
-
-
-def _with_anchors(Yt, flat_pa, A, members, anchor_rows):
-    """The folded planar rows ``[Y; anchors[anchor_rows]]`` ``(2, n + A2)`` (an anchor: the
-    mean of its members; ``flat_pa``: the point anchors through :func:`flat_columns`)."""
-    if not len(anchor_rows):
-        return Yt
-    sums = Yt.new_zeros(2 * A).scatter_add_(0, flat_pa, Yt.reshape(-1)).view(2, A)
-    return torch.cat([Yt, (sums / members).index_select(1, anchor_rows)], 1)
 
 
 def large_hard_discrepancy(
@@ -501,9 +515,8 @@ def large_hard_discrepancy(
     if candidates is None:
         members = torch.bincount(pa, minlength=A).to(Y.dtype).clamp_min(1.0)
         Yt = Y.T.contiguous()
-        Z = _with_anchors(
-            Yt, kernels.flat_columns(pa, A), A, members, target.anchor_rows
-        ).T.contiguous()
+        Z = kernels.with_anchors(Yt, kernels.flat_columns(pa, A), members, target.anchor_rows)
+        Z = Z.T.contiguous()
         candidates = _candidates(Z, n, min(target.k, len(groups) - 1), target.knn_k)
     cand_z = candidates[0][:, : min(target.k, len(groups) - 1)]
     cand_y = candidates[1][:, : target.knn_k]

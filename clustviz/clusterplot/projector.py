@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clustviz.clusterplot import kernels
 from clustviz.clusterplot.anchors import compute_anchors
 from clustviz.clusterplot.batch import PaddedBatch, pad_batch
 from clustviz.clusterplot.hulls import ClusterHull, cluster_hulls
@@ -28,6 +29,7 @@ from clustviz.clusterplot.large import (
     large_hard_discrepancy,
     large_init,
     large_pca,
+    large_point_graph,
     large_target,
 )
 from clustviz.clusterplot.optimize import (
@@ -133,6 +135,7 @@ class ClusterPlot(BaseProjector):
         self, items: Sequence[tuple[np.ndarray, np.ndarray]], *, compute_hulls: bool
     ) -> list[ClusterPlotResult]:
         device = resolve_device(self.params.device)
+        kernels.prepare()  # once per process
         local = [
             (X, np.unique(labels, return_inverse=True)[1].astype(np.int64)) for X, labels in items
         ]
@@ -345,30 +348,45 @@ def _large_fit(
     output (batch dimension 1)."""
     n, A = batch.X.shape[1], anchors.size
     generator = torch.Generator(batch.X.device).manual_seed(p.random_state)
+    cpu_lanes = batch.X.device.type == "cpu" and torch.get_num_threads() > 1
     with torch.no_grad():
-        target = large_target(
-            batch.X[0],
-            batch.labels[0],
-            anchors.point_anchor[0],
-            anchors.cluster[0, :A],
-            k=p.k,
-            knn_k=p.knn_k,
-            anchors_in_graph=p.anchors_in_graph,
-            gram=gram,
-        )
+        points = large_point_graph(gram, batch.labels[0], p.knn_k)
         lap("overlap")
+
+        def sub_cluster_graph():
+            return large_target(
+                batch.X[0],
+                batch.labels[0],
+                anchors.point_anchor[0],
+                anchors.cluster[0, :A],
+                k=p.k,
+                knn_k=p.knn_k,
+                anchors_in_graph=p.anchors_in_graph,
+                gram=gram,
+                points=points,
+            )
+
         if p.init == "torch":
-            start = large_pca(batch.X[0], gram, generator)
-            Y0 = large_init(target, start, steps=p.init_steps, lr=p.step_size, generator=generator)
+            start = large_pca(batch.X[0], gram, generator)  # before the lanes: all threads
+            # the init needs only the kNN graph of X: the sub-cluster graph (R_H) is made
+            # meanwhile, in the other lane (the init's small ops leave a core idle)
+            with Lanes(parallel=cpu_lanes) as lanes:
+                target, Y0 = lanes.both(
+                    sub_cluster_graph,
+                    lambda: large_init(
+                        points, start, steps=p.init_steps, lr=p.step_size, generator=generator
+                    ),
+                )
         else:
+            target = sub_cluster_graph()
             Y0 = _umap_init(batch, anchors.centroids, anchors.count, p)[0]
         lap("init")
         first = large_candidates(Y0, target)  # the relaxation's first lists serve `before` too
         before = large_hard_discrepancy(Y0, target, first)
         # the relaxation's two independent parts (sub-cluster term; label and kNN terms) run as
         # two lanes, one core each: its ops alone barely use a second core (n = 3000: 0.39 s on
-        # two threads, 0.33 s in two lanes). The init gains nothing from lanes.
-        with Lanes(parallel=batch.X.device.type == "cpu" and torch.get_num_threads() > 1) as lanes:
+        # two threads, 0.33 s in two lanes)
+        with Lanes(parallel=cpu_lanes) as lanes:
             Y, trace = large_gradient_layout(
                 Y0,
                 target,
