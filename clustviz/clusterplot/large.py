@@ -7,7 +7,8 @@ large n:
 
 * high-D kNN: ``Z Zᵀ`` of ``Z = [X; anchors]`` from the Gram matrix ``X Xᵀ`` (an anchor is the
   mean of its members), so the ``d``-dimensional product is ``n × n``, not ``N × N``;
-* PCA: block power iteration on the centred Gram matrix (no ``O(n³)`` ``eigh``);
+* PCA: block power iteration on the smaller of the covariance and the centred Gram matrix
+  (no ``O(n³)`` ``eigh``);
 * soft 2-D kNN over *candidate* lists: each row's ``M`` nearest rows in 2-D, refreshed every
   ``refresh`` steps (outside them a soft edge weighs ``σ(-10)`` or less), and the normaliser of
   ``KL(P || Q)`` estimated from ``negatives`` random pairs per point and step (a seeded
@@ -17,6 +18,9 @@ All tensors here carry no batch dimension: ``Y (n, 2)``, ``Z (N, 2)``, candidate
 Inside the optimisation loops coordinates are *planar*, ``(2, N)``: pair differences are then
 two contiguous ``(R, M)`` planes, and gathers, reductions and scatters run on plain rows (the
 interleaved ``(R, M, 2)`` form measured 4.6× slower for the same pair gradient on the CPU).
+The per-step pair work runs in :mod:`.kernels` (TorchScript: no GIL, little dispatch), and on
+a multi-core CPU the caller passes two :class:`~.lanes.Lanes`: the relaxation runs its
+sub-cluster term in one and its point terms (label overlap, kNN) in the other.
 """
 
 from __future__ import annotations
