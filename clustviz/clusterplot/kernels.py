@@ -30,6 +30,7 @@ __all__ = [
     "SCRIPTED",
     "adam_update",
     "add_pair_grad",
+    "add_pull",
     "flat_columns",
     "kl_attraction",
     "kl_repulsion",
@@ -67,8 +68,13 @@ def add_pair_grad(
     """Add ``dL/dz`` of ``Σ coef_ij · |z_i - z_j|²`` into the planar ``grad (2, N)``:
     ``coef (R, M)``, ``diff = z_i - z_j (2, R, M)`` (overwritten), ``flat`` the columns j.
     The rows' side is a plain sum; only the columns' side scatters."""
-    pull = diff.mul_(coef * -2.0)  # -dL/dz_j of each pair
-    grad[:, : coef.shape[0]] -= pull.sum(2)
+    add_pull(grad, flat, diff.mul_(coef * -2.0))
+
+
+def add_pull(grad: torch.Tensor, flat: torch.Tensor, pull: torch.Tensor) -> None:
+    """Add the pairs' ``pull = -dL/dz_j (2, R, M)`` into the planar ``grad``: ``+pull`` at the
+    columns j (``flat``), ``-Σ_j pull`` at the rows (``dL/dz_i = -dL/dz_j``)."""
+    grad[:, : pull.shape[1]] -= pull.sum(2)
     grad.view(-1).scatter_add_(0, flat, pull.view(-1))
 
 
@@ -114,8 +120,9 @@ def soft_overlap_grad(
     g_off = g_R.sub_(row_dot).mul_(inv_rows)
     if keep is not None:
         g_off = g_off.mul_(keep)
-    coef = g_off.index_select(0, inverse).view_as(w).mul_(w).mul_(s - 1.0).mul_(scale)
-    add_pair_grad(grad, flat, coef, diff)
+    # -2 dL/dD_ij = -2 g_w · w (s - 1) / (T r): -2 folded into the per-row scale (one pass less)
+    pull_per_d = (s - 1.0).mul_(w).mul_(scale * -2.0)
+    add_pull(grad, flat, diff.mul_(g_off.index_select(0, inverse).view_as(w).mul_(pull_per_d)))
     return loss
 
 
@@ -313,6 +320,7 @@ EAGER: dict[str, Any] = {
     for name in (
         "flat_columns",
         "pairs",
+        "add_pull",
         "add_pair_grad",
         "soft_overlap_grad",
         "kl_attraction",
