@@ -309,13 +309,18 @@ def large_candidates(
 
     Their first ``k`` (``knn_k``) columns are the hard kNN graphs, so one search serves the
     relaxation's first step and :func:`large_hard_discrepancy` of its starting layout."""
-    n, A = Y.shape[0], target.n_anchors
-    pa = target.point_anchor
+    n = Y.shape[0]
+    return _candidates(_folded(Y, target), n, *_candidate_widths(target, n), workers)
+
+
+def _folded(Y: torch.Tensor, target: LargeTarget) -> torch.Tensor:
+    """The folded rows ``[Y; anchors[anchor_rows]]`` ``(n + A2, 2)`` of a layout ``Y (n, 2)``."""
+    A, pa = target.n_anchors, target.point_anchor
     members = torch.bincount(pa, minlength=A).to(Y.dtype).clamp_min(1.0)
-    Zt = kernels.with_anchors(
-        Y.T.contiguous(), kernels.flat_columns(pa, A), members, target.anchor_rows
-    )
-    return _candidates(Zt.T.contiguous(), n, *_candidate_widths(target, n), workers)
+    Yt = Y.T.contiguous()
+    return kernels.with_anchors(
+        Yt, kernels.flat_columns(pa, A), members, target.anchor_rows
+    ).T.contiguous()
 
 
 def _candidate_widths(target: LargeTarget, n: int) -> tuple[int, int]:
@@ -517,10 +522,7 @@ def large_hard_discrepancy(
     pa = target.point_anchor
     groups = torch.cat([pa, target.anchor_rows])
     if candidates is None:
-        members = torch.bincount(pa, minlength=A).to(Y.dtype).clamp_min(1.0)
-        Yt = Y.T.contiguous()
-        Z = kernels.with_anchors(Yt, kernels.flat_columns(pa, A), members, target.anchor_rows)
-        Z = Z.T.contiguous()
+        Z = _folded(Y, target)
         candidates = _candidates(Z, n, min(target.k, len(groups) - 1), target.knn_k)
     cand_z = candidates[0][:, : min(target.k, len(groups) - 1)]
     cand_y = candidates[1][:, : target.knn_k]

@@ -384,8 +384,8 @@ def _large_fit(
         first = large_candidates(Y0, target)  # the relaxation's first lists serve `before` too
         before = large_hard_discrepancy(Y0, target, first)
         # the relaxation's two independent parts (sub-cluster term; label and kNN terms) run as
-        # two lanes, one core each: its ops alone barely use a second core (n = 3000: 0.39 s on
-        # two threads, 0.33 s in two lanes)
+        # two lanes, one core each: its ops alone barely use a second core (n = 3000: the terms
+        # take 0.33 s one after the other on two threads, 0.20 s in two lanes)
         with Lanes(parallel=cpu_lanes) as lanes:
             Y, trace = large_gradient_layout(
                 Y0,
