@@ -25,6 +25,7 @@ sub-cluster term in one and its point terms (label overlap, kNN) in the other.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -290,15 +291,21 @@ def _candidates(Z: torch.Tensor, n: int, m_z: int, m_y: int, workers: int | None
 
     On the CPU a k-d tree (scipy) answers in a third of the time of the blockwise distance
     matrices (25 against 83 ms at N = 3986, m = 48, 2 threads); on a GPU the blocks are the
-    fast way."""
-    if Z.device.type == "cpu":
-        points = Z.numpy().astype(np.float64)
-        workers = torch.get_num_threads() if workers is None else workers
+    fast way. With ``workers`` ≥ 2 the two searches run at once, one thread each: a query
+    gains little from a second thread (m = 48 at N = 3030: 15.7 → 14.4 ms)."""
+    if Z.device.type != "cpu":
+        return _block_candidates(Z, n, m_z, m_y)
+    points = Z.numpy().astype(np.float64)
+    workers = torch.get_num_threads() if workers is None else workers
+    if workers < 2:
         return (
-            torch.from_numpy(_tree_neighbours(points, m_z, workers)),
-            torch.from_numpy(_tree_neighbours(points[:n], m_y, workers)),
+            torch.from_numpy(_tree_neighbours(points, m_z, 1)),
+            torch.from_numpy(_tree_neighbours(points[:n], m_y, 1)),
         )
-    return _block_candidates(Z, n, m_z, m_y)
+    with ThreadPoolExecutor(1) as pool:  # scipy releases the GIL while it searches
+        rows_y = pool.submit(_tree_neighbours, points[:n], m_y, 1)
+        rows_z = _tree_neighbours(points, m_z, 1)
+        return torch.from_numpy(rows_z), torch.from_numpy(rows_y.result())
 
 
 def large_candidates(
@@ -349,11 +356,15 @@ def _block_candidates(Z: torch.Tensor, n: int, m_z: int, m_y: int):
 def _tree_neighbours(points: np.ndarray, k: int, workers: int) -> np.ndarray:
     """Indices ``(N, k)`` of each row's ``k`` nearest other rows (ascending), by a k-d tree."""
     _, idx = cKDTree(points).query(points, k=k + 1, workers=workers)
-    idx = idx.reshape(len(points), k + 1)
-    # self is usually first, but a coincident row may come before it: drop self by id
-    is_self = idx == np.arange(len(points))[:, None]
-    order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(idx, order, axis=1).astype(np.int64)
+    idx = idx.reshape(len(points), k + 1).astype(np.int64, copy=False)
+    out = np.ascontiguousarray(idx[:, 1:])  # self is usually first
+    # but a coincident row may come before it: there, drop self by id (the last if absent)
+    moved = np.flatnonzero(idx[:, 0] != np.arange(len(points)))
+    if len(moved):
+        is_self = idx[moved] == moved[:, None]
+        order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
+        out[moved] = np.take_along_axis(idx[moved], order, axis=1)
+    return out
 
 
 class _SparseOverlap:
