@@ -25,36 +25,35 @@ def device_name(name: str) -> str:
 
 
 def warm_up(names: Sequence[str], *, render_plot: bool = True) -> dict[str, Any]:
-    """Import each projector's library and run one tiny fit, so numba compiles now, not later;
+    """Import each projector's library and run its small warm-up fits (``warm_sizes`` of its
+    spec), so numba and TorchScript compile now, not later;
     with ``render_plot``, also draw one plot (plotnine's first figure costs about a second).
 
     Returns ``{"warm": {name: seconds}, "warm_errors": {name: message}}``.
     """
     rng = np.random.default_rng(0)
-    n = 40
-    X = rng.normal(size=(n, 16)).astype(np.float32)
-    labels = rng.integers(0, 4, size=n)
     seconds: dict[str, float] = {}
     failures: dict[str, str] = {}
     for name in names:
         started = time.perf_counter()
+        spec = get_spec(name)
         try:
-            get_projector(name).fit_transform(X, labels if get_spec(name).uses_labels else None)
+            for size in spec.warm_sizes:
+                X = rng.normal(size=(size, 16)).astype(np.float32)
+                labels = rng.integers(0, 4, size=size)
+                get_projector(name).fit_transform(X, labels if spec.uses_labels else None)
         except Exception as exc:  # a missing optional library must not stop the worker
             failures[name] = f"{type(exc).__name__}: {exc}"
-        if name == "clusterplot" and name not in failures:
-            # a tiny fit takes the batched path; one preamble past DENSE_MAX_ROWS runs the
-            # large-n path once, whose TorchScript kernels profile their first calls
-            try:
-                big = rng.normal(size=(700, 16)).astype(np.float32)
-                get_projector(name).fit_transform(big, rng.integers(0, 8, size=700))
-            except Exception as exc:
-                failures[name] = f"{type(exc).__name__}: {exc}"
         seconds[name] = round(time.perf_counter() - started, 2)
     if render_plot:
         started = time.perf_counter()
+        n = 40
+        xy = rng.normal(size=(n, 2))
+        labels = rng.integers(0, 4, size=n)
         try:
-            render("png", X[:, 0], X[:, 1], [f"w{i}" for i in range(n)], labels, "warm-up", "", [])
+            render(
+                "png", xy[:, 0], xy[:, 1], [f"w{i}" for i in range(n)], labels, "warm-up", "", []
+            )
         except Exception as exc:
             failures["render"] = f"{type(exc).__name__}: {exc}"
         seconds["render"] = round(time.perf_counter() - started, 2)

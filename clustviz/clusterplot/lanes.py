@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -47,12 +47,10 @@ class Lanes:
         self.parallel = parallel
         self.threads = torch.get_num_threads()  # the CPU threads torch had on entry
         self._pool: ThreadPoolExecutor | None = None
-        self._threads: Any = None
 
     def __enter__(self) -> Lanes:
         if self.parallel:
-            self._threads = one_thread(True)
-            self._threads.__enter__()
+            torch.set_num_threads(1)
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="clusterplot-lane")
         return self
 
@@ -60,7 +58,7 @@ class Lanes:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-            self._threads.__exit__(None, None, None)
+            torch.set_num_threads(self.threads)
 
     def both(self, first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
         """``(first(), second())``, the two running at once when parallel."""

@@ -63,8 +63,11 @@ CANDIDATES = 3.0
 _BLOCK = 1024  # rows per block of a blockwise kNN (bounds the (block, N) distance matrix)
 
 
-def _sq_dists_from_gram(gram: torch.Tensor, sq_rows: torch.Tensor, sq_cols: torch.Tensor):
-    return (sq_rows.unsqueeze(1) + sq_cols.unsqueeze(0) - 2.0 * gram).clamp_min_(0.0)
+def _sq_dists(dots: torch.Tensor, sq_rows, sq_cols, *, in_place: bool = False) -> torch.Tensor:
+    """Squared distances ``|a|² + |b|² - 2 a·b`` (clamped at 0) from a block of dot products;
+    ``in_place``: ``dots`` is a fresh block to overwrite (no ``(block, N)`` temporaries)."""
+    dist = dots.mul_(-2.0) if in_place else dots.mul(-2.0)
+    return dist.add_(sq_cols).add_(sq_rows.unsqueeze(1)).clamp_min_(0.0)
 
 
 def _topk_rows(dist: torch.Tensor, row_ids: torch.Tensor, k: int) -> torch.Tensor:
@@ -125,7 +128,7 @@ def large_point_graph(gram: torch.Tensor, labels: torch.Tensor, knn_k: int) -> P
     for start in range(0, n, _BLOCK):
         stop = min(start + _BLOCK, n)
         rows = torch.arange(start, stop, device=gram.device)
-        dist = gram[start:stop].mul(-2.0).add_(sq).add_(sq[start:stop, None]).clamp_min_(0.0)
+        dist = _sq_dists(gram[start:stop], sq[start:stop], sq)
         idx = _topk_rows(dist, rows, knn_k)
         label_flat = (labels[rows].unsqueeze(1) * C + labels[idx]).reshape(-1)
         label_edges.scatter_add_(0, label_flat, torch.ones_like(label_flat, dtype=gram.dtype))
@@ -182,9 +185,8 @@ def large_target(
         if stop > n:  # anchor rows
             own = slice(max(start, n) - n, stop - n)
             blocks.append(torch.cat([cross_z[:, own].T, anchor_gram_z[own]], 1))
-        # a fresh block: distances are made in place (no (block, N) temporaries)
-        dist = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
-        dist.mul_(-2.0).add_(sq_z).add_(sq_z[start:stop, None]).clamp_min_(0.0)
+        dots = torch.cat(blocks) if len(blocks) > 1 else blocks[0]  # a fresh block
+        dist = _sq_dists(dots, sq_z[start:stop], sq_z, in_place=True)
         idx = _topk_rows(dist, rows, min(k, N2 - 1))
         weight = folded_knn_weights(multiplicity[idx], multiplicity[rows], k)
         flat = (group[rows].unsqueeze(1) * A + group[idx]).reshape(-1)
@@ -345,7 +347,7 @@ def _block_candidates(Z: torch.Tensor, n: int, m_z: int, m_y: int):
     out_z, out_y = [], []
     for start in range(0, N, _BLOCK):
         rows = torch.arange(start, min(start + _BLOCK, N), device=Z.device)
-        dist = _sq_dists_from_gram(Z[rows] @ Z.T, sq[rows], sq)
+        dist = _sq_dists(Z[rows] @ Z.T, sq[rows], sq, in_place=True)
         out_z.append(_topk_rows(dist, rows, m_z))
         point_rows = rows[rows < n]
         if len(point_rows):

@@ -44,6 +44,9 @@ class ProjectorSpec:
     params_target: str  # "module:Class" of the (light) parameter model
     libraries: tuple[str, ...]
     uses_labels: bool = False
+    #: Points of the warm-up fits (``clustviz.tasks.warm_up``): one per code path that compiles
+    #: on its first call.
+    warm_sizes: tuple[int, ...] = (40,)
 
 
 _SPECS = {
@@ -84,6 +87,9 @@ _SPECS = {
             "clustviz.clusterplot.params:ClusterPlotParams",
             ("torch", "numpy", "umap-learn"),
             uses_labels=True,
+            # 40 points take the batched path; 700 pass DENSE_MAX_ROWS into the large-n path,
+            # whose TorchScript kernels profile their first calls
+            warm_sizes=(40, 700),
         ),
     )
 }
