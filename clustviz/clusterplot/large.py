@@ -18,8 +18,9 @@ All tensors here carry no batch dimension: ``Y (n, 2)``, ``Z (N, 2)``, candidate
 Inside the optimisation loops coordinates are *planar*, ``(2, N)``: pair differences are then
 two contiguous ``(R, M)`` planes, and gathers, reductions and scatters run on plain rows (the
 interleaved ``(R, M, 2)`` form measured 4.6× slower for the same pair gradient on the CPU).
-The per-step pair work runs in :mod:`.kernels` (TorchScript: no GIL, little dispatch), and on
-a multi-core CPU the caller passes two :class:`~.lanes.Lanes`: the relaxation runs its
+The per-step pair work runs in :mod:`.fused` on the CPU (numba loops, one pass over the pairs)
+and in :mod:`.kernels` elsewhere (TorchScript: no GIL, little dispatch); both release the GIL,
+and on a multi-core CPU the caller passes two :class:`~.lanes.Lanes`: the relaxation runs its
 sub-cluster term in one and its point terms (label overlap, kNN) in the other.
 """
 
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from clustviz.clusterplot import kernels
+from clustviz.clusterplot import fused, kernels
 from clustviz.clusterplot.batch import Adam
 from clustviz.clusterplot.init import centred_gram
 from clustviz.clusterplot.lanes import Lanes
@@ -252,14 +253,31 @@ def large_pca(
     return scores / (scores[:, :1] ** 2).mean().sqrt().clamp_min(1e-12)
 
 
-def _kl_grad(Yt, points: PointGraph, negatives: int, generator, exaggeration: float, factor=1.0):
+def _fused_on(tensor: torch.Tensor) -> bool:
+    """Whether the pair terms of ``tensor``'s layout run as :mod:`.fused` loops (CPU only)."""
+    return tensor.device.type == "cpu" and fused.available()
+
+
+def _kl_grad(
+    Yt,
+    points: PointGraph,
+    negatives: int,
+    generator,
+    exaggeration: float,
+    factor: float = 1.0,
+    with_loss: bool = True,
+):
     """``factor ·`` the sampled ``KL(P || Q)`` (as :func:`~.init.knn_kl`) of the planar
     ``Yt (2, n)`` and its gradient: ``(loss, grad)``. The normaliser is estimated from
-    ``negatives`` random pairs per point, drawn from ``generator``."""
+    ``negatives`` random pairs per point, drawn from ``generator``. ``with_loss=False``: the
+    caller needs only the gradient (the fused loops then skip the loss's logarithms)."""
     n = Yt.shape[1]
+    grad = torch.zeros_like(Yt)
+    if _fused_on(Yt):
+        args = (negatives, generator, exaggeration, factor, grad, with_loss)
+        return fused.kl_grad(Yt, points.neighbours, *args), grad
     other = torch.randint(0, n - 1, (n, negatives), generator=generator, device=Yt.device)
     other += other >= torch.arange(n, device=Yt.device).unsqueeze(1)  # uniform over the others
-    grad = torch.zeros_like(Yt)
     edges = points.neighbours, points.flat_neighbours
     loss = kernels.kl_attraction(Yt, *edges, exaggeration, factor, grad)
     return loss + kernels.kl_repulsion(Yt, other, factor, grad), grad
@@ -282,7 +300,7 @@ def large_init(
     optimiser = Adam([Yt], lr=lr)
     for step in range(steps):
         ex = exaggeration if step < steps // 4 else 1.0
-        _, grad = _kl_grad(Yt, points, negatives, generator, ex)
+        _, grad = _kl_grad(Yt, points, negatives, generator, ex, with_loss=False)
         optimiser.step([grad])
     return Yt.T.contiguous()
 
@@ -387,10 +405,13 @@ class _SparseOverlap:
         """Pair bookkeeping for new candidates ``(R, M)``: the union of the candidates' group
         pairs and R_H's support (elsewhere both sides are 0); ``width``: columns of the planar
         gradient the pairs scatter into."""
+        rows = torch.arange(cand.shape[0], device=cand.device).unsqueeze(1).expand_as(cand)
+        keys = self.group[rows] * self.G + self.group[cand]
+        # a row's pairs sorted by group pair: the fused loops sum equal keys in a register
+        keys, order = keys.sort(dim=1)
+        keys, cand = keys.reshape(-1), cand.gather(1, order)
         self.cand = cand
         self.flat = kernels.flat_columns(cand, width)
-        rows = torch.arange(cand.shape[0], device=cand.device).unsqueeze(1).expand_as(cand)
-        keys = (self.group[rows] * self.G + self.group[cand]).reshape(-1)
         if self.dense:
             self.inverse, pair_keys = keys, torch.arange(self.G * self.G, device=keys.device)
         else:
@@ -417,11 +438,31 @@ class _SparseOverlap:
         planar ``grad`` (:func:`~.kernels.soft_overlap_grad`)."""
         if refresh_radius or self.radius is None:
             R = self.cand.shape[0]
-            _, D = kernels.pairs(Zt, self.cand)
-            ordered, where = D.topk(min(self.k + 1, D.shape[1]), dim=1, largest=False)
+            k1 = min(self.k + 1, self.cand.shape[1])
+            if _fused_on(Zt):
+                ordered, where = fused.smallest(Zt, self.cand, k1)
+            else:
+                ordered, where = kernels.pairs(Zt, self.cand)[1].topk(k1, dim=1, largest=False)
             counts = None if self.counts is None else self.counts.gather(1, where)
             multiplicity = None if self.multiplicity is None else self.multiplicity[:R]
             self.radius = radius_from_sorted(ordered, self.k, counts, multiplicity)
+        if _fused_on(Zt):
+            return fused.soft_overlap_grad(
+                Zt,
+                self.cand,
+                self.radius,
+                self.temperature,
+                self.weight,
+                self.inverse,
+                self.keep,
+                self.pair_a,
+                self.pairs,
+                self.target,
+                self.G,
+                self.count,
+                factor,
+                grad,
+            )
         return kernels.soft_overlap_grad(
             Zt,
             self.cand,

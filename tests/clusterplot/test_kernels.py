@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pair_cases import overlap_case, reference_overlap_loss
 
 from clustviz.clusterplot import kernels
 from clustviz.clusterplot.lanes import Lanes
@@ -17,64 +18,13 @@ def kernel(request):  # type: ignore[no-untyped-def]
     return lambda name: kernels.EAGER[name] if request.param == "eager" else getattr(kernels, name)
 
 
-def _overlap_case(seed: int, dense: bool, weighted: bool) -> dict:
-    """A small candidate graph: 40 rows in 8 groups of 3 clusters, 6 candidates per row."""
-    g = torch.Generator().manual_seed(seed)
-    n_rows, m, G = 40, 6, 8
-    Zt = torch.randn(2, n_rows, generator=g, dtype=torch.float64)
-    columns = (
-        torch.arange(n_rows).unsqueeze(1) + torch.randint(1, n_rows, (n_rows, m), generator=g)
-    ) % n_rows
-    group = torch.randint(0, G, (n_rows,), generator=g)
-    group_cluster = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
-    keys = (group.unsqueeze(1) * G + group[columns]).reshape(-1)
-    if dense:
-        pair_keys, inverse = torch.arange(G * G), keys
-    else:
-        pair_keys, inverse = torch.unique(keys, return_inverse=True)
-    pair_a, pair_b = pair_keys // G, pair_keys % G
-    cross = (group_cluster[pair_a] != group_cluster[pair_b]).double()
-    return {
-        "Zt": Zt,
-        "columns": columns,
-        "flat": kernels.flat_columns(columns, n_rows),
-        "radius": torch.rand(n_rows, 1, generator=g, dtype=torch.float64) + 0.5,
-        "temperature": 0.3,
-        "weight": torch.randint(1, 3, (n_rows, m), generator=g).double() if weighted else None,
-        "inverse": inverse,
-        "keep": None if dense else (pair_a != pair_b).double(),
-        "pair_a": pair_a,
-        "cross": cross,
-        "target": torch.rand(len(pair_keys), generator=g, dtype=torch.float64) * cross,
-        "n_groups": G,
-        "count": float(cross.sum()),
-        "factor": 2.5,
-    }
-
-
-def _reference_overlap_loss(Z: torch.Tensor, case: dict) -> torch.Tensor:
-    """The soft-kNN overlap loss, written plainly for autograd."""
-    R = case["columns"].shape[0]
-    D = ((Z[:, :R].unsqueeze(2) - Z[:, case["columns"]]) ** 2).sum(0)
-    radius = case["radius"]
-    w = torch.sigmoid((radius - D) / (case["temperature"] * radius))
-    if case["weight"] is not None:
-        w = w * case["weight"]
-    edges = torch.zeros_like(case["target"]).index_add(0, case["inverse"], w.reshape(-1))
-    if case["keep"] is not None:
-        edges = edges * case["keep"]
-    rows = torch.zeros(case["n_groups"], dtype=Z.dtype).index_add(0, case["pair_a"], edges)
-    overlap = edges / rows[case["pair_a"]] * case["cross"]
-    return case["factor"] * (overlap - case["target"]).abs().sum() / case["count"]
-
-
 @pytest.mark.parametrize(("dense", "weighted"), [(True, False), (False, False), (False, True)])
 def test_soft_overlap_gradient_matches_autograd(kernel, dense: bool, weighted: bool) -> None:
-    case = _overlap_case(0, dense, weighted)
+    case = overlap_case(0, dense, weighted)
     grad = torch.zeros_like(case["Zt"])
     loss = kernel("soft_overlap_grad")(**{**case, "Zt": case["Zt"].clone()}, grad=grad)
     Z = case["Zt"].clone().requires_grad_(True)
-    expected = _reference_overlap_loss(Z, case)
+    expected = reference_overlap_loss(Z, case)
     expected.backward()
     torch.testing.assert_close(loss, expected.detach())
     torch.testing.assert_close(grad, Z.grad)
@@ -110,7 +60,7 @@ def test_kernels_run_as_torchscript_with_the_eager_results() -> None:
     if not hasattr(torch.jit, "script"):
         pytest.skip("this torch has no TorchScript")
     assert kernels.prepare()
-    case = _overlap_case(3, dense=False, weighted=True)
+    case = overlap_case(3, dense=False, weighted=True)
     outputs = []
     for fn in (kernels.soft_overlap_grad, kernels.EAGER["soft_overlap_grad"]):
         grad = torch.zeros_like(case["Zt"])
@@ -131,10 +81,16 @@ def test_lanes_return_in_order_and_raise() -> None:
         assert torch.get_num_threads() == lanes.threads  # restored on exit
 
 
-def test_large_relaxation_in_lanes_equals_serial(make_blobs) -> None:
+@pytest.mark.parametrize("use_fused", [True, False])
+def test_large_relaxation_in_lanes_equals_serial(make_blobs, monkeypatch, use_fused) -> None:
     """The two lanes change where the relaxation's parts run, not what they compute (the
-    random pairs come from one generator, drawn in one lane)."""
-    from clustviz.clusterplot import large
+    random pairs come from one generator, drawn in one lane); with the fused loops or the
+    TorchScript kernels."""
+    from clustviz.clusterplot import fused, large
+
+    if use_fused and not fused.available():
+        pytest.skip("numba cannot compile the fused loops here")
+    monkeypatch.setattr(large, "_fused_on", lambda tensor: use_fused)
     from clustviz.clusterplot.anchors import compute_anchors
     from clustviz.clusterplot.batch import pad_batch
 

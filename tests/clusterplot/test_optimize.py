@@ -105,11 +105,16 @@ def test_large_path_lowers_discrepancy(make_blobs, monkeypatch) -> None:
     import clustviz.clusterplot.projector as projector
 
     monkeypatch.setattr(projector, "DENSE_MAX_ROWS", 10)  # every preamble takes it
-    items = [_lm_like(make_blobs, seed) for seed in range(4)]
+    # 40-point preambles: hard-kNN discrepancies move in coarse steps and a fit lowers them on
+    # about 4 preambles in 5 (100 preambles: 79 with the fused loops, 81 without), so judge it
+    # over 30 (here: 21 lowered, mean after / before 0.80)
+    items = [_lm_like(make_blobs, seed) for seed in range(30)]
     model = ClusterPlot(**from_fast)
     results = [model.fit_transform_many([item], compute_hulls=False)[0] for item in items]
     lowered = [r.discrepancy_after["mean"] < r.discrepancy_before["mean"] for r in results]
-    assert sum(lowered) >= 3
+    assert sum(lowered) >= 20
+    ratios = [r.discrepancy_after["mean"] / r.discrepancy_before["mean"] for r in results]
+    assert np.mean(ratios) < 0.9
     for (X, _), result in zip(items, results, strict=True):
         assert result.embedding.shape == (len(X), 2) and np.isfinite(result.embedding).all()
     again = model.fit_transform_many([items[0]], compute_hulls=False)[0]
