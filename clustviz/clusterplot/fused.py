@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["available", "kl_grad", "smallest", "soft_overlap_grad"]
+__all__ = ["available", "kl_grad", "smallest", "smallest_in_rows", "soft_overlap_grad"]
 
 _EMPTY_1D = np.zeros(0, np.float32)
 _STATE: dict[str, Any] = {}  # "ok": compiled and usable; "loops": the numba module
@@ -69,14 +69,13 @@ def soft_overlap_grad(
     s = torch.empty(columns.numel(), dtype=Zt.dtype)
     loops.overlap_arguments(Z, cand, r, temperature, s.numpy())
     s.sigmoid_()  # vectorised; see the module docstring
-    w = s if weight is None else s * weight.reshape(-1)
     return loops.overlap_rest(
         Z,
         cand,
         r,
         temperature,
         s.numpy(),
-        w.numpy(),
+        _EMPTY_1D if weight is None else _array(weight.reshape(-1)),
         _array(inverse),
         _EMPTY_1D if keep is None else _array(keep),
         _array(pair_a),
@@ -130,6 +129,14 @@ def smallest(Zt: torch.Tensor, columns: torch.Tensor, k: int) -> tuple[torch.Ten
     return ordered, where
 
 
+def smallest_in_rows(dist: torch.Tensor, k: int) -> torch.Tensor:
+    """The columns ``(R, k)`` (int64) of each row's ``k`` smallest entries of ``dist (R, n)``,
+    ascending (as ``dist.topk(k, largest=False).indices``; ``k ≤ n``)."""
+    out = torch.empty(dist.shape[0], k, dtype=torch.int64)
+    _STATE["loops"].smallest_in_rows(_array(dist), k, out.numpy())
+    return out
+
+
 def _array(tensor: torch.Tensor, writable: bool = False) -> np.ndarray:
     """A C-contiguous numpy view of a CPU tensor (a strided one would make numba compile
     another specialisation, at request time). ``writable``: the loops write into it, so it
@@ -160,13 +167,16 @@ def _compile() -> bool:
 def _smoke_test() -> None:
     """Run each loop once on a tiny input (this is what triggers the compilation)."""
     Zt = torch.tensor([[0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
-    cand = torch.tensor([[1, 2], [0, 2], [0, 1]])
+    cand = torch.tensor([[1, 2], [0, 2], [0, 1]], dtype=torch.int32)
     grad = torch.zeros_like(Zt)
     radius = torch.ones(3, 1)
-    keys = torch.arange(6)
+    keys = torch.arange(6, dtype=torch.int32)
+    pair_a = torch.arange(6) // 2
     ones = torch.ones(6)
-    soft_overlap_grad(
-        Zt, cand, radius, 0.1, None, keys, None, keys // 2, ones, ones * 0.5, 3, 6.0, 1.0, grad
-    )
+    for weight in (None, torch.ones(3, 2)):
+        soft_overlap_grad(
+            Zt, cand, radius, 0.1, weight, keys, ones, pair_a, ones, ones * 0.5, 3, 6.0, 1.0, grad
+        )
     kl_grad(Zt, cand, 2, torch.Generator().manual_seed(0), 1.0, 1.0, grad)
     smallest(Zt, cand, 2)
+    smallest_in_rows(torch.ones(2, 3), 2)

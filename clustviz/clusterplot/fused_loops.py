@@ -24,13 +24,14 @@ def overlap_arguments(Z, cand, radius, temperature, out):
 
 @jit
 def overlap_rest(
-    Z, cand, radius, temperature, s, w, inverse, keep, pair_a, cross, target,
+    Z, cand, radius, temperature, s, weight, inverse, keep, pair_a, cross, target,
     n_groups, count, factor, grad,
 ):  # fmt: skip
-    # s: the pairs' sigmoids, w: their edge weights (s, or s times the folded multiplicities)
+    # s: the pairs' sigmoids; a pair's edge weighs s, or s times `weight` (the folded rows'
+    # multiplicities) when given
     R, M = cand.shape
     P = target.shape[0]
-    has_keep = keep.shape[0] > 0
+    has_weight, has_keep = weight.shape[0] > 0, keep.shape[0] > 0
     # soft edges summed per group pair. A row's pairs come sorted by key, so equal keys are
     # summed in a register: one add into `edges` per run, not a chain of dependent adds into
     # the same slot (3× faster)
@@ -41,7 +42,7 @@ def overlap_rest(
             if inverse[t] != key:
                 edges[key] += run
                 key, run = inverse[t], 0.0
-            run += w[t]
+            run += s[t] * weight[t] if has_weight else s[t]
         edges[key] += run
     # row-normalised; rows at 0 get no gradient
     rows = np.zeros(n_groups, np.float64)
@@ -77,7 +78,8 @@ def overlap_rest(
         for t in range(M):
             at = i * M + t
             j = cand[i, t]
-            c = g_edge[inverse[at]] * (s[at] - one) * w[at] * scale
+            w = s[at] * weight[at] if has_weight else s[at]
+            c = g_edge[inverse[at]] * (s[at] - one) * w * scale
             px, py = (zx - Z[0, j]) * c, (zy - Z[1, j]) * c
             grad[0, j] += px
             grad[1, j] += py
@@ -190,3 +192,29 @@ def smallest(Z, cand, k1, ordered, where):
             where[i, slot] = t
             if filled < k1:
                 filled += 1
+
+
+@jit
+def smallest_in_rows(dist, k, out):
+    # the columns of each row's k smallest entries, ascending (insertion into a k-slot
+    # buffer; once it is full most entries fail the first comparison): 2.2× torch.topk's
+    # speed on 1024 × 3030 distance rows
+    R, n = dist.shape
+    values = np.empty(k, dist.dtype)
+    for i in range(R):
+        filled = 0
+        for j in range(n):
+            d = dist[i, j]
+            if filled == k:
+                if d >= values[k - 1]:
+                    continue
+                slot = k - 1
+            else:
+                slot = filled
+                filled += 1
+            while slot > 0 and values[slot - 1] > d:
+                values[slot] = values[slot - 1]
+                out[i, slot] = out[i, slot - 1]
+                slot -= 1
+            values[slot] = d
+            out[i, slot] = j

@@ -74,6 +74,8 @@ def _sq_dists(dots: torch.Tensor, sq_rows, sq_cols, *, in_place: bool = False) -
 def _topk_rows(dist: torch.Tensor, row_ids: torch.Tensor, k: int) -> torch.Tensor:
     """Indices ``(rows, k)`` of the ``k`` smallest entries per row, self excluded."""
     dist[torch.arange(len(row_ids), device=dist.device), row_ids] = _INF
+    if _fused_on(dist):
+        return fused.smallest_in_rows(dist, k)
     return dist.topk(k, dim=1, largest=False).indices
 
 
@@ -85,6 +87,7 @@ class PointGraph:
     flat_neighbours: torch.Tensor  # neighbours through flat_columns (width n)
     M_H: torch.Tensor  # (C, C)
     knn_k: int  # kNN size (clamped)
+    neighbours32: torch.Tensor  # neighbours as int32, for the fused loops (fewer bytes to stream)
 
 
 @dataclass(slots=True)
@@ -141,6 +144,7 @@ def large_point_graph(gram: torch.Tensor, labels: torch.Tensor, knn_k: int) -> P
         flat_neighbours=kernels.flat_columns(neighbours_x, n),
         M_H=label_edges / label_edges.sum(1, keepdim=True).clamp_min(_EPS),
         knn_k=knn_k,
+        neighbours32=neighbours_x.int(),
     )
 
 
@@ -275,7 +279,7 @@ def _kl_grad(
     grad = torch.zeros_like(Yt)
     if _fused_on(Yt):
         args = (negatives, generator, exaggeration, factor, grad, with_loss)
-        return fused.kl_grad(Yt, points.neighbours, *args), grad
+        return fused.kl_grad(Yt, points.neighbours32, *args), grad
     other = torch.randint(0, n - 1, (n, negatives), generator=generator, device=Yt.device)
     other += other >= torch.arange(n, device=Yt.device).unsqueeze(1)  # uniform over the others
     edges = points.neighbours, points.flat_neighbours
@@ -431,6 +435,8 @@ class _SparseOverlap:
         self.weight = (
             None if self.counts is None else self.multiplicity[: cand.shape[0], None] * self.counts
         )
+        if _fused_on(cand):  # the loops stream these every step: int32 halves the bytes
+            self.cand32, self.inverse32 = cand.int(), self.inverse.int()
         self.radius = None
 
     def __call__(self, Zt: torch.Tensor, refresh_radius: bool, factor: float, grad):
@@ -440,7 +446,7 @@ class _SparseOverlap:
             R = self.cand.shape[0]
             k1 = min(self.k + 1, self.cand.shape[1])
             if _fused_on(Zt):
-                ordered, where = fused.smallest(Zt, self.cand, k1)
+                ordered, where = fused.smallest(Zt, self.cand32, k1)
             else:
                 ordered, where = kernels.pairs(Zt, self.cand)[1].topk(k1, dim=1, largest=False)
             counts = None if self.counts is None else self.counts.gather(1, where)
@@ -449,11 +455,11 @@ class _SparseOverlap:
         if _fused_on(Zt):
             return fused.soft_overlap_grad(
                 Zt,
-                self.cand,
+                self.cand32,
                 self.radius,
                 self.temperature,
                 self.weight,
-                self.inverse,
+                self.inverse32,
                 self.keep,
                 self.pair_a,
                 self.pairs,

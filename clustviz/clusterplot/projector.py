@@ -19,6 +19,7 @@ import torch
 from clustviz.clusterplot import kernels
 from clustviz.clusterplot.anchors import compute_anchors
 from clustviz.clusterplot.batch import PaddedBatch, pad_batch
+from clustviz.clusterplot.gram import gram_matrix
 from clustviz.clusterplot.hulls import ClusterHull, cluster_hulls
 from clustviz.clusterplot.init import affinities_from_knn, torch_init, umap_init
 from clustviz.clusterplot.lanes import Lanes, one_thread
@@ -192,7 +193,7 @@ class ClusterPlot(BaseProjector):
             batch = pad_batch(items, device)
             # the Gram matrix serves the leader pass, the high-D kNN graphs and the PCA: the
             # n² d product is made once
-            gram = batch.X @ batch.X.transpose(1, 2)
+            gram = gram_matrix(batch.X)
             anchors = compute_anchors(
                 batch,
                 p.anchors_method,

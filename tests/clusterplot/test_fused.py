@@ -44,6 +44,7 @@ def test_fused_overlap_matches_autograd(dense: bool, weighted: bool, sort_rows: 
         if weighted:
             case["weight"] = case["weight"].gather(1, order)
     args = {key: value for key, value in _single(case).items() if key != "flat"}
+    args["columns"], args["inverse"] = args["columns"].int(), args["inverse"].int()
     grad = torch.zeros_like(args["Zt"])
     loss = fused.soft_overlap_grad(**args, grad=grad)
     Z = case["Zt"].clone().requires_grad_(True)
@@ -65,7 +66,7 @@ def test_fused_kl_matches_autograd() -> None:
     grad = torch.zeros(2, n)
     D = torch.empty(neighbours.numel())
     Yt = Y.float()
-    fused_loops.kl_attraction(Yt.numpy(), neighbours.numpy(), 4.0 / neighbours.numel() * 0.5,
+    fused_loops.kl_attraction(Yt.numpy(), neighbours.int().numpy(), 4.0 / neighbours.numel() * 0.5,
                               grad.numpy(), D.numpy())  # fmt: skip
     total = fused_loops.kl_repulsion(Yt.numpy(), other, 0.5, grad.numpy())
 
@@ -88,8 +89,8 @@ def test_kl_grad_is_seeded_and_matches_its_parts() -> None:
     runs = []
     for with_loss in (True, True, False):
         grad = torch.zeros_like(Yt)
-        loss = fused.kl_grad(Yt, neighbours, 8, torch.Generator().manual_seed(3), 4.0, 0.5, grad,
-                             with_loss)  # fmt: skip
+        seeded = torch.Generator().manual_seed(3)
+        loss = fused.kl_grad(Yt, neighbours.int(), 8, seeded, 4.0, 0.5, grad, with_loss)
         runs.append((loss, grad))
     assert runs[0][0] == runs[1][0]
     torch.testing.assert_close(runs[0][1], runs[1][1], rtol=0, atol=0)  # same seed, same pairs
@@ -129,7 +130,7 @@ def test_smallest_matches_topk() -> None:
     R, M, k = 300, 40, 17
     Zt = torch.randn(2, R, generator=g)
     columns = torch.stack([torch.randperm(R, generator=g)[:M] for _ in range(R)])  # distinct
-    ordered, where = fused.smallest(Zt, columns, k)
+    ordered, where = fused.smallest(Zt, columns.int(), k)
     _, D = kernels.pairs(Zt, columns)
     expected, expected_where = D.topk(k, dim=1, largest=False)
     torch.testing.assert_close(ordered, expected, rtol=1e-5, atol=1e-6)
@@ -142,3 +143,30 @@ def test_disabled_by_environment() -> None:
     env = {**os.environ, "CLUSTVIZ_NO_FUSED": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_large_fit_compiles_nothing_more(make_blobs, monkeypatch) -> None:
+    """The loops are compiled for the types a fit passes when they are first made ready (a
+    new specialisation would compile at request time, a second or more)."""
+    import clustviz.clusterplot.projector as projector
+    from clustviz.clusterplot import ClusterPlot, fused_loops
+
+    names = ["overlap_arguments", "overlap_rest", "kl_attraction", "kl_repulsion", "random_others",
+             "smallest", "smallest_in_rows"]  # fmt: skip
+    loops = [getattr(fused_loops, name) for name in names]
+    before = [len(loop.signatures) for loop in loops]
+    monkeypatch.setattr(projector, "DENSE_MAX_ROWS", 10)  # the large path
+    X, labels = make_blobs(30, 5, dim=16, spread=1.0, seed=1)
+    ClusterPlot(init_steps=20, n_steps=20, birch_threshold=4.0, device="cpu").fit_transform(
+        X, labels
+    )
+    assert [len(loop.signatures) for loop in loops] == before
+
+
+def test_smallest_in_rows_matches_topk() -> None:
+    g = torch.Generator().manual_seed(5)
+    dist = torch.rand(200, 500, generator=g)
+    expected = dist.topk(12, dim=1, largest=False).indices
+    torch.testing.assert_close(fused.smallest_in_rows(dist, 12), expected, rtol=0, atol=0)
+    ties = torch.zeros(3, 10)  # all equal: the first k columns are kept
+    assert (fused.smallest_in_rows(ties, 4) == torch.arange(4)).all()
