@@ -94,7 +94,8 @@ class PointGraph:
 class LargeTarget:
     """What the large-n relaxation matches (one preamble)."""
 
-    R_H: torch.Tensor  # (A, A) dense: fine up to a few thousand anchors
+    R_H_keys: torch.Tensor  # (P,) sorted keys a · A + b of R_H's non-zero entries
+    R_H_values: torch.Tensor  # (P,) their values (cross-cluster pairs only)
     points: PointGraph
     point_anchor: torch.Tensor  # (n,)
     anchor_cluster: torch.Tensor  # (A,)
@@ -114,7 +115,13 @@ class LargeTarget:
 
     @property
     def n_anchors(self) -> int:
-        return int(self.R_H.shape[0])
+        return int(self.anchor_cluster.shape[0])
+
+    def dense_R_H(self) -> torch.Tensor:
+        """R_H as an ``(A, A)`` matrix (A² entries: for tests and small A)."""
+        A = self.n_anchors
+        dense = self.R_H_values.new_zeros(A * A)
+        return dense.index_put_((self.R_H_keys,), self.R_H_values).view(A, A)
 
     @property
     def n_clusters(self) -> int:
@@ -160,27 +167,32 @@ def large_target(
     gram: torch.Tensor | None = None,
     points: PointGraph | None = None,
 ) -> LargeTarget:
-    """High-D kNN graph of ``[X; anchors]`` and R_H through the Gram matrix ``X Xᵀ`` (given, or
-    made here), with the kNN graph of X (:func:`large_point_graph`, given or made here)."""
+    """High-D kNN graph of ``[X; anchors]`` and R_H (sparse) through the Gram matrix ``X Xᵀ``
+    (given, or made here), with the kNN graph of X (:func:`large_point_graph`, given or made
+    here)."""
     n, A = X.shape[0], anchor_cluster.shape[0]
     gram = X @ X.T if gram is None else gram  # (n, n): the only d-dimensional product
     points = large_point_graph(gram, labels, knn_k) if points is None else points
-    members = torch.bincount(point_anchor, minlength=A).to(X.dtype)
-    cross = torch.zeros(n, A, dtype=X.dtype, device=X.device).index_add_(1, point_anchor, gram)
-    cross /= members  # (n, A): x_i · c_a
-    anchor_gram = torch.zeros(A, A, dtype=X.dtype, device=X.device)
-    anchor_gram.index_add_(0, point_anchor, cross).div_(members.unsqueeze(1))  # c_a · c_b
-    sq_x, sq_a = gram.diagonal(), anchor_gram.diagonal()
     N = n + A if anchors_in_graph else n
     k = min(k, N - 1)
     # rows of Z = [X; anchors] with one-member anchors folded into their member (an anchor of
     # one member *is* that point): n + A2 rows, a point row standing for 1 or 2 rows
     anchor_rows, multiplicity = fold_anchor_rows(point_anchor, A, anchors_in_graph)
-    N2 = n + len(anchor_rows)
-    cross_z, anchor_gram_z = cross[:, anchor_rows], anchor_gram[anchor_rows][:, anchor_rows]
-    sq_z = torch.cat([sq_x, sq_a[anchor_rows]])
+    A2, N2 = len(anchor_rows), n + len(anchor_rows)
+    # x_i · c_a and c_a · c_b for the anchors with rows only (an anchor is the mean of its
+    # members): with near-singleton anchors that is a few columns, not an (n, A) matrix
+    # (points of the other anchors go to a spare column A2, dropped after)
+    column_of_anchor = torch.full((A,), A2, dtype=torch.long, device=X.device)
+    column_of_anchor[anchor_rows] = torch.arange(A2, device=X.device)
+    column = column_of_anchor[point_anchor]
+    members = torch.bincount(point_anchor, minlength=A).to(X.dtype)[anchor_rows]
+    cross_z = torch.zeros(n, A2 + 1, dtype=X.dtype, device=X.device)
+    cross_z = cross_z.index_add_(1, column, gram)[:, :A2].div_(members)  # (n, A2): x_i · c_a
+    anchor_gram_z = torch.zeros(A2 + 1, A2, dtype=X.dtype, device=X.device)
+    anchor_gram_z = anchor_gram_z.index_add_(0, column, cross_z)[:A2].div_(members.unsqueeze(1))
+    sq_z = torch.cat([gram.diagonal(), anchor_gram_z.diagonal()])
     group = torch.cat([point_anchor, anchor_rows])
-    edges = torch.zeros(A * A, dtype=X.dtype, device=X.device)
+    keys, weights = [], []
     for start in range(0, N2, _BLOCK):
         stop = min(start + _BLOCK, N2)
         rows = torch.arange(start, stop, device=X.device)
@@ -193,13 +205,13 @@ def large_target(
         dots = torch.cat(blocks) if len(blocks) > 1 else blocks[0]  # a fresh block
         dist = _sq_dists(dots, sq_z[start:stop], sq_z, in_place=True)
         idx = _topk_rows(dist, rows, min(k, N2 - 1))
-        weight = folded_knn_weights(multiplicity[idx], multiplicity[rows], k)
-        flat = (group[rows].unsqueeze(1) * A + group[idx]).reshape(-1)
-        edges.scatter_add_(0, flat, weight.reshape(-1))
-    edges = edges.view(A, A) * (1.0 - torch.eye(A, dtype=X.dtype, device=X.device))
-    pairs = anchor_cluster.unsqueeze(1) != anchor_cluster.unsqueeze(0)
+        weights.append(folded_knn_weights(multiplicity[idx], multiplicity[rows], k).reshape(-1))
+        keys.append((group[rows].unsqueeze(1) * A + group[idx]).reshape(-1))
+    R_keys, R_values = _sparse_overlap(torch.cat(keys), torch.cat(weights), A, anchor_cluster)
+    nonzero = R_values > 0
     return LargeTarget(
-        R_H=edges / edges.sum(1, keepdim=True).clamp_min(_EPS) * pairs,
+        R_H_keys=R_keys[nonzero],
+        R_H_values=R_values[nonzero],
         points=points,
         point_anchor=point_anchor,
         anchor_cluster=anchor_cluster,
@@ -209,6 +221,36 @@ def large_target(
         anchor_rows=anchor_rows,
         multiplicity=multiplicity,
     )
+
+
+def _sparse_overlap(
+    keys: torch.Tensor,
+    weight: torch.Tensor,
+    n_groups: int,
+    group_cluster: torch.Tensor,
+    support: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """An overlap matrix (R_H, or a hard R_L) from weighted kNN edges between groups, sparse:
+    ``(pair_keys, R)``, keys ``a · G + b`` sorted, each edge's key in them (and ``support``'s
+    keys, if given). R is the row-normalised edge weight, 0 on a group's own pair (not counted
+    in its row either) and within a cluster: the dense ``(G, G)`` definition, at the edges'
+    cost rather than G²'s (G = 3000 anchors: 9 M entries)."""
+    all_keys = keys if support is None else torch.cat([keys, support])
+    pair_keys, inverse = torch.unique(all_keys, return_inverse=True)
+    a, b = pair_keys // n_groups, pair_keys % n_groups
+    edges = torch.zeros(len(pair_keys), dtype=weight.dtype, device=weight.device)
+    edges.scatter_add_(0, inverse[: len(keys)], weight).mul_(a != b)
+    rows = torch.zeros(n_groups, dtype=weight.dtype, device=weight.device)
+    rows.scatter_add_(0, a, edges)
+    return pair_keys, edges / rows[a].clamp_min(_EPS) * (group_cluster[a] != group_cluster[b])
+
+
+def _lookup(keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """``values`` at ``queries`` in the sorted ``keys``, 0 where a query is not a key."""
+    if len(keys) == 0:
+        return values.new_zeros(queries.shape)
+    at = torch.searchsorted(keys, queries).clamp_max_(len(keys) - 1)
+    return torch.where(keys[at] == queries, values[at], values.new_zeros(()))
 
 
 def fold_anchor_rows(
@@ -396,10 +438,19 @@ class _SparseOverlap:
     :class:`~clustviz.clusterplot.optimize._SoftOverlap`, same formulas, sparse in pairs)."""
 
     def __init__(
-        self, group, n_groups, group_cluster, R_H, k, temperature, dense_groups, multiplicity=None
+        self,
+        group,
+        n_groups,
+        group_cluster,
+        target,
+        k,
+        temperature,
+        dense_groups,
+        multiplicity=None,
     ):
         self.group, self.G, self.k, self.temperature = group, n_groups, k, temperature
-        self.group_cluster, self.R_H, self.dense = group_cluster, R_H, dense_groups
+        self.group_cluster, self.dense = group_cluster, dense_groups
+        self.target_keys, self.target_values = target  # R_H (or M_H), sparse: sorted keys
         self.multiplicity = multiplicity  # (N,) folded rows (see optimize.FoldedRows) or None
         sizes = torch.bincount(group_cluster, minlength=int(group_cluster.max()) + 1)
         self.count = float(n_groups**2 - (sizes.double() ** 2).sum())  # cross-cluster pairs
@@ -419,16 +470,16 @@ class _SparseOverlap:
         if self.dense:
             self.inverse, pair_keys = keys, torch.arange(self.G * self.G, device=keys.device)
         else:
-            support = torch.nonzero(self.R_H.reshape(-1)).squeeze(1)
-            pair_keys, inverse = torch.unique(torch.cat([keys, support]), return_inverse=True)
+            pair_keys, inverse = torch.unique(
+                torch.cat([keys, self.target_keys]), return_inverse=True
+            )
             self.inverse = inverse[: len(keys)]
         self.pair_a, pair_b = pair_keys // self.G, pair_keys % self.G
-        self.pairs = (self.group_cluster[self.pair_a] != self.group_cluster[pair_b]).to(
-            self.R_H.dtype
-        )
+        dtype = self.target_values.dtype
+        self.pairs = (self.group_cluster[self.pair_a] != self.group_cluster[pair_b]).to(dtype)
         # 0 where a pair does not count, as R is: R - target needs no masking below
-        self.target = self.R_H.reshape(-1)[pair_keys] * self.pairs
-        self.keep = (self.pair_a != pair_b).to(self.R_H.dtype) if not self.dense else None
+        self.target = _lookup(self.target_keys, self.target_values, pair_keys) * self.pairs
+        self.keep = (self.pair_a != pair_b).to(dtype) if not self.dense else None
         self.counts = (
             None if self.multiplicity is None else self.multiplicity[cand]  # (R, M)
         )
@@ -519,15 +570,17 @@ def large_gradient_layout(
     N = n + len(anchor_rows)
     multiplicity = target.multiplicity if target.anchors_in_graph else None
     groups = torch.cat([pa, anchor_rows])
+    R_H = target.R_H_keys, target.R_H_values
     sub = _SparseOverlap(
-        groups, A, target.anchor_cluster, target.R_H, target.k, temperature, False, multiplicity
+        groups, A, target.anchor_cluster, R_H, target.k, temperature, False, multiplicity
     )
     C = target.n_clusters
+    M_H = target.M_H.reshape(-1)
     label = _SparseOverlap(
         target.labels,
         C,
         torch.arange(C, device=Y0.device),
-        target.M_H,
+        (torch.arange(C * C, device=Y0.device), M_H),
         target.knn_k,
         temperature,
         True,
@@ -588,12 +641,13 @@ def large_hard_discrepancy(
     cand_y = candidates[1][:, : target.knn_k]
     weight = folded_knn_weights(target.multiplicity[cand_z], target.multiplicity, target.k)
     rows = torch.arange(len(groups), device=Y.device).unsqueeze(1).expand_as(cand_z)
-    edges = torch.zeros(A * A, dtype=Y.dtype, device=Y.device)
-    edges.scatter_add_(0, (groups[rows] * A + groups[cand_z]).reshape(-1), weight.reshape(-1))
-    edges = edges.view(A, A) * (1.0 - torch.eye(A, dtype=Y.dtype, device=Y.device))
-    pairs = target.anchor_cluster.unsqueeze(1) != target.anchor_cluster.unsqueeze(0)
-    R_L = edges / edges.sum(1, keepdim=True).clamp_min(_EPS) * pairs
-    diff = (target.R_H - R_L).abs() * pairs
+    keys = (groups[rows] * A + groups[cand_z]).reshape(-1)
+    pair_keys, R_L = _sparse_overlap(
+        keys, weight.reshape(-1), A, target.anchor_cluster, target.R_H_keys
+    )
+    diff = (_lookup(target.R_H_keys, target.R_H_values, pair_keys) - R_L).abs()
+    sizes = torch.bincount(target.anchor_cluster).double()
+    n_cross = float(A * A - (sizes**2).sum())  # ordered pairs of anchors in different clusters
     labels = target.labels
     rows = torch.arange(n, device=Y.device).unsqueeze(1).expand_as(cand_y)
     label_edges = torch.zeros(C * C, dtype=Y.dtype, device=Y.device)
@@ -607,8 +661,8 @@ def large_hard_discrepancy(
     cluster_pairs = ~torch.eye(C, dtype=torch.bool, device=Y.device)
     label_diff = (target.M_H - M_L).abs() * cluster_pairs
     return {
-        "mean": float(diff.sum() / pairs.sum().clamp_min(1)),
-        "max": float(diff.max()) if A else 0.0,
+        "mean": float(diff.sum()) / max(n_cross, 1.0),
+        "max": float(diff.max()) if len(diff) else 0.0,
         "label_mean": float(label_diff.sum() / cluster_pairs.sum().clamp_min(1)),
         "label_max": float(label_diff.max()) if C else 0.0,
     }
