@@ -62,16 +62,18 @@ def chaikin(ring: np.ndarray, iterations: int) -> np.ndarray:
     return np.vstack([pts, pts[:1]])
 
 
-def _alpha_triangles(points: np.ndarray, alpha: float) -> list[np.ndarray]:
-    """Delaunay triangles with circumradius < 1/alpha (none if the points are degenerate)."""
+def _alpha_triangles(points: np.ndarray, alpha: float) -> np.ndarray:
+    """Delaunay triangles ``(t, 3, 2)`` with circumradius < 1/alpha (none if the points are
+    degenerate)."""
     from scipy.spatial import Delaunay, QhullError
 
+    none = np.zeros((0, 3, 2))
     if points.shape[0] < 3:
-        return []
+        return none
     try:
         tri = Delaunay(points)
     except QhullError:  # collinear or duplicate points
-        return []
+        return none
     corners = points[tri.simplices]  # (t, 3, 2)
     a = np.linalg.norm(corners[:, 1] - corners[:, 2], axis=1)
     b = np.linalg.norm(corners[:, 0] - corners[:, 2], axis=1)
@@ -81,7 +83,7 @@ def _alpha_triangles(points: np.ndarray, alpha: float) -> list[np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         radius = a * b * c / (4 * area)
     keep = np.isfinite(radius) & (radius < 1.0 / alpha)
-    return list(corners[keep])
+    return corners[keep]
 
 
 def cluster_hulls(
@@ -94,7 +96,7 @@ def cluster_hulls(
     smooth_iter: int = 3,
 ) -> list[ClusterHull]:
     """Hulls of every cluster of ``embedding (n, 2)`` with local ``labels (n,)``, by label."""
-    from shapely import MultiPoint, Polygon, unary_union
+    import shapely
 
     embedding = np.asarray(embedding, dtype=np.float64)
     low, high = embedding.min(0), embedding.max(0)
@@ -106,9 +108,11 @@ def cluster_hulls(
     for label in np.unique(labels):
         points = normalised[labels == label]
         points = points[remove_outliers(points, outlier_k)]
-        pieces = [Polygon(t) for t in _alpha_triangles(points, alpha)]
-        pieces.append(MultiPoint([tuple(p) for p in points]).buffer(POINT_RADIUS, quad_segs=4))
-        shape = unary_union(pieces).buffer(0)
+        # one union of all pieces, made as arrays: a MultiPoint's buffer unions its discs one
+        # by one (47 of the 50 ms of a 100-point cluster), the array of discs is 0.4 ms
+        triangles = shapely.polygons(_alpha_triangles(points, alpha))
+        discs = shapely.buffer(shapely.points(points), POINT_RADIUS, quad_segs=4)
+        shape = shapely.union_all(np.concatenate([triangles, discs])).buffer(0)
         if tolerance > 0:
             shape = shape.simplify(tolerance, preserve_topology=True)
         geoms = getattr(shape, "geoms", [shape])
