@@ -1,22 +1,28 @@
-"""The large-n path's pair terms as fused CPU loops (numba): one pass over the pairs where
-:mod:`.kernels` makes about twenty.
+"""The large-n path's CPU hot loops as fused numba loops: the pair terms of a step in three
+passes over the pairs where :mod:`.kernels` makes about twenty, and the kNN selections.
 
 A TorchScript kernel of :mod:`.kernels` runs each elementwise op as its own pass over the
 10⁵ candidate pairs of a step, so on the CPU the relaxation is bound by memory traffic, not
-arithmetic (n = 3000: about 20 passes over 145 k pairs per term and step). Here a row's pairs
-are visited once to make the soft edges and once to scatter the gradient, with the
-coordinates, radii and group-pair sums in cache. The sigmoids stay a vectorised torch op in
-between: numba's scalar ``exp`` alone took as long as the rest of the loop.
+arithmetic (n = 3000: about 20 passes over 145 k pairs per term and step). Here the soft
+overlap makes one pass for the sigmoids' arguments, one that sums the soft edges per group
+pair (a row's pairs come sorted by group pair, so equal keys are summed in a register) and
+one that scatters the gradient; the sigmoids themselves stay a vectorised torch op (numba's
+scalar ``exp`` alone took as long as the rest). The sampled KL draws its random pairs inside
+the loop. Each row's k nearest candidates (the soft radii) and each distance row's k
+smallest entries (the high-D kNN graphs) are picked by insertion into a k-slot buffer, 2×
+``torch.topk``'s speed at these sizes.
 
 Same formulas as :func:`.kernels.soft_overlap_grad`, :func:`.kernels.kl_attraction` and
-:func:`.kernels.kl_repulsion` (the tests hold them equal), used on CPU tensors only: on a GPU
-the TorchScript kernels run. The loops release the GIL, so the relaxation's two lanes
-(:mod:`.lanes`) run them on both cores; sums over pairs are kept in float64.
+:func:`.kernels.kl_repulsion` (the tests hold them to autograd), used on CPU tensors only: on
+a GPU the TorchScript kernels run. The loops release the GIL, so the relaxation's two lanes
+(:mod:`.lanes`) run them on both cores; sums over pairs are kept in float64. Index arrays are
+int32 (fewer bytes to stream); the loops are compiled once per process for exactly the types
+a fit passes (a test holds a fit to them: another specialisation would compile on a request).
 
-numba (a dependency of umap-learn) compiles these on first use, about 1 s, cached on disk
-(``cache=True``) so a later process loads them in a fraction of that;
-``CLUSTVIZ_NO_FUSED=1`` or a numba that fails to compile them leaves the TorchScript kernels
-in place.
+numba (a dependency of umap-learn too) compiles them on first use, cached on disk
+(``cache=True``; the service points ``NUMBA_CACHE_DIR`` at its state dir), and the workers'
+warm-up fit makes them ready before any request. ``CLUSTVIZ_NO_FUSED=1``, or a numba that
+fails to compile them, leaves the TorchScript kernels in place.
 """
 
 from __future__ import annotations

@@ -170,3 +170,49 @@ def test_smallest_in_rows_matches_topk() -> None:
     torch.testing.assert_close(fused.smallest_in_rows(dist, 12), expected, rtol=0, atol=0)
     ties = torch.zeros(3, 10)  # all equal: the first k columns are kept
     assert (fused.smallest_in_rows(ties, 4) == torch.arange(4)).all()
+
+
+def _fused_overlap(case: dict) -> tuple[float, torch.Tensor]:
+    args = {key: value for key, value in _single(case).items() if key != "flat"}
+    args["columns"], args["inverse"] = args["columns"].int(), args["inverse"].int()
+    grad = torch.zeros_like(args["Zt"])
+    return fused.soft_overlap_grad(**args, grad=grad), grad
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fused_overlap_finite_and_translation_invariant(seed: int) -> None:
+    case = overlap_case(seed, dense=False, weighted=True)
+    loss, grad = _fused_overlap(case)
+    shift = torch.tensor([[30.0], [-12.5]], dtype=torch.float64)
+    moved_loss, moved_grad = _fused_overlap({**case, "Zt": case["Zt"] + shift})
+    assert np.isfinite(loss) and torch.isfinite(grad).all()
+    assert moved_loss == pytest.approx(loss, rel=1e-5)
+    torch.testing.assert_close(moved_grad, grad, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fused_overlap_permutation_equivariant(seed: int) -> None:
+    """Renumbering the rows (and the candidates with them) renumbers the gradient; shuffling
+    the candidates within rows changes nothing."""
+    case = overlap_case(seed, dense=False, weighted=True)
+    loss, grad = _fused_overlap(case)
+    R, M = case["columns"].shape
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(R, generator=g)  # new row i is old row perm[i]
+    where = torch.argsort(perm)  # old row j is new row where[j]
+    shuffle = torch.stack([torch.randperm(M, generator=g) for _ in range(R)])  # within rows
+
+    def renumber(pairs: torch.Tensor) -> torch.Tensor:  # (R, M) per-pair values, new order
+        return pairs[perm].gather(1, shuffle)
+
+    permuted = {
+        **case,
+        "Zt": case["Zt"][:, perm],
+        "columns": renumber(where[case["columns"]]),
+        "radius": case["radius"][perm],
+        "weight": renumber(case["weight"]),
+        "inverse": renumber(case["inverse"].view(R, M)).reshape(-1),
+    }
+    permuted_loss, permuted_grad = _fused_overlap(permuted)
+    assert permuted_loss == pytest.approx(loss, rel=1e-5)
+    torch.testing.assert_close(permuted_grad, grad[:, perm], rtol=1e-4, atol=1e-6)
