@@ -92,19 +92,28 @@ def overlap_rest(
 
 @jit
 def kl_attraction(Z, neighbours, coef, grad, D_out):
-    # Σ coef · log(1 + D_ij) over the kNN edges: gradient 2 coef (z_i - z_j) / (1 + D)
-    n, k = neighbours.shape
+    # Σ coef · log(1 + D_ij) over the kNN edges: gradient 2 coef (z_i - z_j) / (1 + D);
+    # D_out (if not empty) receives the D_ij, for the loss
+    _pull_pairs(Z, neighbours, -2.0 * coef, 1, grad, D_out)
+
+
+@jit
+def _pull_pairs(Z, columns, a, power, grad, D_out):
+    # add the gradient of pairs (i, columns[i, t]) whose dL/dD_ij is -a/2 · (1 + D_ij)^-power
+    # (power 1 or 2) into the planar grad
+    n, m = columns.shape
     keep_D = D_out.shape[0] > 0
     for i in range(n):
         zx, zy = Z[0, i], Z[1, i]
         gx = gy = 0.0
-        for t in range(k):
-            j = neighbours[i, t]
+        for t in range(m):
+            j = columns[i, t]
             dx, dy = zx - Z[0, j], zy - Z[1, j]
             D = dx * dx + dy * dy
             if keep_D:
-                D_out[i * k + t] = D
-            c = -2.0 * coef / (1.0 + D)
+                D_out[i * m + t] = D
+            q = 1.0 / (1.0 + D)
+            c = a * q if power == 1 else a * q * q
             grad[0, j] += dx * c
             grad[1, j] += dy * c
             gx += dx * c
@@ -141,21 +150,8 @@ def kl_repulsion(Z, other, factor, grad):
             dx, dy = Z[0, i] - Z[0, j], Z[1, i] - Z[1, j]
             total += 1.0 / (1.0 + dx * dx + dy * dy)
     total *= scale
-    coef = -factor * scale / total
-    for i in range(n):
-        zx, zy = Z[0, i], Z[1, i]
-        gx = gy = 0.0
-        for t in range(negatives):
-            j = other[i, t]
-            dx, dy = zx - Z[0, j], zy - Z[1, j]
-            q = 1.0 / (1.0 + dx * dx + dy * dy)
-            c = -2.0 * coef * q * q
-            grad[0, j] += dx * c
-            grad[1, j] += dy * c
-            gx += dx * c
-            gy += dy * c
-        grad[0, i] -= gx
-        grad[1, i] -= gy
+    # d(factor · log total)/dD_ij = -factor · scale · q² / total
+    _pull_pairs(Z, other, 2.0 * factor * scale / total, 2, grad, Z[0, :0])
     return total
 
 

@@ -503,40 +503,11 @@ class _SparseOverlap:
             counts = None if self.counts is None else self.counts.gather(1, where)
             multiplicity = None if self.multiplicity is None else self.multiplicity[:R]
             self.radius = radius_from_sorted(ordered, self.k, counts, multiplicity)
+        shared = (self.radius, self.temperature, self.weight)
+        rest = (self.keep, self.pair_a, self.pairs, self.target, self.G, self.count, factor, grad)
         if _fused_on(Zt):
-            return fused.soft_overlap_grad(
-                Zt,
-                self.cand32,
-                self.radius,
-                self.temperature,
-                self.weight,
-                self.inverse32,
-                self.keep,
-                self.pair_a,
-                self.pairs,
-                self.target,
-                self.G,
-                self.count,
-                factor,
-                grad,
-            )
-        return kernels.soft_overlap_grad(
-            Zt,
-            self.cand,
-            self.flat,
-            self.radius,
-            self.temperature,
-            self.weight,
-            self.inverse,
-            self.keep,
-            self.pair_a,
-            self.pairs,
-            self.target,
-            self.G,
-            self.count,
-            factor,
-            grad,
-        )
+            return fused.soft_overlap_grad(Zt, self.cand32, *shared, self.inverse32, *rest)
+        return kernels.soft_overlap_grad(Zt, self.cand, self.flat, *shared, self.inverse, *rest)
 
 
 def large_gradient_layout(
