@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -503,11 +504,22 @@ class _SparseOverlap:
             counts = None if self.counts is None else self.counts.gather(1, where)
             multiplicity = None if self.multiplicity is None else self.multiplicity[:R]
             self.radius = radius_from_sorted(ordered, self.k, counts, multiplicity)
-        shared = (self.radius, self.temperature, self.weight)
-        rest = (self.keep, self.pair_a, self.pairs, self.target, self.G, self.count, factor, grad)
+        common: dict[str, Any] = {
+            "radius": self.radius,
+            "temperature": self.temperature,
+            "weight": self.weight,
+            "keep": self.keep,
+            "pair_a": self.pair_a,
+            "cross": self.pairs,
+            "target": self.target,
+            "n_groups": self.G,
+            "count": self.count,
+            "factor": factor,
+            "grad": grad,
+        }
         if _fused_on(Zt):
-            return fused.soft_overlap_grad(Zt, self.cand32, *shared, self.inverse32, *rest)
-        return kernels.soft_overlap_grad(Zt, self.cand, self.flat, *shared, self.inverse, *rest)
+            return fused.soft_overlap_grad(Zt, self.cand32, inverse=self.inverse32, **common)
+        return kernels.soft_overlap_grad(Zt, self.cand, self.flat, inverse=self.inverse, **common)
 
 
 def large_gradient_layout(

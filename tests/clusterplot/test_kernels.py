@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from pair_cases import overlap_case, reference_overlap_loss
@@ -59,6 +61,8 @@ def test_kernels_run_as_torchscript_with_the_eager_results() -> None:
     kernels compute what the Python functions compute."""
     if not hasattr(torch.jit, "script"):
         pytest.skip("this torch has no TorchScript")
+    if os.environ.get("CLUSTVIZ_NO_TORCHSCRIPT") == "1":
+        pytest.skip("TorchScript turned off by CLUSTVIZ_NO_TORCHSCRIPT")
     assert kernels.prepare()
     case = overlap_case(3, dense=False, weighted=True)
     outputs = []
