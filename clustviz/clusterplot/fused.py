@@ -27,6 +27,7 @@ fails to compile them, leaves the TorchScript kernels in place.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -40,6 +41,7 @@ __all__ = ["available", "kl_grad", "smallest", "smallest_in_rows", "soft_overlap
 _EMPTY_1D = np.zeros(0, np.float32)
 _STATE: dict[str, Any] = {}  # "ok": compiled and usable; "loops": the numba module
 _COMPILING = threading.Lock()
+_LOG = logging.getLogger(__name__)
 
 
 def available() -> bool:
@@ -164,8 +166,9 @@ def _compile() -> bool:
 
         _STATE["loops"] = loops
         _smoke_test()
-    except Exception:  # any numba failure leaves the TorchScript kernels in place
+    except Exception as error:  # any numba failure leaves the TorchScript kernels in place
         _STATE.pop("loops", None)
+        _LOG.warning("fused CPU loops unavailable, using the TorchScript kernels: %r", error)
         return False
     return True
 
