@@ -467,7 +467,6 @@ class _SparseOverlap:
         keys, order = keys.sort(dim=1)
         keys, cand = keys.reshape(-1), cand.gather(1, order)
         self.cand = cand
-        self.flat = kernels.flat_columns(cand, width)
         if self.dense:
             self.inverse, pair_keys = keys, torch.arange(self.G * self.G, device=keys.device)
         else:
@@ -489,6 +488,8 @@ class _SparseOverlap:
         )
         if _fused_on(cand):  # the loops stream these every step: int32 halves the bytes
             self.cand32, self.inverse32 = cand.int(), self.inverse.int()
+        else:  # the TorchScript kernels scatter through the planar gradient's flat columns
+            self.flat = kernels.flat_columns(cand, width)
         self.radius = None
 
     def __call__(self, Zt: torch.Tensor, refresh_radius: bool, factor: float, grad):
