@@ -246,6 +246,12 @@ def _sparse_overlap(
     return pair_keys, edges / rows[a].clamp_min(_EPS) * (group_cluster[a] != group_cluster[b])
 
 
+def _cross_pairs(group_cluster: torch.Tensor) -> float:
+    """How many ordered pairs of groups lie in different clusters (``group_cluster (G,)``)."""
+    sizes = torch.bincount(group_cluster).double()
+    return float(len(group_cluster) ** 2 - (sizes**2).sum())
+
+
 def _lookup(keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     """``values`` at ``queries`` in the sorted ``keys``, 0 where a query is not a key."""
     if len(keys) == 0:
@@ -453,14 +459,13 @@ class _SparseOverlap:
         self.group_cluster, self.dense = group_cluster, dense_groups
         self.target_keys, self.target_values = target  # R_H (or M_H), sparse: sorted keys
         self.multiplicity = multiplicity  # (N,) folded rows (see optimize.FoldedRows) or None
-        sizes = torch.bincount(group_cluster, minlength=int(group_cluster.max()) + 1)
-        self.count = float(n_groups**2 - (sizes.double() ** 2).sum())  # cross-cluster pairs
+        self.count = _cross_pairs(group_cluster)
         self.radius: torch.Tensor | None = None
 
     def set_candidates(self, cand: torch.Tensor, width: int) -> None:
         """Pair bookkeeping for new candidates ``(R, M)``: the union of the candidates' group
-        pairs and R_H's support (elsewhere both sides are 0); ``width``: columns of the planar
-        gradient the pairs scatter into."""
+        pairs and the target's support (elsewhere both sides are 0); ``width``: columns of the
+        planar gradient the pairs scatter into."""
         rows = torch.arange(cand.shape[0], device=cand.device).unsqueeze(1).expand_as(cand)
         keys = self.group[rows] * self.G + self.group[cand]
         # a row's pairs sorted by group pair: the fused loops sum equal keys in a register
@@ -630,8 +635,7 @@ def large_hard_discrepancy(
         keys, weight.reshape(-1), A, target.anchor_cluster, target.R_H_keys
     )
     diff = (_lookup(target.R_H_keys, target.R_H_values, pair_keys) - R_L).abs()
-    sizes = torch.bincount(target.anchor_cluster).double()
-    n_cross = float(A * A - (sizes**2).sum())  # ordered pairs of anchors in different clusters
+    n_cross = _cross_pairs(target.anchor_cluster)
     labels = target.labels
     rows = torch.arange(n, device=Y.device).unsqueeze(1).expand_as(cand_y)
     label_edges = torch.zeros(C * C, dtype=Y.dtype, device=Y.device)
