@@ -13,28 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import io
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import numpy as np
-import polars as pl
 
 from clustviz.errors import ClustvizError, InvalidInputError, NotFoundError
 from clustviz.projectors import DEFAULT_SEED, get_spec
 from service.engine import Engine, ResolvedRequest
+from service.export import ExportRequest, ResultFormat, export_results
 from service.store import ResultStore
 
 __all__ = ["JobManager"]
 
 logger = logging.getLogger("clustviz.jobs")
 ACTIVE = ("queued", "running")
-ResultFormat = Literal["parquet", "arrow", "json"]
+WINDOW_ITEMS = 2048  # items resolved and in flight at once (several lane chunks)
 
 
 @dataclass(slots=True)
@@ -175,7 +172,6 @@ class JobManager:
             (job_id,),
         )
         library = asyncio.Semaphore(self.library_concurrency)
-        lane_items: list[tuple[int, ResolvedRequest]] = []
 
         async def run_item(index: int, request: ResolvedRequest) -> None:
             async with library:
@@ -206,34 +202,42 @@ class JobManager:
             self._record(job_id, rows, started)
             await self._notify(live)
 
-        work = []
-        for position, (index, preamble, projector) in enumerate(pending):
-            if position % 64 == 63:
-                await asyncio.sleep(0)  # resolving thousands of items: let requests in
-            try:
-                request = await self.engine.resolve(
-                    dataset_id=spec["dataset"],
-                    projector=projector,
-                    preamble=preamble,
-                    params=spec["params"].get(projector),
-                    seed=spec["seed"],
-                )
-            except ClustvizError as exc:
-                self._record(job_id, [(index, None, exc)], time.perf_counter())
-                await self._notify(live)
-                continue
-            if projector == "clusterplot":
-                lane_items.append((index, request))
-            else:
-                work.append(run_item(index, request))
-        size = max(1, self.lane_chunk)
-        work += [
-            run_lane_chunk(lane_items[start : start + size])
-            for start in range(0, len(lane_items), size)
-        ]
+        async def run_window(window: list[tuple[Any, ...]]) -> None:
+            work = []
+            lane_items: list[tuple[int, ResolvedRequest]] = []
+            for position, (index, preamble, projector) in enumerate(window):
+                if position % 64 == 63:
+                    await asyncio.sleep(0)  # resolving thousands of items: let requests in
+                try:
+                    request = await self.engine.resolve(
+                        dataset_id=spec["dataset"],
+                        projector=projector,
+                        preamble=preamble,
+                        params=spec["params"].get(projector),
+                        seed=spec["seed"],
+                    )
+                except ClustvizError as exc:
+                    self._record(job_id, [(index, None, exc)], time.perf_counter())
+                    await self._notify(live)
+                    continue
+                if projector == "clusterplot":
+                    lane_items.append((index, request))
+                else:
+                    work.append(run_item(index, request))
+            size = max(1, self.lane_chunk)
+            work += [
+                run_lane_chunk(lane_items[start : start + size])
+                for start in range(0, len(lane_items), size)
+            ]
+            await asyncio.gather(*work)
 
         try:
-            await asyncio.gather(*work)
+            # A window of items at a time: what the job holds (resolved requests, pending
+            # coroutines) stays bounded however many items the job has.
+            for start in range(0, len(pending), WINDOW_ITEMS):
+                if live.cancelled:
+                    break
+                await run_window(pending[start : start + WINDOW_ITEMS])
         except asyncio.CancelledError:  # server shutting down: the job resumes at next start
             raise
         except Exception:  # a bug, not an item failure: leave the job resumable, say so
@@ -373,74 +377,18 @@ class JobManager:
         self._live.pop(job_id, None)
         return {**status, "state": "deleted"}
 
-    async def results(self, job_id: str, fmt: ResultFormat) -> tuple[bytes, str]:
+    async def results(self, job_id: str, fmt: ResultFormat) -> Iterator[bytes]:
         """One row per point of every finished item: preamble, guess, token_id, cluster_id,
-        projector, x, y — as Parquet, Arrow IPC or JSON."""
-        spec = self._spec(job_id)
+        projector, x, y — as Parquet, Arrow IPC or NDJSON, streamed (see service.export)."""
+        spec = await asyncio.to_thread(self._spec, job_id)
         dataset = await self.engine.dataset(spec["dataset"])
-        items = await asyncio.to_thread(
-            self.store.query,
-            "SELECT preamble, projector, key FROM job_items"
-            " WHERE job_id = ? AND state = 'done' ORDER BY idx",
-            (job_id,),
-        )
-        frame = await asyncio.to_thread(_result_frame, self.store, dataset, items)
-        return _encode(frame, fmt)
+        return export_results(ExportRequest(self.store.path, job_id, dataset), fmt)
 
     async def shutdown(self) -> None:
         tasks = [live.task for live in self._live.values() if live.task and not live.task.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-RESULT_SCHEMA = {
-    "preamble": pl.String,
-    "guess": pl.String,
-    "token_id": pl.Int64,
-    "cluster_id": pl.Int64,
-    "projector": pl.String,
-    "x": pl.Float32,
-    "y": pl.Float32,
-}
-
-
-def _result_frame(store: ResultStore, dataset: Any, items: list[tuple[Any, ...]]) -> pl.DataFrame:
-    parts = []
-    for preamble, projector, key in items:
-        stored = store.get(key)
-        if stored is None:  # pinned results are not evicted; a corrupt one is skipped
-            continue
-        rows = dataset.rows[dataset.row_indices(preamble)]
-        embedding: np.ndarray = stored.embedding
-        parts.append(
-            rows.select("preamble", "guess", "token_id", "cluster_id").with_columns(
-                pl.lit(projector).alias("projector"),
-                pl.Series("x", embedding[:, 0], dtype=pl.Float32),
-                pl.Series("y", embedding[:, 1], dtype=pl.Float32),
-            )
-        )
-    if not parts:
-        return pl.DataFrame(schema=RESULT_SCHEMA)
-    return pl.concat(parts).cast(RESULT_SCHEMA)
-
-
-MEDIA = {
-    "parquet": "application/vnd.apache.parquet",
-    "arrow": "application/vnd.apache.arrow.stream",
-    "json": "application/json",
-}
-
-
-def _encode(frame: pl.DataFrame, fmt: ResultFormat) -> tuple[bytes, str]:
-    buffer = io.BytesIO()
-    if fmt == "parquet":
-        frame.write_parquet(buffer)
-    elif fmt == "arrow":
-        frame.write_ipc_stream(buffer)
-    else:
-        frame.write_json(buffer)
-    return buffer.getvalue(), MEDIA[fmt]
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:

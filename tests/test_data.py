@@ -48,9 +48,9 @@ def test_demo_fixture_loads_as_float32_with_o1_views() -> None:
 
 
 @pytest.mark.parametrize("interleaved", [False, True])
-def test_views_hold_their_preambles_rows_as_copies(tmp_path: Path, interleaved: bool) -> None:
-    """A preamble's rows, whether together in the file (a slice) or spread (gathered); the
-    view's embeddings are its own copy."""
+def test_views_hold_their_preambles_rows_read_only(tmp_path: Path, interleaved: bool) -> None:
+    """A preamble's rows, whether together in the file (a window on the dataset's embeddings,
+    no copy) or spread (gathered); either way nobody can write through a view."""
     embeddings, clusters = make_rows({"a": 5, "b": 5})
     if interleaved:
         embeddings = embeddings.with_row_index().sort(pl.col("index") % 5).drop("index")
@@ -62,8 +62,11 @@ def test_views_hold_their_preambles_rows_as_copies(tmp_path: Path, interleaved: 
         assert view.guesses == rows["guess"].to_list()
         assert view.token_ids.tolist() == rows["token_id"].to_list()
         np.testing.assert_allclose(view.X, rows["embedding"].to_numpy(), rtol=1e-6)
-        view.X[:] = 0.0
+        assert view.X.flags.c_contiguous and view.X.dtype == np.float32
+        with pytest.raises(ValueError, match="read-only"):
+            view.X[:] = 0.0
         assert np.abs(dataset.view(preamble).X).sum() > 0
+        assert np.shares_memory(view.X, dataset.embeddings) is not interleaved  # no copy
 
 
 def test_list_column_and_float32_embeddings_load(tmp_path: Path) -> None:

@@ -22,9 +22,12 @@ def preamble_id(text: str) -> str:
 class PreambleView:
     """The guesses of one preamble, in the dataset's stable row order.
 
-    ``X`` is ``(n, d)`` float32 C-contiguous; ``labels`` re-indexes the global ``cluster_ids``
-    (up to hundreds, sparse per preamble) to ``0..n_clusters-1`` in increasing global id, so a
-    cluster keeps its colour across projectors of the same preamble.
+    ``X`` is ``(n, d)`` float32 C-contiguous and read-only: where the preamble's rows lie
+    together in the file (the usual case) it is a window on the dataset's embeddings, not a
+    copy, so thousands of views (a whole-dataset batch) cost no embedding memory. ``labels``
+    re-indexes the global ``cluster_ids`` (up to hundreds, sparse per preamble) to
+    ``0..n_clusters-1`` in increasing global id, so a cluster keeps its colour across projectors
+    of the same preamble.
     """
 
     preamble: str
@@ -100,11 +103,13 @@ class Dataset:
             part, X = self.rows.slice(start, n), self.embeddings[start : start + n]
         else:
             part, X = self.rows[rows_idx], self.embeddings[rows_idx]
+        X = X.view()
+        X.flags.writeable = False  # shared with the dataset (and with every other view)
         cluster_ids = part["cluster_id"].to_numpy()
         _, labels = np.unique(cluster_ids, return_inverse=True)
         return PreambleView(
             preamble=preamble,
-            X=np.array(X, order="C"),  # a copy: callers may scale it in place
+            X=X,
             guesses=part["guess"].to_list(),
             token_ids=part["token_id"].to_numpy(),
             logits=part["logit"].to_numpy(),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from service.deps import ApiKeyDep
+from service.export import MEDIA_TYPES, ResultFormat
 from service.jobs import JobManager
 from service.schemas import BatchRequest, BatchStatus, ErrorResponse
 
@@ -85,21 +86,22 @@ async def batch_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
             "content": {
                 "application/vnd.apache.parquet": {},
                 "application/vnd.apache.arrow.stream": {},
-                "application/json": {},
+                "application/x-ndjson": {},
             }
         },
     },
-    response_class=Response,
+    response_class=StreamingResponse,
 )
 async def batch_results(
     job_id: str,
     jobs: JobsDep,
-    format: Annotated[Literal["parquet", "arrow", "json"], Query()] = "parquet",
-) -> Response:
+    format: Annotated[ResultFormat, Query()] = "parquet",
+) -> StreamingResponse:
     """One row per point of every finished item: preamble, guess, token_id, cluster_id,
-    projector, x, y. Available while the job runs (finished items so far)."""
-    body, media_type = await jobs.results(job_id, format)
-    return Response(body, media_type=media_type)
+    projector, x, y. Available while the job runs (finished items so far). Streamed: parquet
+    and Arrow IPC in row groups, ``json`` as newline-delimited JSON (one object per line)."""
+    body = await jobs.results(job_id, format)  # 404 before the stream starts
+    return StreamingResponse(body, media_type=MEDIA_TYPES[format])
 
 
 @router.delete(

@@ -45,8 +45,8 @@ def test_batch_runs_and_returns_points_in_three_formats(client: TestClient) -> N
     assert frame.height == 20 * 40 and set(frame["projector"]) == {"umap", "pacmap"}
     arrow = client.get(f"/batches/{created['id']}/results", params={"format": "arrow"})
     assert pl.read_ipc_stream(io.BytesIO(arrow.content)).equals(frame)
-    records = json.loads(client.get(f"/batches/{created['id']}/results?format=json").content)
-    assert len(records) == 800
+    lines = client.get(f"/batches/{created['id']}/results?format=json").text.splitlines()
+    assert len(lines) == 800 and json.loads(lines[0]).keys() == set(frame.columns)
     # the batch's items are the same results a single request gets (shared cache)
     single = client.post(
         "/projections",
@@ -97,7 +97,8 @@ def test_clusterplot_items_run_as_one_batched_fit_and_draw_blobs_when_viewed(
     ).json()  # another seed: computed with its blobs and scores at once
     assert view["metrics"].keys() == alone["metrics"].keys()
     assert 0 < view["metrics"]["knn_preservation"] <= 1
-    results = client.get(f"/batches/{job}/results", params={"format": "json"}).json()
+    ndjson = client.get(f"/batches/{job}/results", params={"format": "json"}).text
+    results = [json.loads(line) for line in ndjson.splitlines()]
     batch_x = [r["x"] for r in results if r["preamble"] == SEED_PREAMBLE]
     assert batch_x == pytest.approx([p["x"] for p in view["points"]])
     metas = [json.loads(meta) for (meta,) in store.query(sql, (job,))]

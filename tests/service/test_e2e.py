@@ -3,6 +3,7 @@ a responsive /health under load, and results that survive a SIGKILL."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -86,7 +87,7 @@ def test_batch_survives_sigkill_and_resumes_on_its_own(own_server: Server) -> No
             break
         time.sleep(0.05)
     assert 3 <= status["done"] < 20, status  # killed mid-job
-    before = httpx.get(f"{server.url}/batches/{job_id}/results?format=json", timeout=30).json()
+    before = results(server, job_id)
     single = project(server, seed=77).json()
     server.kill()
     server.start()
@@ -101,7 +102,7 @@ def test_batch_survives_sigkill_and_resumes_on_its_own(own_server: Server) -> No
             break
         time.sleep(0.2)
     assert (status["state"], status["done"], status["failed"]) == ("done", 20, 0)
-    after = httpx.get(f"{server.url}/batches/{job_id}/results?format=json", timeout=30).json()
+    after = results(server, job_id)
     assert len(after) == 20 * 40
     # every point finished before the kill is there, unchanged
     after_rows = {(r["preamble"], r["guess"], r["projector"]): (r["x"], r["y"]) for r in after}
@@ -145,3 +146,9 @@ def test_client_and_cli(server: Server, tmp_path) -> None:  # type: ignore[no-un
     import polars as pl
 
     assert pl.read_parquet(out).height == 400
+
+
+def results(server: Server, job_id: str) -> list[dict]:
+    """The job's points so far, from its newline-delimited JSON export."""
+    body = httpx.get(f"{server.url}/batches/{job_id}/results?format=json", timeout=30).text
+    return [json.loads(line) for line in body.splitlines()]

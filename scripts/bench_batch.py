@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Whole-dataset batches at clamp scale: throughput, overhead, server memory, export speed.
+
+Writes the clamp-scale synthetic dataset of ``scripts/bench_memory.py`` (3,085 preambles × 40
+guesses, 768-d ``Array(Float64)``), serves it with a real server on loopback and prints, in one
+run:
+
+  1. per projector, one job over every preamble: wall time, items/s, the sum of the projectors'
+     own fit times (what the workers report), and the overhead above ``Σ fit ÷ workers``;
+  2. one job over every preamble × every projector (all cached by then: what is left is the
+     job's own bookkeeping), and its export as parquet, Arrow IPC and NDJSON: seconds, rows/s;
+  3. the server process's RSS: idle with the dataset loaded, peak during the jobs, after them,
+     peak during the exports and after them (peaks via /proc/PID/clear_refs + VmHWM).
+
+Usage: .venv/bin/python scripts/bench_batch.py [--preambles 3085] [--projectors pacmap,clusterplot]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_memory import rss_mb, write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+FORMATS = ("parquet", "arrow", "json")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def reset_peak(pid: int) -> bool:
+    """Reset the process's VmHWM to its current RSS (Linux clear_refs, value 5)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def follow(client: httpx.Client, job_id: str) -> dict:
+    """Follow the job's event stream to its end; its final status."""
+    with client.stream("GET", f"/batches/{job_id}/events", timeout=None) as events:
+        for line in events.iter_lines():
+            if line.startswith("event:") and line[6:].strip() == "end":
+                break
+    return client.get(f"/batches/{job_id}").json()
+
+
+def fit_seconds(store: Path, job_id: str) -> dict[str, tuple[int, float]]:
+    """Per projector: (items done, sum of the fit seconds the workers reported)."""
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        rows = db.execute(
+            "SELECT j.projector, COUNT(*), SUM(json_extract(p.meta, '$.seconds'))"
+            " FROM job_items j JOIN projections p ON p.key = j.key"
+            " WHERE j.job_id = ? AND j.state = 'done' GROUP BY j.projector",
+            (job_id,),
+        ).fetchall()
+    return {name: (int(count), float(total or 0.0)) for name, count, total in rows}
+
+
+def read_export(fmt: str, body: bytes) -> pl.DataFrame:
+    if fmt == "parquet":
+        return pl.read_parquet(io.BytesIO(body))
+    if fmt == "arrow":
+        return pl.read_ipc_stream(io.BytesIO(body))
+    if body.lstrip()[:1] == b"[":  # a JSON array (the export before it was newline-delimited)
+        return pl.read_json(io.BytesIO(body))
+    return pl.read_ndjson(io.BytesIO(body))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--preambles", type=int, default=3085)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--projectors", default="tsne,umap,trimap,pacmap,clusterplot")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    projectors = [name for name in args.projectors.split(",") if name]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data, state = Path(tmp) / "data", Path(tmp) / "state"
+        write_dataset(data, args.preambles, args.dim)
+        port = free_port()
+        env = {
+            **os.environ,
+            "CLUSTVIZ_WARM": json.dumps(projectors),
+            "CLUSTVIZ_WORKERS": str(args.workers),
+            "CLUSTVIZ_NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba"),
+        }
+        command = ["-m", "service", "--port", str(port), "--data-dir", str(data)]
+        server = subprocess.Popen(
+            [sys.executable, *command, "--state-dir", str(state)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        pid = server.pid
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+                while True:
+                    try:
+                        if client.get("/health", timeout=1).json().get("warm"):
+                            break
+                    except httpx.TransportError:
+                        pass
+                    time.sleep(0.2)
+                (dataset,) = client.get("/datasets").json()
+                dataset_id = dataset["id"]
+                info = client.get(f"/datasets/{dataset_id}").json()
+                idle = rss_mb(pid)[1]
+                print(
+                    f"dataset: {info['n_preambles']} preambles, {info['n_rows']} rows × "
+                    f"{info['dim']}; {args.workers} workers; load "
+                    f"{os.getloadavg()[0]:.1f}; server RSS idle with it loaded: {idle:.0f} MB"
+                )
+                peak_known = reset_peak(pid)
+
+                print(
+                    "\nper projector, one job over every preamble\n"
+                    "  projector     items   wall s   items/s   Σfit s   Σfit/workers s"
+                    "   overhead"
+                )
+                job_wall = 0.0
+                for name in projectors:
+                    started = time.perf_counter()
+                    job = client.post(
+                        "/batches",
+                        json={"dataset": dataset_id, "preambles": "all", "projectors": [name]},
+                    ).json()
+                    status = follow(client, job["id"])
+                    wall = time.perf_counter() - started
+                    job_wall += wall
+                    count, fit = fit_seconds(state / "clustviz.sqlite3", job["id"])[name]
+                    floor = fit / args.workers
+                    print(
+                        f"  {name:<12} {count:6d}  {wall:7.1f}  {count / wall:8.1f}  "
+                        f"{fit:7.1f}  {floor:15.1f}   {100 * (wall - floor) / floor:7.1f} %"
+                        f"   (failed {status['failed']})"
+                    )
+                started = time.perf_counter()
+                job = client.post(
+                    "/batches",
+                    json={"dataset": dataset_id, "preambles": "all", "projectors": projectors},
+                ).json()
+                status = follow(client, job["id"])
+                print(
+                    f"  all, cached: {status['total']} items in "
+                    f"{time.perf_counter() - started:.1f} s (failed {status['failed']})"
+                )
+                peak, after = rss_mb(pid)
+                print(
+                    f"\nserver RSS during the jobs: peak {peak:.0f} MB"
+                    f"{'' if peak_known else ' (peak since start)'}; after them {after:.0f} MB"
+                )
+
+                reset_peak(pid)
+                print("\nexport of the all-projector job      rows    seconds     rows/s     MB")
+                for fmt in FORMATS:
+                    started = time.perf_counter()
+                    response = client.get(f"/batches/{job['id']}/results", params={"format": fmt})
+                    seconds = time.perf_counter() - started
+                    assert response.status_code == 200, response.text[:500]
+                    frame = read_export(fmt, response.content)
+                    print(
+                        f"  {fmt:<8} {response.headers['content-type']:<34} "
+                        f"{frame.height:8d}  {seconds:7.2f}  {frame.height / seconds:10.0f}"
+                        f"  {len(response.content) / 2**20:6.1f}"
+                    )
+                    del frame, response
+                peak, after = rss_mb(pid)
+                print(
+                    f"server RSS during the exports: peak {peak:.0f} MB; after them {after:.0f} MB"
+                    f" (idle was {idle:.0f} MB; target: peak ≤ 1,536 MB)"
+                )
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+if __name__ == "__main__":
+    main()
