@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import numpy as np
 import polars as pl
+import pytest
 from fastapi.testclient import TestClient
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +23,16 @@ DEMO_ID = "smollm2-135m-instruct-layer7-c50-fc37d2fe"
 SEED_PREAMBLE = "Students were outraged over the administration's new"
 STEM = "acme:tiny-model|k=40+layer=7"
 CLUSTER_SUFFIX = "+covariance_type=full|n_clusters=5"
+#: Set by ``.ci/run``: a part the tests need (Chromium, Playwright, Ray) must be there.
+REQUIRE_ALL = os.environ.get("CLUSTVIZ_REQUIRE_ALL") == "1"
+
+
+def missing_part(reason: str) -> NoReturn:
+    """Skip the tests of a part missing on this machine, or fail them under
+    ``CLUSTVIZ_REQUIRE_ALL=1`` (CI), where a skip would let the suite go green untested."""
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (CLUSTVIZ_REQUIRE_ALL=1: it is required here)", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
 
 
 def make_rows(

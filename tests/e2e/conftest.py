@@ -3,7 +3,8 @@ service`` on a free loopback port), and Debian's Chromium driven headless by Pla
 
 Playwright's own browser download is not used (no CDN here): we launch ``/usr/bin/chromium``
 (override with ``CLUSTVIZ_CHROMIUM``). Playwright is imported lazily so that this file loads
-without it; ``test_browser.py`` skips itself when either piece is missing.
+without it. A missing piece skips the browser tests here, and fails them in CI
+(``CLUSTVIZ_REQUIRE_ALL=1``, see ``support.missing_part``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import missing_part
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts"
@@ -40,6 +42,10 @@ def server(live_server: Any) -> str:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
+    if not CHROMIUM.is_file():
+        missing_part(
+            f"no Chromium at {CHROMIUM}: apt-get install chromium (or set CLUSTVIZ_CHROMIUM)"
+        )
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=TIMEOUT_MS)

@@ -7,23 +7,17 @@ Only t-SNE and UMAP are warmed in the fixture's workers, so these tests use them
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import missing_part
 
-CHROMIUM = Path(os.environ.get("CLUSTVIZ_CHROMIUM", "/usr/bin/chromium"))
-if not CHROMIUM.is_file():
-    pytest.skip(
-        f"no Chromium at {CHROMIUM}: apt-get install chromium (or set CLUSTVIZ_CHROMIUM)",
-        allow_module_level=True,
-    )
 if importlib.util.find_spec("playwright") is None:
-    pytest.skip("playwright is not installed: pip install playwright", allow_module_level=True)
+    missing_part("playwright is not installed: pip install playwright")
 
-from playwright.sync_api import expect  # noqa: E402
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
@@ -172,13 +166,8 @@ def test_hover_shows_guess_details(page: Any) -> None:
 
 def test_clusterplot_draws_blobs_in_cluster_colours(page: Any, artifacts: Path) -> None:
     response = api_json(page, "clusterplot")
+    assert response.ok, response.text()
     page.goto(view_url("clusterplot"))
-    if not response.ok:
-        # Still shown plainly, not as a blank panel.
-        expect(panel(page, "clusterplot").get_by_role("alert")).to_contain_text(
-            response.json()["detail"]
-        )
-        pytest.skip(f"clusterplot is not available yet: {response.json()['detail']}")
     data = response.json()
     expect_plot(page, "clusterplot")
     polygons = [

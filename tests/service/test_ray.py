@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
-from support import DEMO_ID, SEED_PREAMBLE
+from support import DEMO_ID, SEED_PREAMBLE, missing_part
 
 from service.app import create_app
 from service.settings import Settings
 
-ray = pytest.importorskip("ray", reason="the optional 'ray' extra is not installed")
+try:
+    import ray
+except ImportError:
+    missing_part("the optional 'ray' extra is not installed: pip install -e '.[ray]'")
 
 
 def test_a_real_job_runs_on_a_local_ray_instance(data_dir: Path, tmp_path: Path) -> None:
