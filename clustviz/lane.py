@@ -1,7 +1,9 @@
-"""The device lane: gathers concurrent clusterplot requests into one batched fit.
+"""The device lane: gathers concurrent requests of a lane projector (``runner="lane"`` in the
+registry, e.g. clusterplot) into one batched fit.
 
-Requests that arrive within ``window`` seconds of each other, with the same parameters, run as
-one ``fit_transform_many`` call on the device — one padded torch program instead of many.
+Requests that arrive within ``window`` seconds of each other, for the same projector with the
+same parameters, run as one ``fit_transform_many`` call on the device — one torch program
+instead of many. A batch holds at most ``max_batch`` items; the rest wait for the next one.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ import numpy as np
 
 __all__ = ["DeviceLane"]
 
-# run_batch(params, items, hulls) -> Future[list[result]]: where the batch actually runs (a warm
-# worker process in the service, Ray in scale-out); hulls[i]: draw item i's cluster blobs now.
+# run_batch(projector, params, items, hulls) -> Future[list[result]]: where the batch actually
+# runs (a warm worker process in the service, Ray in scale-out); hulls[i]: draw item i's cluster
+# blobs now.
 BatchRunner = Callable[
-    [dict[str, Any], list[tuple[np.ndarray, np.ndarray]], list[bool]], "Future[list[Any]]"
+    [str, dict[str, Any], list[tuple[np.ndarray, np.ndarray]], list[bool]], "Future[list[Any]]"
 ]
 
 
 @dataclass(slots=True)
 class _Item:
-    params_key: str
+    batch_key: str  # projector and params: only equal keys share a batch
+    projector: str
     params: dict[str, Any]
     X: np.ndarray
     labels: np.ndarray
@@ -36,7 +40,8 @@ class _Item:
 
 
 class DeviceLane:
-    """Batches items with equal params; ``submit`` returns a Future of one item's result."""
+    """Batches items with equal projector and params; ``submit`` returns a Future of one item's
+    result. An exception of a batch reaches every item in it."""
 
     def __init__(self, run_batch: BatchRunner, *, window: float = 0.01, max_batch: int = 512):
         self._run_batch = run_batch
@@ -52,7 +57,7 @@ class DeviceLane:
 
     def submit(
         self,
-        params_key: str,
+        projector: str,
         params: dict[str, Any],
         X: np.ndarray,
         labels: np.ndarray,
@@ -60,7 +65,8 @@ class DeviceLane:
         hulls: bool = True,
     ) -> Future[Any]:
         """Queue one item; ``hulls=False`` leaves its cluster blobs for later (batch items)."""
-        item = _Item(params_key, params, X, labels, hulls)
+        key = repr((projector, sorted(params.items())))
+        item = _Item(key, projector, params, X, labels, hulls)
         with self._cond:
             self._pending.append(item)
             self._cond.notify()
@@ -78,8 +84,8 @@ class DeviceLane:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            key = self._pending[0].params_key
-            batch = [item for item in self._pending if item.params_key == key][: self.max_batch]
+            key = self._pending[0].batch_key
+            batch = [item for item in self._pending if item.batch_key == key][: self.max_batch]
             taken = {id(item) for item in batch}
             self._pending = [item for item in self._pending if id(item) not in taken]
             return batch
@@ -91,6 +97,7 @@ class DeviceLane:
                 return
             try:
                 future = self._run_batch(
+                    batch[0].projector,
                     batch[0].params,
                     [(it.X, it.labels) for it in batch],
                     [it.hulls for it in batch],

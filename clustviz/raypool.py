@@ -20,6 +20,7 @@ from clustviz.errors import (
     UnavailableError,
     error_from_parts,
 )
+from clustviz.pools import WarmState
 
 __all__ = ["RayPool"]
 
@@ -132,6 +133,10 @@ class RayPool:
     def status(self) -> dict[str, Any]:
         cpus = int(self._ray.cluster_resources().get("CPU", 0))
         return {"size": cpus, "ready": cpus, "queued": self._inflight, "workers": []}
+
+    def warm_states(self) -> dict[str, WarmState]:
+        """Nothing is warmed ahead: a Ray worker compiles on its first task of each kind."""
+        return {}
 
     def close(self) -> None:
         """Leave the cluster (shuts down a local instance this pool started)."""

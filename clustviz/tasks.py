@@ -36,13 +36,13 @@ def warm_up(names: Sequence[str], *, render_plot: bool = True) -> dict[str, Any]
     failures: dict[str, str] = {}
     for name in names:
         started = time.perf_counter()
-        spec = get_spec(name)
         try:
+            spec = get_spec(name)
             for size in spec.warm_sizes:
                 X = rng.normal(size=(size, 16)).astype(np.float32)
                 labels = rng.integers(0, 4, size=size)
                 get_projector(name).fit_transform(X, labels if spec.uses_labels else None)
-        except Exception as exc:  # a missing optional library must not stop the worker
+        except Exception as exc:  # reported by /health; the worker serves the others
             failures[name] = f"{type(exc).__name__}: {exc}"
         seconds[name] = round(time.perf_counter() - started, 2)
     if render_plot:

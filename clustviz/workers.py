@@ -31,6 +31,8 @@ from clustviz.errors import (
     UnavailableError,
     error_from_parts,
 )
+from clustviz.pools import WarmState
+from clustviz.projectors import projectors_run_by
 
 __all__ = ["WorkerPool", "WorkerSettings"]
 
@@ -39,10 +41,13 @@ __all__ = ["WorkerPool", "WorkerSettings"]
 class WorkerSettings:
     """How each worker process is set up."""
 
-    warm: tuple[str, ...] = ("tsne", "umap", "trimap", "pacmap")
+    warm: tuple[str, ...] = field(default_factory=lambda: projectors_run_by("pool"))
     warm_render: bool = True  # the device lane never renders: it skips this
     numba_cache_dir: str | None = None
     threads: int = 1  # numba/BLAS/torch threads per worker: size × threads ≈ cores
+    #: Modules each worker imports before warming up: plugins that register projectors
+    #: (:func:`clustviz.projectors.register`) in the worker's own registry.
+    imports: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -83,6 +88,8 @@ def _worker_main(conn: Any, settings: WorkerSettings) -> None:
 
     threadpool_limits(limits=settings.threads)
     started = time.perf_counter()
+    for module in settings.imports:
+        importlib.import_module(module)
     from clustviz.tasks import warm_up
 
     warm_report = warm_up(settings.warm, render_plot=settings.warm_render)
@@ -293,6 +300,20 @@ class WorkerPool:
                 for slot in self._slots
             ],
         }
+
+    def warm_states(self) -> dict[str, WarmState]:
+        """Per projector in ``settings.warm`` (and ``render``): ``failed`` with the reason if
+        its warm-up raised in a serving worker, ``warm`` if it ran, else ``warming``."""
+        reports = [slot.warm_report for slot in self._slots if slot.state in ("ready", "busy")]
+        names = self.settings.warm + (("render",) if self.settings.warm_render else ())
+        states: dict[str, WarmState] = {}
+        for name in names:
+            reasons = [r["warm_errors"][name] for r in reports if name in r["warm_errors"]]
+            if reasons:
+                states[name] = {"state": "failed", "reason": reasons[0]}
+            else:
+                states[name] = {"state": "warm" if reports else "warming", "reason": None}
+        return states
 
     def worker_pids(self) -> Sequence[int | None]:
         return [slot.pid for slot in self._slots]

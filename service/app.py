@@ -17,7 +17,6 @@ from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -27,6 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clustviz.data import DataCatalog
 from clustviz.lane import DeviceLane
+from clustviz.pools import TaskPool
+from clustviz.projectors import projectors_run_by
 from clustviz.workers import WorkerPool, WorkerSettings
 from service.engine import Engine
 from service.errors import error_response, install_error_handlers
@@ -43,9 +44,9 @@ __all__ = ["create_app"]
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def make_pools(settings: Settings) -> tuple[Any, Any]:
-    """The CPU pool for library projectors and rendering, and the one-process device lane
-    (or both on Ray when ``CLUSTVIZ_EXECUTOR=ray``)."""
+def make_pools(settings: Settings) -> tuple[TaskPool, TaskPool]:
+    """The CPU pool for the registry's ``pool`` projectors and rendering, and the one-process
+    device lane for its ``lane`` projectors (or both on Ray when ``CLUSTVIZ_EXECUTOR=ray``)."""
     cache_dir = str(settings.numba_cache_dir)
     if settings.executor == "ray":
         from clustviz.raypool import RayPool
@@ -58,7 +59,7 @@ def make_pools(settings: Settings) -> tuple[Any, Any]:
             env=env,
             local_cpus=settings.workers,
         )
-        # clusterplot batches ask Ray for a GPU when the service is configured for CUDA.
+        # the lane's batches ask Ray for a GPU when the service is configured for CUDA.
         lane_pool = RayPool(
             address=settings.ray_address,
             num_gpus=1 if settings.device == "cuda" else 0,
@@ -75,7 +76,7 @@ def make_pools(settings: Settings) -> tuple[Any, Any]:
     local_lane = WorkerPool(
         1,
         WorkerSettings(
-            warm=("clusterplot",),
+            warm=projectors_run_by("lane"),
             warm_render=False,
             numba_cache_dir=cache_dir,
             threads=os.cpu_count() or 1,
@@ -89,8 +90,8 @@ def make_pools(settings: Settings) -> tuple[Any, Any]:
 def create_app(
     settings: Settings | None = None,
     *,
-    pool: WorkerPool | None = None,
-    lane_pool: WorkerPool | None = None,
+    pool: TaskPool | None = None,
+    lane_pool: TaskPool | None = None,
 ) -> FastAPI:
     """Build the app. Pools passed in are used as they are and not closed on shutdown
     (tests share warm pools across apps); otherwise the lifespan creates and closes them."""
@@ -99,9 +100,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        owned = pool is None
-        if owned:
-            own_pool, own_lane_pool = make_pools(settings)  # WorkerPool, or RayPool
+        own_lane_pool: TaskPool | None
+        owned: list[TaskPool] = []  # closed on shutdown
+        if pool is None:
+            own_pool, own_lane_pool = owned = list(make_pools(settings))  # WorkerPool or RayPool
             own_pool.start()
             own_lane_pool.start()
         else:
@@ -115,9 +117,7 @@ def create_app(
         lane = None
         if own_lane_pool is not None:
             lane = DeviceLane(
-                lambda params, items, hulls: own_lane_pool.submit(
-                    "clustviz.tasks:project_many", "clusterplot", params, items, hulls
-                ),
+                functools.partial(own_lane_pool.submit, "clustviz.tasks:project_many"),
                 window=settings.lane_window_ms / 1000,
                 max_batch=settings.lane_max_batch,
             )
@@ -157,9 +157,8 @@ def create_app(
             await jobs.shutdown()
             if lane is not None:
                 lane.close()
-            if owned:
-                await asyncio.to_thread(own_lane_pool.close)
-                await asyncio.to_thread(own_pool.close)
+            for own in reversed(owned):
+                await asyncio.to_thread(own.close)
             store.close()
 
     app = FastAPI(

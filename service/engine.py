@@ -22,9 +22,9 @@ from clustviz.errors import InvalidInputError, UnavailableError
 from clustviz.keys import image_key, projection_key
 from clustviz.lane import DeviceLane
 from clustviz.metrics import layout_metrics
+from clustviz.pools import TaskPool
 from clustviz.projectors import DEFAULT_SEED, ProjectorSpec, build_params, get_spec
 from clustviz.render import plot_title
-from clustviz.workers import WorkerPool
 from service.store import ResultStore, StoredProjection
 
 __all__ = ["Engine", "Projection", "ResolvedRequest"]
@@ -62,7 +62,7 @@ class Engine:
         *,
         catalog: DataCatalog,
         store: ResultStore,
-        pool: WorkerPool,
+        pool: TaskPool,
         lane: DeviceLane | None,
         device: str,
         device_setting: str = "auto",
@@ -168,7 +168,7 @@ class Engine:
                 code="invalid_params",
             )
         params.setdefault("random_state", DEFAULT_SEED if seed is None else seed)
-        if spec.name == "clusterplot":
+        if spec.runner == "lane":  # torch work: on the device the service was configured for
             params.setdefault("device", self.device_setting)
         model = build_params(projector, params)
         dataset = await self.dataset(dataset_id)
@@ -217,7 +217,7 @@ class Engine:
     async def project_many(
         self, requests: list[ResolvedRequest], *, hulls: bool = False
     ) -> list[StoredProjection | BaseException]:
-        """Many projections at once, in order: clusterplot ones reach the device lane together
+        """Many projections at once, in order: lane projectors' ones reach the device lane together
         and run as one batched fit. A failed item is returned as its exception."""
 
         async def one(request: ResolvedRequest) -> StoredProjection:
@@ -247,9 +247,10 @@ class Engine:
 
     async def _compute(self, request: ResolvedRequest, *, hulls: bool) -> StoredProjection:
         view = request.view
-        if request.spec.name == "clusterplot" and self.lane is not None:
-            params = request.params_used
-            future = self.lane.submit(_params_key(params), params, view.X, view.labels, hulls=hulls)
+        if request.spec.runner == "lane" and self.lane is not None:
+            future = self.lane.submit(
+                request.spec.name, request.params_used, view.X, view.labels, hulls=hulls
+            )
         else:
             future = self.pool.submit(
                 "clustviz.tasks:project",
@@ -349,10 +350,6 @@ def _view_pending(stored: StoredProjection) -> bool:
     if extras is None:  # not a clusterplot layout
         return False
     return extras.get("hulls", []) is None or stored.meta.get("metrics") is None
-
-
-def _params_key(params: dict[str, Any]) -> str:
-    return repr(sorted(params.items()))
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, float | None]:

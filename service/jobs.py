@@ -220,7 +220,7 @@ class JobManager:
                     self._record(job_id, [(index, None, exc)], time.perf_counter())
                     await self._notify(live)
                     continue
-                if projector == "clusterplot":
+                if request.spec.runner == "lane":
                     lane_items.append((index, request))
                 else:
                     work.append(run_item(index, request))

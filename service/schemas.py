@@ -43,12 +43,25 @@ class LaneCounts(BaseModel):
     items: int
 
 
+class WarmUp(BaseModel):
+    """One projector's (or the renderer's) warm-up in the workers that run it."""
+
+    state: Literal["warming", "warm", "failed", "cold"] = Field(
+        description="cold: not warmed ahead (its first request pays the compilation); "
+        "failed: its warm-up raised (reason says what)"
+    )
+    reason: str | None = None
+
+
 class Health(BaseModel):
-    status: Literal["ok", "warming"]
+    status: Literal["ok", "warming", "degraded"] = Field(
+        description="degraded: a warm-up failed (see warm_up); warming: workers still starting"
+    )
     version: str
     device: str
     versions: dict[str, str]
     warm: bool
+    warm_up: dict[str, WarmUp]
     pool: PoolStatus
     lane: PoolStatus | None
     lane_runs: LaneCounts | None = None

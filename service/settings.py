@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from clustviz.projectors import projectors_run_by
+
 __all__ = ["Settings"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +42,10 @@ class Settings(BaseSettings):
         None, validation_alias="RAY_ADDRESS", description="Ray cluster; unset: a local instance"
     )
     workers: int = Field(default_factory=_default_workers, ge=1, le=64)
-    warm: tuple[str, ...] = ("tsne", "umap", "trimap", "pacmap")
+    warm: tuple[str, ...] = Field(
+        default_factory=lambda: projectors_run_by("pool"),
+        description="projectors the CPU workers warm up (default: the registry's pool ones)",
+    )
     projection_timeout: float = Field(120.0, gt=0, description="Seconds before a run is stopped.")
     max_loaded_datasets: int = Field(4, ge=1)
     cache_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)

@@ -18,6 +18,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 from support import DEMO10, Server, make_rows, write_dataset  # noqa: E402
 
+from clustviz.projectors import projectors_run_by  # noqa: E402
 from clustviz.workers import WorkerPool, WorkerSettings  # noqa: E402
 
 
@@ -35,12 +36,14 @@ def warm_pools() -> Iterator[tuple[WorkerPool, WorkerPool]]:
     cache = str(REPO / ".cache" / "numba")
     pool = WorkerPool(
         1,
-        WorkerSettings(warm=("tsne", "umap", "trimap", "pacmap"), numba_cache_dir=cache),
+        WorkerSettings(warm=projectors_run_by("pool"), numba_cache_dir=cache),
         default_timeout=120,
     ).start()
     lane = WorkerPool(
         1,
-        WorkerSettings(warm=("clusterplot",), warm_render=False, numba_cache_dir=cache, threads=2),
+        WorkerSettings(
+            warm=projectors_run_by("lane"), warm_render=False, numba_cache_dir=cache, threads=2
+        ),
     ).start()
     yield pool, lane
     pool.close()

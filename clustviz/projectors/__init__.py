@@ -27,6 +27,8 @@ __all__ = [
     "get_projector",
     "get_spec",
     "library_versions",
+    "projectors_run_by",
+    "register",
 ]
 
 
@@ -44,6 +46,10 @@ class ProjectorSpec:
     params_target: str  # "module:Class" of the (light) parameter model
     libraries: tuple[str, ...]
     uses_labels: bool = False
+    #: Where the service runs it: ``pool`` (one fit per task in a CPU worker process) or
+    #: ``lane`` (torch; concurrent requests with equal params gathered into one batched
+    #: ``fit_transform_many`` on the device, which the service passes as the ``device`` param).
+    runner: Literal["pool", "lane"] = "pool"
     #: Points of the warm-up fits (``clustviz.tasks.warm_up``): one per code path that compiles
     #: on its first call.
     warm_sizes: tuple[int, ...] = (40,)
@@ -87,6 +93,7 @@ _SPECS = {
             "clustviz.clusterplot.params:ClusterPlotParams",
             ("torch", "numpy", "umap-learn"),
             uses_labels=True,
+            runner="lane",
             # 40 points take the batched path; 700 pass DENSE_MAX_ROWS into the large-n path,
             # whose TorchScript kernels profile their first calls
             warm_sizes=(40, 700),
@@ -101,6 +108,20 @@ assert set(_SPECS) == set(typing.get_args(ProjectorName)), "ProjectorName must l
 def available_projectors() -> list[str]:
     """Names accepted by :func:`get_projector`, in display order."""
     return list(_SPECS)
+
+
+def register(spec: ProjectorSpec) -> None:
+    """Add a projector to this process's registry (a plugin, or a test's deliberately broken
+    entry). The built-in ones are listed above; a worker process registers others by importing
+    their module (``WorkerSettings.imports``). HTTP requests accept only :data:`ProjectorName`."""
+    if spec.name in _SPECS:
+        raise ValueError(f"projector name={spec.name!r} is already registered")
+    _SPECS[spec.name] = spec
+
+
+def projectors_run_by(runner: Literal["pool", "lane"]) -> tuple[str, ...]:
+    """Names of the projectors the service runs on ``runner`` (what its workers warm up)."""
+    return tuple(name for name, spec in _SPECS.items() if spec.runner == runner)
 
 
 def get_spec(name: str) -> ProjectorSpec:

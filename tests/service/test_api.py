@@ -20,13 +20,6 @@ def post(client: TestClient, **body: object):  # type: ignore[no-untyped-def]
     return client.post("/projections", json={"dataset": DEMO_ID, **body})
 
 
-def test_health(client: TestClient) -> None:
-    body = client.get("/health").json()
-    assert body["status"] == "ok" and body["warm"] is True
-    assert body["device"] == "cpu" and body["versions"]["umap-learn"]
-    assert body["pool"]["ready"] == body["pool"]["size"] == 1
-
-
 def test_datasets_list_valid_and_invalid(client: TestClient, data_dir: Path) -> None:
     listed = {item["id"]: item for item in client.get("/datasets").json()}
     assert len(listed) == 3
