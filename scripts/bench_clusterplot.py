@@ -1,15 +1,19 @@
-"""Benchmark of clustviz.clusterplot (not a test): prints tables, ratios measured in one run.
+"""Benchmark of clustviz.clusterplot (not a test): what issue 14's "Done when" lists, in one run.
 
-Original's cost (DESIGN.md §4, ormalkai/ClusterPlot ``fit_transform`` on 2 cores, after JIT
-warm-up): n=300: 1.6–5.1 s · n=1000: 8.9–25 s · n=3000: 51–276 s (1.65 GB).
-Targets (DESIGN.md §6): ≥ 30× at n=1000, ≥ 100× at n=3000; a clamp-scale batch (3,085 × 40)
-in < 60 s and ≥ 20× faster than looping single fits; quality of the demo preambles.
+1. one real 40-guess preamble, warm: median of ``--repeat`` fits for ClusterPlot and for UMAP
+   (same process, same rows) and their ratio (target: ClusterPlot ≤ 20 ms and < 0.5 × UMAP);
+2. batches: the demo set and a clamp-scale synthetic set (3,085 × 40 × 768), batched against
+   looping single fits;
+3. the large path on pooled real guesses (n = 1000 / 3000 rows of the demo set, global
+   cluster ids);
+4. batching: the largest deviation of any demo preamble fitted inside the batch from the same
+   preamble fitted alone, in units of its layout's extent (target < 1e-4);
+5. quality on the demo preambles: label-level overlap discrepancy, 10-NN preservation,
+   trustworthiness and continuity (k = 10) for ClusterPlot and the four library projectors.
 
-Times are medians of ``--repeat`` runs (other jobs may share the cores: ``uptime`` is printed).
-Layout times exclude the hulls (the original's ``fit_transform`` draws none); hull time is
-printed apart.
+Times exclude the hulls. Other jobs may share the cores: the load average is printed.
 
-    python scripts/bench_clusterplot.py [--quick] [--threads 2] [--sizes 300 1000 3000]
+    python scripts/bench_clusterplot.py [--repeat 10] [--no-clamp] [--no-quality]
 """
 
 from __future__ import annotations
@@ -25,15 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clustviz import get_projector
 from clustviz.clusterplot import ClusterPlot
-from clustviz.metrics import cluster_overlap_discrepancy, knn_preservation
-
-#: DESIGN.md §4: the original's fit_transform on 2 cores, (low, high) seconds.
-ORIGINAL = {300: (1.6, 5.1), 1000: (8.9, 25.0), 3000: (51.0, 276.0)}
-CLUSTERS = {300: 8, 1000: 15, 3000: 30}
-#: 768-d mixtures, centres at scale 0.4; spread 0.6 → near-singleton BIRCH anchors (A ≈ n),
-#: spread 0.305 → about n/3 anchors (the leader pass's threshold is 0.3 in input units).
-SPREADS = ((0.6, "near-singleton"), (0.305, "~n/3"))
+from clustviz.metrics import cluster_overlap_discrepancy, knn_preservation, trustworthiness
 
 
 def mixture(
@@ -63,51 +61,31 @@ def timed(fn, repeat: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def bench_sizes(sizes: list[int], inits: list[str], repeat: int, umap_max_n: int) -> None:
-    print(f"\n## single fits (768-d mixtures; {load()})")
-    print(
-        "| n | C | anchors | init | A | layout s (median) | hulls s | vs original low–high "
-        "| before→after mean abs(R_H-R_L) | maxrss MB |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for n in sizes:
-        C = CLUSTERS.get(n, 15)
-        for spread, kind in SPREADS:
-            X, labels = mixture(n, C, 768, spread, seed=n)
-            for init in inits:
-                if init == "umap" and n > umap_max_n:
-                    continue
-                model = ClusterPlot(init=init, device="cpu")
-                model.fit_transform_many([(X, labels)], compute_hulls=False)  # warm-up
-                elapsed, out = timed(
-                    lambda m=model, item=(X, labels): m.fit_transform_many(
-                        [item], compute_hulls=False
-                    ),
-                    repeat if n < 3000 else max(1, repeat - 1),
-                )
-                (result,) = out  # type: ignore[misc]
-                start = time.perf_counter()
-                ClusterPlot(init=init, device="cpu").fit_transform(X, labels)
-                hulls = time.perf_counter() - start - elapsed
-                lo, hi = ORIGINAL.get(n, (float("nan"),) * 2)
-                before, after = result.discrepancy_before["mean"], result.discrepancy_after["mean"]
-                print(
-                    f"| {n} | {C} | {kind} | {init} | {len(result.anchors)} | {elapsed:.2f} | "
-                    f"{max(hulls, 0):.2f} | {lo / elapsed:.0f}×–{hi / elapsed:.0f}× | "
-                    f"{before:.4f}→{after:.4f} | {maxrss_mb():.0f} |",
-                    flush=True,
-                )
+def fit_many(items, **params):
+    return ClusterPlot(device="cpu", **params).fit_transform_many(items, compute_hulls=False)
+
+
+def bench_single(views, repeat: int) -> None:
+    view = next(v for v in views if v.n_points == 40)
+    umap = get_projector("umap")
+    item = [(view.X, view.labels)]
+    for _ in range(2):  # warm-up: JIT, first-use costs
+        fit_many(item)
+        umap.fit_transform(view.X)
+    cp, _ = timed(lambda: fit_many(item), repeat)
+    um, _ = timed(lambda: umap.fit_transform(view.X), repeat)
+    print(f"\n## one real preamble (40 guesses), warm, median of {repeat} ({load()})")
+    print("| clusterplot ms | umap ms | clusterplot / umap |")
+    print("|---|---|---|")
+    print(f"| {1000 * cp:.1f} | {1000 * um:.1f} | {cp / um:.2f} |", flush=True)
 
 
 def bench_batch(items, label: str, loop_sample: int, repeat: int) -> None:
-    model = ClusterPlot(device="cpu")
-    model.fit_transform_many(items[:64], compute_hulls=False)  # warm-up
-    batched, _ = timed(lambda: model.fit_transform_many(items, compute_hulls=False), repeat)
+    fit_many(items[:64])  # warm-up
+    batched, _ = timed(lambda: fit_many(items), repeat)
     sample = items[:loop_sample]
-    model.fit_transform_many(sample[:1], compute_hulls=False)
-    loop_one, _ = timed(
-        lambda: [model.fit_transform_many([item], compute_hulls=False) for item in sample], 1
-    )
+    fit_many(sample[:1])
+    loop_one, _ = timed(lambda: [fit_many([item]) for item in sample], 1)
     looped = loop_one / len(sample) * len(items)
     print(
         f"| {label} | {len(items)} | {batched:.2f} | {1000 * batched / len(items):.1f} | "
@@ -117,60 +95,87 @@ def bench_batch(items, label: str, loop_sample: int, repeat: int) -> None:
     )
 
 
-def quality(views) -> None:
-    from sklearn.manifold import TSNE
-    from umap import UMAP
+def bench_pooled(dataset, sizes: list[int], repeat: int) -> None:
+    print(f"\n## large path: pooled real guesses (global cluster ids; {load()})")
+    print("| n | clusters | anchors | layout s (median) | before→after label overlap |")
+    print("|---|---|---|---|---|")
+    rows = dataset.rows
+    for n in sizes:
+        X = np.ascontiguousarray(dataset.embeddings[:n])
+        _, labels = np.unique(rows["cluster_id"].to_numpy()[:n], return_inverse=True)
+        fit_many([(X, labels)])  # warm-up
+        elapsed, out = timed(lambda X=X, labels=labels: fit_many([(X, labels)]), repeat)
+        (result,) = out  # type: ignore[misc]
+        before = result.discrepancy_before["label_mean"]
+        after = result.discrepancy_after["label_mean"]
+        print(
+            f"| {n} | {labels.max() + 1} | {len(result.anchors)} | {elapsed:.2f} | "
+            f"{before:.4f}→{after:.4f} |",
+            flush=True,
+        )
 
+
+def bench_batching(views) -> None:
     items = [(v.X, v.labels) for v in views]
-    results = ClusterPlot(device="cpu").fit_transform_many(items, compute_hulls=False)
-    init_only = ClusterPlot(device="cpu", n_steps=0).fit_transform_many(items, compute_hulls=False)
-    rows: dict[str, list[tuple[float, float]]] = {
-        "clusterplot": [],
-        "clusterplot init (n_steps=0)": [],
-        "tsne": [],
-        "umap": [],
-    }
+    batched = fit_many(items)
+    worst = 0.0
+    for item, together in zip(items, batched, strict=True):
+        (alone,) = fit_many([item])
+        extent = float(np.ptp(alone.embedding, axis=0).max())
+        worst = max(worst, float(np.abs(alone.embedding - together.embedding).max()) / extent)
+    print(f"\n## alone vs batched ({len(items)} demo preambles in one batch)")
+    print(f"largest deviation / extent: {worst:.2e}", flush=True)
+
+
+def quality(views) -> None:
+    items = [(v.X, v.labels) for v in views]
+    results = fit_many(items)
+    init_only = fit_many(items, n_steps=0)
+    names = ["clusterplot", "clusterplot init (n_steps=0)", "tsne", "umap", "trimap", "pacmap"]
+    library = {name: get_projector(name) for name in names[2:]}
+    rows: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in names}
     lowered = 0
     for view, result, init in zip(views, results, init_only, strict=True):
         lowered += result.discrepancy_after["mean"] < result.discrepancy_before["mean"]
-        layouts = {"clusterplot": result.embedding, "clusterplot init (n_steps=0)": init.embedding}
+        layouts = {names[0]: result.embedding, names[1]: init.embedding}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            layouts["tsne"] = TSNE(random_state=1871).fit_transform(view.X)
-            layouts["umap"] = UMAP(random_state=1871).fit_transform(view.X)
+            for name, projector in library.items():
+                layouts[name] = projector.fit_transform(view.X)
         for name, Y in layouts.items():
             rows[name].append(
                 (
                     cluster_overlap_discrepancy(view.X, Y, view.labels)["mean"],
                     knn_preservation(view.X, Y),
+                    trustworthiness(view.X, Y),
+                    trustworthiness(Y, view.X),  # continuity: the same measure, spaces swapped
                 )
             )
     arr = {name: np.array(v) for name, v in rows.items()}
-    print(f"\n## quality on {len(views)} demo preambles (k=10; {load()})")
-    print("| projector | label-level overlap mean | knn preservation | clusterplot better on |")
-    print("|---|---|---|---|")
+    print(f"\n## quality on {len(views)} demo preambles (k = 10; {load()})")
+    print(
+        "| projector | label-level overlap mean | 10-NN preservation | trustworthiness "
+        "| continuity | clusterplot's overlap lower on |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, a in arr.items():
         better = (arr["clusterplot"][:, 0] < a[:, 0]).mean() if name != "clusterplot" else None
         share = "—" if better is None else f"{better:.0%}"
-        print(f"| {name} | {a[:, 0].mean():.4f} | {a[:, 1].mean():.3f} | {share} |")
+        means = " | ".join(f"{value:.4f}" for value in a.mean(0))
+        print(f"| {name} | {means} | {share} |")
     cp = arr["clusterplot"][:, 0].mean()
     print(
         f"overlap vs t-SNE: {1 - cp / arr['tsne'][:, 0].mean():+.0%} lower; vs UMAP: "
         f"{1 - cp / arr['umap'][:, 0].mean():+.0%} lower; sub-cluster mean abs(R_H-R_L) "
-        f"lowered below the init's on {lowered}/{len(views)}; knn preservation "
-        f"{arr['clusterplot'][:, 1].mean() / arr['clusterplot init (n_steps=0)'][:, 1].mean():.3f}"
-        "× the init's"
+        f"lowered below the init's on {lowered}/{len(views)}"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--sizes", type=int, nargs="*", default=None)
-    parser.add_argument("--inits", nargs="*", default=["torch", "umap"])
-    parser.add_argument("--umap-max-n", type=int, default=300, help="largest n with umap init")
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--pooled", type=int, nargs="*", default=[1000, 3000])
     parser.add_argument("--no-clamp", action="store_true", help="skip the 3,085 × 40 batch")
     parser.add_argument("--no-quality", action="store_true")
     parser.add_argument("--data", type=Path, default=Path("data/demo"))
@@ -178,28 +183,25 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {load()}")
-    sizes = args.sizes if args.sizes is not None else ([300] if args.quick else [300, 1000, 3000])
-    bench_sizes(sizes, args.inits, args.repeat, args.umap_max_n)
+    from clustviz.data import discover_datasets, load_dataset
+
+    dataset = load_dataset(discover_datasets(args.data)[0])
+    views = [dataset.view(p) for p in dataset.preambles]
+    bench_single(views, args.repeat)
     print(f"\n## batches (hulls off; {load()})")
     print("| batch | preambles | batched s | ms/preamble | looped s | ratio | maxrss MB |")
     print("|---|---|---|---|---|---|---|")
-    views = []
-    if args.data.is_dir():
-        from clustviz.data import discover_datasets, load_dataset
-
-        dataset = load_dataset(discover_datasets(args.data)[0])
-        views = [dataset.view(p) for p in dataset.preambles]
-        if args.quick:
-            views = views[:20]
-        bench_batch([(v.X, v.labels) for v in views], f"demo ({args.data})", 30, args.repeat)
-    if not (args.no_clamp or args.quick):
+    bench_batch([(v.X, v.labels) for v in views], f"demo ({args.data})", 30, 3)
+    if not args.no_clamp:
         rng = np.random.default_rng(0)
         items = []
         for i in range(3085):
             X, labels = mixture(40, int(rng.integers(5, 24)), 768, 1.0, seed=i, centre_scale=4.0)
             items.append((X, labels))
-        bench_batch(items, "clamp-scale synthetic 3085×40×768", 100, max(1, args.repeat - 1))
-    if views and not args.no_quality:
+        bench_batch(items, "clamp-scale synthetic 3085×40×768", 100, 2)
+    bench_pooled(dataset, args.pooled, 3)
+    bench_batching(views)
+    if not args.no_quality:
         quality(views)
     print(f"\npeak RSS {maxrss_mb():.0f} MB; {load()}")
 

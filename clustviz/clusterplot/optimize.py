@@ -489,9 +489,12 @@ def greedy_layout(
     batch_size: int,
     top_greedy: int,
     magnitude_step: bool,
-    generator: torch.Generator,
+    seed: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The original's rule, vectorised over preambles; layout and mean-|D| trace ``(n_iter, B)``."""
+    """The original's rule, vectorised over preambles; layout and mean-|D| trace ``(n_iter, B)``.
+
+    Each preamble draws its pairs from its own generator seeded with ``seed``: the draws do
+    not depend on the batch."""
     B, A = target.R_H.shape[:2]
     pairs = overlap_pair_mask(target.anchor_cluster, target.anchor_mask)
     n_top = min(max(top_greedy, batch_size), A * A)
@@ -499,13 +502,15 @@ def greedy_layout(
     T = Y0.new_zeros(B, A, 2)
     trace = Y0.new_zeros(n_iter, B)
     members = Y0.new_zeros(B, A).scatter_add_(1, target.point_anchor, target.mask.to(Y0.dtype))
+    generators = [torch.Generator(Y0.device).manual_seed(seed) for _ in range(B)]
     for it in range(n_iter):
         Y = _translate(Y0, T, target.point_anchor)
         R_L, _ = hard_R_L(Y, target)
         D = (target.R_H - R_L) * pairs  # (B, A, A)
         trace[it] = D.abs().sum((1, 2)) / pairs.sum((1, 2)).clamp_min(1)
         top = D.abs().view(B, -1).topk(n_top, dim=1)  # (B, n_top)
-        choice = torch.rand(B, n_top, generator=generator, device=Y0.device).argsort(1)
+        draws = [torch.rand(n_top, generator=g, device=Y0.device) for g in generators]
+        choice = torch.stack(draws).argsort(1)
         chosen = top.indices.gather(1, choice[:, :n_pick])  # (B, n_pick) flat pair indices
         a, b = chosen // A, chosen % A
         d_ab = D.view(B, -1).gather(1, chosen)  # (B, n_pick), 0 for padding pairs

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from clustviz.clusterplot import kernels
-from clustviz.clusterplot.anchors import compute_anchors
+from clustviz.clusterplot.anchors import Anchors, compute_anchors
 from clustviz.clusterplot.batch import PaddedBatch, pad_batch
 from clustviz.clusterplot.gram import gram_matrix
 from clustviz.clusterplot.hulls import ClusterHull, cluster_hulls
@@ -57,8 +57,6 @@ CHUNK_POINTS = 32_768
 #: Pairs per padded chunk, ``B · (2 n_max)²``: the relaxation's ``(B, N, N)`` tensors stay a
 #: few MB (cache-sized), so the cost is linear in the number of preambles.
 CHUNK_PAIRS = 1_000_000
-#: Below this many pairs ``Σ (2 n_i)²`` a fit runs on one CPU thread.
-SMALL_PAIRS = 100_000
 
 
 @dataclass(slots=True)
@@ -135,42 +133,53 @@ class ClusterPlot(BaseProjector):
     def _run(
         self, items: Sequence[tuple[np.ndarray, np.ndarray]], *, compute_hulls: bool
     ) -> list[ClusterPlotResult]:
+        """Fit every preamble so that its answer does not depend on its companions.
+
+        A chunk batches only preambles of one *shape* (points, anchors, several-member anchors,
+        clusters: :func:`_shape_key`), so no tensor is padded: a padded reduction sums in
+        another order, and the optimisation amplifies that round-off (it was up to 31 % of a
+        layout's extent). Dense fits run on one CPU thread (a reduction split over threads
+        also sums in another order); a preamble that may take the large path runs alone, on
+        every thread, whatever it was sent with.
+        """
         device = resolve_device(self.params.device)
         kernels.prepare()  # once per process
         local = [
             (X, np.unique(labels, return_inverse=True)[1].astype(np.int64)) for X, labels in items
         ]
-        # largest first, so a chunk pads little; results go back to input order
-        order = sorted(range(len(local)), key=lambda i: -len(local[i][0]))
         results: list[ClusterPlotResult | None] = [None] * len(local)
-        threads = torch.get_num_threads()
-        # On the CPU, many preambles are split among the threads (each half of the batch on
-        # one thread), not each op: a (B, N, N) op on two threads waits on OpenMP at every op
-        # (demo batch: 1.35× from the second core), halves of the batch on one thread each
-        # scale almost fully. A small fit (thousands of tiny ops) also runs on one thread:
-        # a 40-point preamble takes 60 ms, against 73–111 ms on two.
-        small = sum((2 * len(X)) ** 2 for X, _ in local) < SMALL_PAIRS
-        split = device.type == "cpu" and threads > 1 and len(local) >= 2 * threads and not small
-        groups = [order[g::threads] for g in range(threads)] if split else [order]
+        # n + A > DENSE_MAX_ROWS (A ≤ n) is possible from n > DENSE_MAX_ROWS / 2 points
+        alone = [i for i, (X, _) in enumerate(local) if 2 * len(X) > DENSE_MAX_ROWS]
+        for i in alone:
+            (results[i],) = self._run_chunk([local[i]], device, compute_hulls)
+        # equal point counts together, so the anchors' batch needs no padding either
+        by_size: dict[int, list[int]] = {}
+        for i, (X, _) in enumerate(local):
+            if 2 * len(X) <= DENSE_MAX_ROWS:
+                by_size.setdefault(len(X), []).append(i)
+        chunks = []
+        for n, members in sorted(by_size.items(), reverse=True):
+            per_chunk = max(1, min(CHUNK_PAIRS // (2 * n) ** 2, CHUNK_POINTS // n))
+            chunks += [members[s : s + per_chunk] for s in range(0, len(members), per_chunk)]
+        threads = torch.get_num_threads() if device.type == "cpu" else 1
+        # On the CPU, chunks are split among the threads (one thread each), not each op: a
+        # (B, N, N) op on two threads waits on OpenMP at every op, halves of the batch on one
+        # thread each scale almost fully.
+        groups = [chunks[g::threads] for g in range(threads)] if len(chunks) > 1 else [chunks]
 
-        def run_group(group: list[int]) -> None:
-            start = 0
-            while start < len(group):
-                n_max = len(local[group[start]][0])
-                per_chunk = max(1, min(CHUNK_PAIRS // (2 * n_max) ** 2, CHUNK_POINTS // n_max))
-                chunk = group[start : start + per_chunk]
+        def run_group(group: list[list[int]]) -> None:
+            for chunk in group:
                 done = self._run_chunk([local[i] for i in chunk], device, compute_hulls)
                 for i, result in zip(chunk, done, strict=True):
                     results[i] = result
-                start += len(chunk)
 
-        with one_thread((small or split) and device.type == "cpu"):
-            if split:
-                with ThreadPoolExecutor(threads, thread_name_prefix="clusterplot") as pool:
+        with one_thread(device.type == "cpu"):
+            if len(groups) > 1:
+                with ThreadPoolExecutor(len(groups), thread_name_prefix="clusterplot") as pool:
                     for future in [pool.submit(run_group, group) for group in groups]:
                         future.result()
-            else:
-                run_group(order)
+            elif groups:
+                run_group(groups[0])
         return results  # type: ignore[return-value]
 
     def _run_chunk(
@@ -179,6 +188,42 @@ class ClusterPlot(BaseProjector):
         device: torch.device,
         compute_hulls: bool,
     ) -> list[ClusterPlotResult]:
+        """Preambles of one point count: anchors together, then one fit per shape."""
+        with torch.no_grad():
+            batch = pad_batch(items, device)
+            # the Gram matrix serves the leader pass, the high-D kNN graphs and the PCA: the
+            # n² d product is made once
+            gram = gram_matrix(batch.X)
+            anchors = compute_anchors(
+                batch,
+                self.params.anchors_method,
+                threshold=self.params.birch_threshold,
+                threshold_mode=self.params.birch_threshold_mode,
+                per_cluster=self.params.anchors_per_cluster,
+                gram=gram,
+            )
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for b, key in enumerate(_shape_keys(batch, anchors)):
+            shapes.setdefault(key, []).append(b)
+        results: list[ClusterPlotResult | None] = [None] * len(items)
+        for members in shapes.values():
+            index = torch.tensor(members, device=device)
+            part = _select(batch, anchors, gram, index)
+            done = self._fit_shape(*part, [items[b] for b in members], compute_hulls)
+            for b, result in zip(members, done, strict=True):
+                results[b] = result
+        return results  # type: ignore[return-value]
+
+    def _fit_shape(
+        self,
+        batch: PaddedBatch,
+        anchors: Anchors,
+        gram: torch.Tensor,
+        items: Sequence[tuple[np.ndarray, np.ndarray]],
+        compute_hulls: bool,
+    ) -> list[ClusterPlotResult]:
+        """Relax a batch of preambles of one shape (no padding) into results."""
+        device = batch.X.device
         p = self.params
         timings: dict[str, float] = {}
         clock = time.perf_counter()
@@ -189,20 +234,6 @@ class ClusterPlot(BaseProjector):
             timings[name] = now - clock
             clock = now
 
-        with torch.no_grad():
-            batch = pad_batch(items, device)
-            # the Gram matrix serves the leader pass, the high-D kNN graphs and the PCA: the
-            # n² d product is made once
-            gram = gram_matrix(batch.X)
-            anchors = compute_anchors(
-                batch,
-                p.anchors_method,
-                threshold=p.birch_threshold,
-                threshold_mode=p.birch_threshold_mode,
-                per_cluster=p.anchors_per_cluster,
-                gram=gram,
-            )
-            lap("anchors")
         large = (
             batch.size == 1
             and p.mode == "gradient"
@@ -327,7 +358,6 @@ def _dense_fit(
         if p.mode == "gradient":
             Y, trace = gradient_layout(Y0, target, **_gradient_settings(p))
         else:
-            generator = torch.Generator(batch.X.device).manual_seed(p.random_state)
             Y, trace = greedy_layout(
                 Y0,
                 target,
@@ -336,7 +366,7 @@ def _dense_fit(
                 batch_size=p.batch_size,
                 top_greedy=p.top_greedy,
                 magnitude_step=p.magnitude_step,
-                generator=generator,
+                seed=p.random_state,
             )
         lap("relax")
         return Y, trace, before, hard_discrepancy(Y, target)
@@ -472,3 +502,42 @@ def _umap_init(
             )
         )
     return Y0.to(batch.X.device)
+
+
+def _shape_keys(batch: PaddedBatch, anchors: Anchors) -> list[tuple[int, ...]]:
+    """Per preamble, the sizes that shape its fit's tensors: points, anchors, anchors of
+    several members (the folded rows, :class:`~.optimize.FoldedRows`) and clusters."""
+    members = torch.zeros_like(anchors.mask, dtype=torch.long).scatter_add_(
+        1, anchors.point_anchor, batch.mask.long()
+    )
+    several = ((members > 1) & anchors.mask).sum(1)
+    sizes = torch.stack([batch.n_points, anchors.count, several, batch.n_clusters], 1)
+    return [tuple(row) for row in sizes.cpu().tolist()]
+
+
+def _select(
+    batch: PaddedBatch, anchors: Anchors, gram: torch.Tensor, index: torch.Tensor
+) -> tuple[PaddedBatch, Anchors, torch.Tensor]:
+    """The preambles ``index`` of a batch, its anchors and Gram matrices, cut to their own
+    anchor count (they share one shape: nothing stays padded)."""
+    if len(index) == batch.size:
+        return batch, anchors, gram
+    A = int(anchors.count[index].max())
+    part = PaddedBatch(
+        X=batch.X[index],
+        labels=batch.labels[index],
+        mask=batch.mask[index],
+        n_points=batch.n_points[index],
+        n_clusters=batch.n_clusters[index],
+    )
+    return (
+        part,
+        Anchors(
+            centroids=anchors.centroids[index, :A],
+            mask=anchors.mask[index, :A],
+            cluster=anchors.cluster[index, :A],
+            point_anchor=anchors.point_anchor[index],
+            count=anchors.count[index],
+        ),
+        gram[index],
+    )

@@ -75,21 +75,40 @@ def test_single_cluster_and_arbitrary_labels(blobs) -> None:
     assert np.isfinite(Y).all()
 
 
+def _real_items(sizes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Real guesses of tests/data/demo10: the first ``n`` guesses of successive preambles."""
+    from clustviz.data import discover_datasets, load_dataset
+
+    dataset = load_dataset(discover_datasets(DEMO10)[0])
+    views = [dataset.view(p) for p in dataset.preambles]
+    return [
+        (view.X[:n], np.unique(view.labels[:n], return_inverse=True)[1])
+        for view, n in zip(views * len(sizes), sizes, strict=False)
+    ]
+
+
 @pytest.mark.parametrize("mode", ["gradient", "greedy"])
-def test_many_equals_one_by_one(make_blobs, mode: str) -> None:
-    shapes = [(8, 3), (5, 5), (12, 2)]
-    if mode == "greedy":
-        # known gap: a 6-point preamble collapses to a tiny layout where Adam amplifies the
-        # batched round-off (gradient mode); greedy has no Adam and matches
-        shapes.append((2, 3))
-    items = [make_blobs(n, c, seed=s) for s, (n, c) in enumerate(shapes)]
+def test_same_answer_alone_or_batched(make_blobs, mode: str) -> None:
+    """Any preamble, from the minimum size up, fitted alone and inside batches with tiny and
+    large companions, gets the same layout (within 1e-4 of its extent)."""
+    items = _real_items([3, 4, 6, 9, 12, 20, 40, 40, 40]) + [
+        make_blobs(n, c, dim=576, seed=s)
+        for s, (n, c) in enumerate([(8, 3), (5, 5), (2, 3), (10, 4)])
+    ]
+    large = make_blobs(100, 7, dim=576, seed=9)  # 700 rows: the large path in gradient mode
     model = ClusterPlot(mode=mode, **FAST)
-    many = model.fit_transform_many(items, compute_hulls=False)
-    for (X, labels), result in zip(items, many, strict=True):
-        alone = ClusterPlot(mode=mode, **FAST).fit_transform(X, labels)
-        # tolerance: 1e-3 of the layout's extent (float32 round-off of batched reductions)
-        np.testing.assert_allclose(result.embedding, alone, atol=1e-3 * np.ptp(alone))
-        assert result.hulls == []
+    alone = [model.fit_transform_many([item], compute_hulls=False)[0] for item in items]
+    everyone = list(range(len(items)))
+    for members in [everyone, [*everyone[::-1], -1], [0, -1, len(items) - 1]]:
+        batch = [items[i] if i >= 0 else large for i in members]
+        results = model.fit_transform_many(batch, compute_hulls=False)
+        for i, result in zip(members, results, strict=True):
+            if i < 0:
+                continue
+            expected = alone[i].embedding
+            extent = float(np.ptp(expected, axis=0).max())
+            np.testing.assert_allclose(result.embedding, expected, rtol=0, atol=1e-4 * extent)
+            assert result.hulls == []
 
 
 def test_params_model() -> None:
