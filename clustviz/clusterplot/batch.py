@@ -23,14 +23,13 @@ class PaddedBatch:
     mask: torch.Tensor  # (B, n) bool
     n_points: torch.Tensor  # (B,) long
     n_clusters: torch.Tensor  # (B,) long
+    #: cluster slots of the per-cluster tensors, at least ``n_clusters.max()`` (the extra
+    #: ones are padding, masked out)
+    max_clusters: int
 
     @property
     def size(self) -> int:
         return int(self.X.shape[0])
-
-    @property
-    def max_clusters(self) -> int:
-        return int(self.n_clusters.max())
 
 
 def pad_batch(items: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.device) -> PaddedBatch:
@@ -59,6 +58,7 @@ def pad_batch(items: Sequence[tuple[np.ndarray, np.ndarray]], device: torch.devi
         mask=torch.from_numpy(mask).to(device),
         n_points=torch.from_numpy(mask.sum(1)).to(device),
         n_clusters=torch.from_numpy(n_clusters).to(device),
+        max_clusters=int(n_clusters.max()),
     )
 
 

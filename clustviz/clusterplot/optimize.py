@@ -63,6 +63,7 @@ class OverlapTarget:
     k: torch.Tensor  # (B,) long: kNN size of the sub-cluster graphs
     knn_k: torch.Tensor  # (B,) long: kNN size of the point graphs (label level, local term)
     anchors_in_graph: bool  # the 2-D graph mirrors the high-D one: [Y; anchors] or Y
+    anchor_row_slots: int | None = None  # A2 of the folded rows (FoldedRows); None: the most
 
     @property
     def n_anchors(self) -> int:
@@ -248,16 +249,22 @@ class FoldedRows:
 
 
 def fold_rows(
-    point_anchor: torch.Tensor, mask: torch.Tensor, anchor_mask: torch.Tensor, members: torch.Tensor
+    point_anchor: torch.Tensor,
+    mask: torch.Tensor,
+    anchor_mask: torch.Tensor,
+    members: torch.Tensor,
+    slots: int | None = None,
 ) -> FoldedRows:
-    """Fold each one-member anchor into its member (see :class:`FoldedRows`)."""
+    """Fold each one-member anchor into its member (see :class:`FoldedRows`); ``slots``: the
+    anchor rows' width ``A2`` (at least the most several-member anchors of a preamble; the
+    rest is padding), or None for that most."""
     B, A = anchor_mask.shape
     single = (members == 1) & anchor_mask
     multi = (members > 1) & anchor_mask
     n_multi = multi.sum(1, keepdim=True)
-    A2 = int(n_multi.max()) if B else 0
-    slots = torch.arange(A, device=mask.device).expand(B, A)
-    order = torch.where(multi, slots, slots + A).argsort(1)[:, :A2]  # several-member first
+    A2 = (int(n_multi.max()) if B else 0) if slots is None else slots
+    ids = torch.arange(A, device=mask.device).expand(B, A)
+    order = torch.where(multi, ids, ids + A).argsort(1)[:, :A2]  # several-member first
     rows_mask = torch.arange(A2, device=mask.device).expand(B, A2) < n_multi
     point_rows = mask.to(members.dtype) * (1.0 + single.gather(1, point_anchor).to(members.dtype))
     return FoldedRows(
@@ -351,7 +358,9 @@ def gradient_layout(
     inv_members = (1.0 / members.clamp_min(1.0)).unsqueeze(-1)  # (B, A, 1)
     anchor_index = target.point_anchor.unsqueeze(-1).expand(B, n, 2)
     if target.anchors_in_graph:
-        rows = fold_rows(target.point_anchor, mask, target.anchor_mask, members)
+        rows = fold_rows(
+            target.point_anchor, mask, target.anchor_mask, members, target.anchor_row_slots
+        )
     else:
         rows = FoldedRows(target.point_anchor.new_zeros(B, 0), mask.new_zeros(B, 0), None)
     row_index = rows.anchor_rows.unsqueeze(-1).expand(-1, -1, 2)  # (B, A2, 2)
@@ -442,7 +451,9 @@ def hard_R_L(Y: torch.Tensor, target: OverlapTarget) -> tuple[torch.Tensor, torc
     mask = target.mask
     if target.anchors_in_graph:
         members = Y.new_zeros(B, A).scatter_add_(1, target.point_anchor, mask.to(Y.dtype))
-        rows = fold_rows(target.point_anchor, mask, target.anchor_mask, members)
+        rows = fold_rows(
+            target.point_anchor, mask, target.anchor_mask, members, target.anchor_row_slots
+        )
         assert rows.multiplicity is not None
         Z = _folded_z(Y, mask, target.point_anchor, members, rows.anchor_rows)
         Z_mask = torch.cat([mask, rows.anchor_rows_mask], 1)

@@ -206,10 +206,10 @@ class ClusterPlot(BaseProjector):
         for b, key in enumerate(_shape_keys(batch, anchors)):
             shapes.setdefault(key, []).append(b)
         results: list[ClusterPlotResult | None] = [None] * len(items)
-        for members in shapes.values():
+        for (_, A, A2, C), members in shapes.items():
             index = torch.tensor(members, device=device)
-            part = _select(batch, anchors, gram, index)
-            done = self._fit_shape(*part, [items[b] for b in members], compute_hulls)
+            part = _select(batch, anchors, gram, index, A, C)
+            done = self._fit_shape(*part, A2, [items[b] for b in members], compute_hulls)
             for b, result in zip(members, done, strict=True):
                 results[b] = result
         return results  # type: ignore[return-value]
@@ -219,10 +219,11 @@ class ClusterPlot(BaseProjector):
         batch: PaddedBatch,
         anchors: Anchors,
         gram: torch.Tensor,
+        anchor_row_slots: int,
         items: Sequence[tuple[np.ndarray, np.ndarray]],
         compute_hulls: bool,
     ) -> list[ClusterPlotResult]:
-        """Relax a batch of preambles of one shape (no padding) into results."""
+        """Relax a batch of preambles of one shape into results."""
         device = batch.X.device
         p = self.params
         timings: dict[str, float] = {}
@@ -237,12 +238,12 @@ class ClusterPlot(BaseProjector):
         large = (
             batch.size == 1
             and p.mode == "gradient"
-            and batch.X.shape[1] + anchors.size > DENSE_MAX_ROWS
+            and batch.X.shape[1] + int(anchors.count[0]) > DENSE_MAX_ROWS
         )
         if large:
             Y, trace, before, after = _large_fit(batch, anchors, p, lap, gram[0])
         else:
-            Y, trace, before, after = _dense_fit(batch, anchors, p, lap, gram)
+            Y, trace, before, after = _dense_fit(batch, anchors, p, lap, gram, anchor_row_slots)
         del gram
         with torch.no_grad():
             members = torch.zeros_like(anchors.mask, dtype=Y.dtype).scatter_add_(
@@ -333,13 +334,18 @@ def _gradient_settings(p: ClusterPlotParams) -> dict[str, Any]:
 
 
 def _dense_fit(
-    batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any, gram: torch.Tensor
+    batch: PaddedBatch,
+    anchors: Any,
+    p: ClusterPlotParams,
+    lap: Any,
+    gram: torch.Tensor,
+    anchor_row_slots: int | None = None,
 ):
     """The batched path (``(B, N, N)`` tensors): layout, loss trace, discrepancies before/after.
 
     ``gram``: ``X Xᵀ`` ``(B, n, n)``."""
     with torch.no_grad():
-        target = _overlap_target(batch, anchors, p, gram)
+        target = _overlap_target(batch, anchors, p, gram, anchor_row_slots)
         lap("overlap")
         if p.init == "torch":
             Y0 = torch_init(
@@ -438,7 +444,11 @@ def _large_fit(
 
 
 def _overlap_target(
-    batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, gram: torch.Tensor | None = None
+    batch: PaddedBatch,
+    anchors: Any,
+    p: ClusterPlotParams,
+    gram: torch.Tensor | None = None,
+    anchor_row_slots: int | None = None,
 ) -> OverlapTarget:
     """R_H from the kNN graph of ``Z = [X; anchors]`` (or X), plus the kNN affinities of X.
 
@@ -483,6 +493,7 @@ def _overlap_target(
         k=k,
         knn_k=knn_k,
         anchors_in_graph=p.anchors_in_graph,
+        anchor_row_slots=anchor_row_slots,
     )
 
 
@@ -504,38 +515,57 @@ def _umap_init(
     return Y0.to(batch.X.device)
 
 
+def slots(size: int, exact_below: int = 16) -> int:
+    """The padded width of a preamble's per-anchor or per-cluster tensors: the next multiple
+    of 8, or its own size up to ``exact_below``. A function of the preamble alone, so its fit
+    has the same shape alone or batched."""
+    return size if size <= exact_below else -(-size // 8) * 8
+
+
 def _shape_keys(batch: PaddedBatch, anchors: Anchors) -> list[tuple[int, ...]]:
-    """Per preamble, the sizes that shape its fit's tensors: points, anchors, anchors of
-    several members (the folded rows, :class:`~.optimize.FoldedRows`) and clusters."""
+    """Per preamble, the shape of its fit's tensors: points, anchor slots, slots of the
+    anchors of several members (the folded rows, :class:`~.optimize.FoldedRows`) and cluster
+    slots (:func:`slots`)."""
     members = torch.zeros_like(anchors.mask, dtype=torch.long).scatter_add_(
         1, anchors.point_anchor, batch.mask.long()
     )
     several = ((members > 1) & anchors.mask).sum(1)
     sizes = torch.stack([batch.n_points, anchors.count, several, batch.n_clusters], 1)
-    return [tuple(row) for row in sizes.cpu().tolist()]
+    # anchors and the folded rows set the sub-cluster graph's neighbour count while they are
+    # few (it is min(k, rows - 1)): exact there; no count depends on the clusters
+    return [
+        (n, slots(A), slots(A2), slots(C, exact_below=0)) for n, A, A2, C in sizes.cpu().tolist()
+    ]
 
 
 def _select(
-    batch: PaddedBatch, anchors: Anchors, gram: torch.Tensor, index: torch.Tensor
+    batch: PaddedBatch, anchors: Anchors, gram: torch.Tensor, index: torch.Tensor, A: int, C: int
 ) -> tuple[PaddedBatch, Anchors, torch.Tensor]:
-    """The preambles ``index`` of a batch, its anchors and Gram matrices, cut to their own
-    anchor count (they share one shape: nothing stays padded)."""
-    if len(index) == batch.size:
-        return batch, anchors, gram
-    A = int(anchors.count[index].max())
+    """The preambles ``index`` of a batch, its anchors and Gram matrices, with ``A`` anchor
+    and ``C`` cluster slots (their shape's, :func:`_shape_keys`)."""
     part = PaddedBatch(
         X=batch.X[index],
         labels=batch.labels[index],
         mask=batch.mask[index],
         n_points=batch.n_points[index],
         n_clusters=batch.n_clusters[index],
+        max_clusters=C,
     )
+    width = anchors.size
+
+    def fit(t: torch.Tensor, fill: float | bool = 0) -> torch.Tensor:
+        t = t[index, :A]
+        if width >= A:
+            return t
+        pad = t.new_full((len(index), A - width, *t.shape[2:]), fill)
+        return torch.cat([t, pad], 1)
+
     return (
         part,
         Anchors(
-            centroids=anchors.centroids[index, :A],
-            mask=anchors.mask[index, :A],
-            cluster=anchors.cluster[index, :A],
+            centroids=fit(anchors.centroids),
+            mask=fit(anchors.mask, False),
+            cluster=fit(anchors.cluster),
             point_anchor=anchors.point_anchor[index],
             count=anchors.count[index],
         ),
