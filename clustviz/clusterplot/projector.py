@@ -383,7 +383,7 @@ def _large_fit(
 ):
     """One large preamble (see :mod:`clustviz.clusterplot.large`), shaped like the dense path's
     output (batch dimension 1)."""
-    n, A = batch.X.shape[1], anchors.size
+    n, A = batch.X.shape[1], int(anchors.count[0])  # its own anchors, not the slots
     generator = torch.Generator(batch.X.device).manual_seed(p.random_state)
     cpu_lanes = batch.X.device.type == "cpu" and torch.get_num_threads() > 1
     with torch.no_grad():
