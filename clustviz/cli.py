@@ -1,7 +1,10 @@
 """``clustviz batch --dataset … --projectors umap,clusterplot --all -o out.parquet``.
 
-Submits a batch job to a running server, follows it with a progress bar, writes the points.
-``--resume JOB_ID`` follows an existing job instead (after an interrupted client, say).
+Submits a batch job to a running server, follows it with a progress bar, and streams the
+points to the output file as the server exports them (``.parquet``; ``.arrow``, an Arrow IPC
+stream; ``.json``, one JSON object per line). ``--resume JOB_ID`` follows an existing job
+instead (after an interrupted client, say). Exit code 0: every item done; 1: some failed;
+2: an error (the server's answer is printed).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from clustviz.client import Client, ClientError
 
@@ -29,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     batch.add_argument("-o", "--output", required=True, help=".parquet, .arrow or .json")
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if Path(args.output).suffix.lower() not in (".parquet", ".arrow", ".json"):
+        parser.error(f"-o {args.output!r}: the suffix must be .parquet, .arrow or .json")
 
     with Client(args.url, api_key=args.api_key) as client:
         try:
@@ -45,19 +51,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(f"job {job_id} (resume with --resume {job_id})", file=sys.stderr)
             status = client.wait(job_id, progress=not args.quiet)
-            frame = client.results(job_id)
+            written = client.download_results(job_id, args.output)
         except ClientError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    if args.output.endswith(".arrow"):
-        frame.write_ipc(args.output)
-    elif args.output.endswith(".json"):
-        frame.write_json(args.output)
-    else:
-        frame.write_parquet(args.output)
     print(
         f"{status['state']}: {status['done']} done, {status['failed']} failed of "
-        f"{status['total']}; {frame.height} points written to {args.output}",
+        f"{status['total']}; {written / 2**20:.1f} MB of points written to {args.output}",
         file=sys.stderr,
     )
     return 0 if status["failed"] == 0 else 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -175,6 +176,27 @@ class Client:
         response = self._http.get(f"/batches/{job_id}/results", params={"format": "parquet"})
         return pl.read_parquet(io.BytesIO(self._check(response).content))
 
+    def download_results(self, job_id: str, path: str | Path) -> int:
+        """Stream the job's finished points to ``path`` as the server writes them, never held
+        whole in memory; the format follows the suffix: ``.parquet``, ``.arrow`` (Arrow IPC
+        stream) or ``.json`` (newline-delimited). Returns the bytes written."""
+        path = Path(path)
+        fmt = _RESULT_FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise ValueError(
+                f"output path={str(path)!r}: the suffix must be one of {sorted(_RESULT_FORMATS)}"
+            )
+        url = f"/batches/{job_id}/results"
+        with self._http.stream("GET", url, params={"format": fmt}) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._check(response)
+            written = 0
+            with path.open("wb") as out:
+                for chunk in response.iter_bytes():
+                    written += out.write(chunk)
+        return written
+
     def batch(
         self,
         dataset: str,
@@ -191,6 +213,9 @@ class Client:
         )
         self.wait(job_id, progress=progress)
         return self.results(job_id)
+
+
+_RESULT_FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json"}
 
 
 def _body(

@@ -1,12 +1,13 @@
 #!/usr/bin/env python
 """Whole-dataset batches at clamp scale: throughput, overhead, server memory, export speed.
 
-Writes the clamp-scale synthetic dataset of ``scripts/bench_memory.py`` (3,085 preambles × 40
+Writes the clamp-scale synthetic dataset (``clustviz.data.synthetic``) (3,085 preambles × 40
 guesses, 768-d ``Array(Float64)``), serves it with a real server on loopback and prints, in one
 run:
 
   1. per projector, one job over every preamble: wall time, items/s, the sum of the projectors'
-     own fit times (what the workers report), and the overhead above ``Σ fit ÷ workers``;
+     own fit times (what the workers report), and the overhead above the floor ``Σ fit ÷
+     processes`` (the pool's workers, or the device lane's one process);
   2. one job over every preamble × every projector (all cached by then: what is left is the
      job's own bookkeeping), and its export as parquet, Arrow IPC and NDJSON: seconds, rows/s;
   3. the server process's RSS: idle with the dataset loaded, peak during the jobs, after them,
@@ -33,7 +34,10 @@ import httpx
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_memory import rss_mb, write_dataset
+from bench_memory import rss_mb
+
+from clustviz.data.synthetic import write_synthetic_dataset
+from clustviz.projectors import get_spec
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATS = ("parquet", "arrow", "json")
@@ -98,7 +102,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data, state = Path(tmp) / "data", Path(tmp) / "state"
-        write_dataset(data, args.preambles, args.dim)
+        write_synthetic_dataset(data, args.preambles, args.dim)
         port = free_port()
         env = {
             **os.environ,
@@ -137,8 +141,8 @@ def main() -> None:
 
                 print(
                     "\nper projector, one job over every preamble\n"
-                    "  projector     items   wall s   items/s   Σfit s   Σfit/workers s"
-                    "   overhead"
+                    "  projector     items   wall s   items/s   Σfit s  procs  Σfit/procs s"
+                    "   overhead   per item outside the fit"
                 )
                 job_wall = 0.0
                 for name in projectors:
@@ -151,10 +155,13 @@ def main() -> None:
                     wall = time.perf_counter() - started
                     job_wall += wall
                     count, fit = fit_seconds(state / "clustviz.sqlite3", job["id"])[name]
-                    floor = fit / args.workers
+                    processes = args.workers if get_spec(name).runner == "pool" else 1
+                    floor = fit / processes
+                    outside_ms = 1000 * (wall * processes - fit) / count
                     print(
                         f"  {name:<12} {count:6d}  {wall:7.1f}  {count / wall:8.1f}  "
-                        f"{fit:7.1f}  {floor:15.1f}   {100 * (wall - floor) / floor:7.1f} %"
+                        f"{fit:7.1f}  {processes:5d}  {floor:12.1f}   "
+                        f"{100 * (wall - floor) / floor:7.1f} %   {outside_ms:6.2f} ms"
                         f"   (failed {status['failed']})"
                     )
                 started = time.perf_counter()

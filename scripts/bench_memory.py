@@ -22,47 +22,10 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
-import polars as pl
+
+from clustviz.data.synthetic import write_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_dataset(root: Path, n_preambles: int, dim: int, k: int = 40) -> None:
-    (root / "embeddings").mkdir(parents=True)
-    (root / "clustering").mkdir(parents=True)
-    stem = "synthetic:clamp-scale|k=40+layer=7"
-    rng = np.random.default_rng(0)
-    parts, clusters = [], []
-    chunk = 250  # write row groups of 250 preambles: the generator stays small too
-    for start in range(0, n_preambles, chunk):
-        count = min(chunk, n_preambles - start)
-        rows = count * k
-        preambles = np.repeat(
-            [f"Synthetic preamble number {i}" for i in range(start, start + count)], k
-        )
-        guesses = np.tile([f"g{j}" for j in range(k)], count)
-        embedding = rng.normal(size=(rows, dim))
-        cluster_id = rng.integers(0, 300, size=rows)
-        frame = pl.DataFrame(
-            {
-                "preamble": preambles,
-                "token_id": np.arange(start * k, start * k + rows, dtype=np.int64),
-                "guess": guesses,
-                "logit": rng.normal(size=rows),
-                "embedding": pl.Series(embedding).cast(pl.Array(pl.Float64, dim)),
-            }
-        )
-        parts.append(frame)
-        clusters.append(
-            frame.select("preamble", "token_id", "guess", "logit").with_columns(
-                pl.Series("cluster_id", cluster_id), pl.Series("dist_to_cluster_avg", np.ones(rows))
-            )
-        )
-    pl.concat(parts).write_parquet(root / "embeddings" / f"{stem}.parquet", row_group_size=10_000)
-    pl.concat(clusters).write_csv(
-        root / "clustering" / f"{stem}+n_clusters=300.tsv", separator="\t"
-    )
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -80,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         started = time.perf_counter()
-        write_dataset(data, args.preambles, args.dim)
+        write_synthetic_dataset(data, args.preambles, args.dim)
         size = sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) / 2**20
         raw = args.preambles * 40 * args.dim * 8 / 2**20
         print(

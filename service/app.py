@@ -112,7 +112,7 @@ def create_app(
         store = ResultStore(
             settings.store_path,
             max_bytes=settings.cache_max_bytes,
-            memory_entries=settings.memory_cache_entries,
+            memory_bytes=settings.memory_cache_bytes,
         )
         lane = None
         if own_lane_pool is not None:

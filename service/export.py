@@ -1,19 +1,16 @@
 """A batch job's points, exported as a stream: parquet and Arrow IPC in row groups, NDJSON.
 
-The export reads the job's finished items with their stored coordinates a chunk at a time
-(keyset pages over ``job_items ⋈ projections`` on a read-only connection of its own, so the
-running job's writes never wait for it), gathers each chunk's dataset rows in one ``take``, and
-writes the chunk as one row group / record batch / block of lines before reading the next. The
-server holds one chunk, never the whole table.
+The export reads the job's finished items with their stored coordinates a page at a time
+(:meth:`service.store.ResultStore.iter_job_coords`), gathers each page's dataset rows in one
+``take``, and writes the page as one row group / record batch / block of lines before reading
+the next. The server holds one page, never the whole table.
 """
 
 from __future__ import annotations
 
 import io
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -25,6 +22,8 @@ import pyarrow.parquet as pq
 
 from clustviz.data import Dataset
 from clustviz.errors import NotFoundError
+from service.memory import release_unused_memory
+from service.store import JobCoords, ResultStore
 
 __all__ = ["MEDIA_TYPES", "RESULT_SCHEMA", "ExportRequest", "ResultFormat", "export_results"]
 
@@ -46,18 +45,13 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 _DATASET_COLUMNS = ("preamble", "guess", "token_id", "cluster_id")
-_PAGE = (
-    "SELECT j.idx, j.preamble, j.projector, p.n, p.coords"
-    " FROM job_items j JOIN projections p ON p.key = j.key"
-    " WHERE j.job_id = ? AND j.state = 'done' AND j.idx > ? ORDER BY j.idx LIMIT ?"
-)
 
 
 @dataclass(frozen=True, slots=True)
 class ExportRequest:
-    """What one export reads: the store's file, the job, its dataset, items per row group."""
+    """What one export reads: the store, the job, its dataset, items per row group."""
 
-    store_path: Path
+    store: ResultStore
     job_id: str
     dataset: Dataset
     chunk_items: int = 2048  # 40-point preambles: ~80k rows per row group
@@ -67,7 +61,13 @@ def export_results(request: ExportRequest, fmt: ResultFormat) -> Iterator[bytes]
     """The encoded export, piece by piece (one row group, record batch or block of lines each).
 
     A sync iterator: a streaming response runs it in a worker thread, off the event loop."""
-    batches = result_batches(request)
+    try:
+        yield from _encoded(result_batches(request), fmt)
+    finally:
+        release_unused_memory()  # the row groups' buffers, back to the OS
+
+
+def _encoded(batches: Iterator[pa.RecordBatch], fmt: ResultFormat) -> Iterator[bytes]:
     if fmt == "json":
         for batch in batches:
             yield pl.from_arrow(batch).write_ndjson().encode()  # type: ignore[union-attr]
@@ -86,49 +86,39 @@ def export_results(request: ExportRequest, fmt: ResultFormat) -> Iterator[bytes]
 
 
 def result_batches(request: ExportRequest) -> Iterator[pa.RecordBatch]:
-    """The job's points, one record batch per chunk of finished items, in item order.
+    """The job's points, one record batch per page of finished items, in item order.
 
-    An item whose stored coordinates do not fit its preamble (a corrupt row) is left out, as
-    the store itself would drop it on read."""
+    An item whose stored coordinates do not fit its preamble (a corrupt row, or a dataset file
+    changed since) is left out, as the store itself would drop it on read."""
     dataset = request.dataset
     base = pa.Table.from_arrays(
         [dataset.rows[name].to_arrow() for name in _DATASET_COLUMNS], names=list(_DATASET_COLUMNS)
     ).cast(pa.schema([RESULT_SCHEMA.field(name) for name in _DATASET_COLUMNS]))
-    uri = f"{request.store_path.resolve().as_uri()}?mode=ro"
-    db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-    try:
-        after = -1
-        while True:
-            page = db.execute(_PAGE, (request.job_id, after, request.chunk_items)).fetchall()
-            if not page:
-                return
-            after = int(page[-1][0])
-            batch = _batch(base, dataset, page)
-            if batch.num_rows:
-                yield batch
-    finally:
-        db.close()
+    for page in request.store.iter_job_coords(request.job_id, page_items=request.chunk_items):
+        batch = _batch(base, dataset, page)
+        if batch.num_rows:
+            yield batch
 
 
-def _batch(base: pa.Table, dataset: Dataset, page: list[tuple]) -> pa.RecordBatch:
+def _batch(base: pa.Table, dataset: Dataset, page: list[JobCoords]) -> pa.RecordBatch:
     indices: list[np.ndarray] = []
     coords: list[np.ndarray] = []
     names: dict[str, int] = {}
     codes: list[np.ndarray] = []
-    for _, preamble, projector, n, blob in page:
+    for item in page:
         try:
-            rows = dataset.row_indices(preamble)
+            rows = dataset.row_indices(item.preamble)
         except NotFoundError:  # the dataset's file changed since: its preambles with it
             continue
-        xy = np.frombuffer(blob, dtype="<f4")
-        if len(rows) != n or xy.size != 2 * n or not np.isfinite(xy).all():
+        n = len(item.embedding)
+        if len(rows) != n:
             continue
         indices.append(rows)
-        coords.append(xy)
-        codes.append(np.full(n, names.setdefault(projector, len(names)), dtype=np.int32))
+        coords.append(item.embedding)
+        codes.append(np.full(n, names.setdefault(item.projector, len(names)), dtype=np.int32))
     if not indices:
         return pa.RecordBatch.from_pylist([], schema=RESULT_SCHEMA)
-    xy = np.concatenate(coords).reshape(-1, 2)
+    xy = np.concatenate(coords)
     projector = pc.take(pa.array(list(names), pa.string()), pa.array(np.concatenate(codes)))
     rows = base.take(np.concatenate(indices)).combine_chunks()
     columns = [column.chunk(0) for column in rows.columns]

@@ -25,6 +25,7 @@ from clustviz.errors import ClustvizError, InvalidInputError, NotFoundError
 from clustviz.projectors import DEFAULT_SEED, get_spec
 from service.engine import Engine, ResolvedRequest
 from service.export import ExportRequest, ResultFormat, export_results
+from service.memory import release_unused_memory
 from service.store import ResultStore
 
 __all__ = ["JobManager"]
@@ -250,6 +251,7 @@ class JobManager:
             (final, time.time(), job_id),
         )
         live.ended = True
+        await asyncio.to_thread(release_unused_memory)  # back near idle after a big job
         await self._notify(live)
 
     def _record(
@@ -382,7 +384,7 @@ class JobManager:
         projector, x, y — as Parquet, Arrow IPC or NDJSON, streamed (see service.export)."""
         spec = await asyncio.to_thread(self._spec, job_id)
         dataset = await self.engine.dataset(spec["dataset"])
-        return export_results(ExportRequest(self.store.path, job_id, dataset), fmt)
+        return export_results(ExportRequest(self.store, job_id, dataset), fmt)
 
     async def shutdown(self) -> None:
         tasks = [live.task for live in self._live.values() if live.task and not live.task.done()]

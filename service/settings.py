@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     projection_timeout: float = Field(120.0, gt=0, description="Seconds before a run is stopped.")
     max_loaded_datasets: int = Field(4, ge=1)
     cache_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
-    memory_cache_entries: int = Field(4096, ge=0)
+    memory_cache_bytes: int = Field(64 * 2**20, ge=0)  # the store's in-memory front
     response_cache_entries: int = Field(
         1024, ge=0, description="whole GET answers kept in memory in front of the router"
     )

@@ -3,7 +3,8 @@
 Projections are stored by key (a hash of everything that shapes a result, see
 :func:`service.keys.projection_key`) with coordinates as raw float32 bytes, metadata as JSON,
 and rendered images as blobs. Total size is bounded: least-recently-used rows are evicted.
-A small in-memory LRU in front keeps hot answers off the disk.
+A small in-memory LRU in front keeps hot answers off the disk; it is bounded by bytes, not
+entries, since a rendered PNG weighs a thousand times a 40-point layout.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+from cachetools import LRUCache
 
-__all__ = ["ResultStore", "StoredProjection"]
+__all__ = ["JobCoords", "ResultStore", "StoredProjection"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projections (
@@ -73,16 +75,40 @@ class StoredProjection:
     meta: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class JobCoords:
+    """One finished item of a batch job with its stored coordinates (see ``iter_job_coords``)."""
+
+    index: int
+    preamble: str
+    projector: str
+    embedding: np.ndarray  # (n, 2) float32, read-only: a view on the row's bytes
+
+
+class _Remembered(NamedTuple):
+    value: StoredProjection | tuple[str, bytes]
+    size: int  # bytes of its stored form: what the front's bound counts
+
+
+_JOB_COORDS_PAGE = (
+    "SELECT j.idx, j.preamble, j.projector, p.n, p.coords"
+    " FROM job_items j JOIN projections p ON p.key = j.key"
+    " WHERE j.job_id = ? AND j.state = 'done' AND j.idx > ? ORDER BY j.idx LIMIT ?"
+)
+
+
 class ResultStore:
     """Thread-safe SQLite store with an in-memory LRU front and a size bound."""
 
-    def __init__(self, path: Path, *, max_bytes: int, memory_entries: int = 4096) -> None:
+    def __init__(self, path: Path, *, max_bytes: int, memory_bytes: int = 64 * 2**20) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
-        self.memory_entries = memory_entries
+        self.memory_bytes = memory_bytes
         self._lock = threading.Lock()
-        self._memory: OrderedDict[str, StoredProjection | tuple[str, bytes]] = OrderedDict()
+        self._memory: LRUCache[str, _Remembered] = LRUCache(
+            maxsize=max(1, memory_bytes), getsizeof=lambda entry: entry.size
+        )
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -101,21 +127,16 @@ class ResultStore:
         row = self._db.execute(f"SELECT size FROM {table} WHERE key = ?", (key,)).fetchone()
         return int(row[0]) if row else 0
 
-    def _remember(self, key: str, value: StoredProjection | tuple[str, bytes]) -> None:
-        if self.memory_entries <= 0:
-            return
-        self._memory[key] = value
-        self._memory.move_to_end(key)
-        while len(self._memory) > self.memory_entries:
-            self._memory.popitem(last=False)
+    def _remember(self, key: str, value: StoredProjection | tuple[str, bytes], size: int) -> None:
+        if size <= self.memory_bytes:  # larger than the whole front: served from disk
+            self._memory[key] = _Remembered(value, size)
 
     def get(self, key: str) -> StoredProjection | None:
         """The stored projection, or ``None``. A corrupt row is deleted and reported as a miss."""
         with self._lock:
-            hit = self._memory.get(key)
-            if isinstance(hit, StoredProjection):
-                self._memory.move_to_end(key)
-                return hit
+            hit = self._memory.get(key)  # a hit becomes the most recently used
+            if hit is not None and isinstance(hit.value, StoredProjection):
+                return hit.value
             row = self._db.execute(
                 "SELECT n, coords, meta FROM projections WHERE key = ?", (key,)
             ).fetchone()
@@ -135,7 +156,7 @@ class ResultStore:
             self._db.execute(
                 "UPDATE projections SET last_used = ? WHERE key = ?", (time.time(), key)
             )
-            self._remember(key, stored)
+            self._remember(key, stored, len(coords) + len(meta))
             return stored
 
     def put(self, key: str, embedding: np.ndarray, meta: dict[str, Any]) -> StoredProjection:
@@ -154,7 +175,7 @@ class ResultStore:
             self._bytes += size - replaced
             self._evict()
             stored = StoredProjection(embedding.astype(np.float32), meta)
-            self._remember(key, stored)
+            self._remember(key, stored, size)
             return stored
 
     def get_image(self, key: str) -> tuple[str, bytes] | None:
@@ -162,9 +183,8 @@ class ResultStore:
         memory_key = "img:" + key
         with self._lock:
             hit = self._memory.get(memory_key)
-            if isinstance(hit, tuple):
-                self._memory.move_to_end(memory_key)
-                return hit
+            if hit is not None and isinstance(hit.value, tuple):
+                return hit.value
             row = self._db.execute(
                 "SELECT media_type, body FROM images WHERE key = ?", (key,)
             ).fetchone()
@@ -172,7 +192,7 @@ class ResultStore:
                 return None
             self._db.execute("UPDATE images SET last_used = ? WHERE key = ?", (time.time(), key))
             image = (str(row[0]), bytes(row[1]))
-            self._remember(memory_key, image)
+            self._remember(memory_key, image, len(image[1]) + len(key))
             return image
 
     def put_image(self, key: str, media_type: str, body: bytes) -> None:
@@ -185,7 +205,7 @@ class ResultStore:
             )
             self._bytes += size - replaced
             self._evict()
-            self._remember("img:" + key, (media_type, body))
+            self._remember("img:" + key, (media_type, body), size)
 
     def _evict(self) -> None:
         # Oldest first across both tables until under the bound (images go first: cheap to redo).
@@ -207,6 +227,31 @@ class ResultStore:
             self._db.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
             self._memory.pop(key if table == "projections" else "img:" + key, None)
             self._bytes -= int(size)
+
+    def iter_job_coords(self, job_id: str, *, page_items: int = 2048) -> Iterator[list[JobCoords]]:
+        """A job's finished items with their coordinates, in item order, ``page_items`` at a
+        time: what an export of a whole-dataset job reads without holding it all.
+
+        Each page is a keyset query on a read-only connection of its own, so the running job's
+        writes never wait for a reader. A corrupt row (wrong size, non-finite) is left out, as
+        ``get`` would drop it."""
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        try:
+            after = -1
+            while True:
+                rows = db.execute(_JOB_COORDS_PAGE, (job_id, after, page_items)).fetchall()
+                if not rows:
+                    return
+                after = int(rows[-1][0])
+                page = []
+                for index, preamble, projector, n, blob in rows:
+                    xy = np.frombuffer(blob, dtype="<f4")
+                    if xy.size == 2 * n and np.isfinite(xy).all():
+                        page.append(JobCoords(index, preamble, projector, xy.reshape(n, 2)))
+                yield page
+        finally:
+            db.close()
 
     def execute(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> None:
         """Run one write statement (jobs share this database and its lock)."""

@@ -11,8 +11,33 @@ written out by hand (``optimize``); a preamble of more than ``large.DENSE_MAX_RO
 ``[X; anchors]`` runs alone on neighbour lists (``large``).
 """
 
-from clustviz.clusterplot.hulls import ClusterHull
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from clustviz.clusterplot.params import ClusterPlotParams
-from clustviz.clusterplot.projector import ClusterPlot, ClusterPlotResult, layout_hulls
+
+if TYPE_CHECKING:
+    from clustviz.clusterplot.hulls import ClusterHull
+    from clustviz.clusterplot.projector import ClusterPlot, ClusterPlotResult, layout_hulls
+
+# Imported on first use: the service validates ClusterPlotParams in a process that must never
+# import torch (hundreds of MB of resident memory for nothing: the fits run in the device
+# lane).
+_LAZY = {
+    "ClusterHull": "clustviz.clusterplot.hulls",
+    "ClusterPlot": "clustviz.clusterplot.projector",
+    "ClusterPlotResult": "clustviz.clusterplot.projector",
+    "layout_hulls": "clustviz.clusterplot.projector",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = ["ClusterHull", "ClusterPlot", "ClusterPlotParams", "ClusterPlotResult", "layout_hulls"]

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -110,7 +111,7 @@ def test_batch_survives_sigkill_and_resumes_on_its_own(own_server: Server) -> No
         assert after_rows[(row["preamble"], row["guess"], row["projector"])] == (row["x"], row["y"])
 
 
-def test_client_and_cli(server: Server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_client_and_cli(server: Server, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     from clustviz.cli import main
     from clustviz.client import Client, ClientError
 
@@ -126,29 +127,37 @@ def test_client_and_cli(server: Server, tmp_path) -> None:  # type: ignore[no-un
             DEMO_ID, projectors=["umap"], preambles=[SEED_PREAMBLE], progress=False
         )
         assert points.height == 40
-    out = tmp_path / "out.parquet"
-    code = main(
-        [
-            "batch",
-            "--url",
-            server.url,
-            "--dataset",
-            DEMO_ID,
-            "--projectors",
-            "umap",
-            "--all",
-            "-o",
-            str(out),
-            "--quiet",
-        ]
-    )
-    assert code == 0
     import polars as pl
 
-    assert pl.read_parquet(out).height == 400
+    out = tmp_path / "out.parquet"
+    args = ["batch", "--url", server.url, "--quiet"]
+    code = main([*args, "--dataset", DEMO_ID, "--projectors", "umap", "--all", "-o", str(out)])
+    assert code == 0
+    points = pl.read_parquet(out)
+    assert points.height == 400
+    # the same job again, resumed by the id it printed, streamed to the other formats
+    job_id = capsys.readouterr().err.split()[1]
+    assert main([*args, "--resume", job_id, "-o", str(tmp_path / "out.arrow")]) == 0
+    assert main([*args, "--resume", job_id, "-o", str(tmp_path / "out.json")]) == 0
+    keys = ["preamble", "guess", "projector"]
+    for frame in (
+        pl.read_ipc_stream(tmp_path / "out.arrow"),
+        pl.read_ndjson(tmp_path / "out.json", schema=points.schema),
+    ):
+        assert frame.sort(keys).equals(points.sort(keys))
+    assert main([*args, "--resume", "no-such-job", "-o", str(tmp_path / "x.json")]) == 2
 
 
 def results(server: Server, job_id: str) -> list[dict]:
     """The job's points so far, from its newline-delimited JSON export."""
     body = httpx.get(f"{server.url}/batches/{job_id}/results?format=json", timeout=30).text
     return [json.loads(line) for line in body.splitlines()]
+
+
+def test_the_server_process_never_imports_torch(server: Server) -> None:
+    # ClusterPlot's params are validated here, its fits run in the device lane: torch in the
+    # server process would cost it hundreds of MB for nothing (issue 16's memory bound).
+    response = project(server, projector="clusterplot")
+    assert response.status_code == 200, response.text
+    assert server.process is not None
+    assert "libtorch" not in Path(f"/proc/{server.process.pid}/maps").read_text()

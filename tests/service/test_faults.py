@@ -66,7 +66,7 @@ def test_a_worker_killed_mid_request_fails_that_request_only(
 def test_a_corrupted_cache_entry_is_recomputed_not_served(
     tmp_path: Path, cold_pool: WorkerPool
 ) -> None:
-    with app_client(DEMO10, tmp_path, cold_pool, memory_cache_entries=0) as client:
+    with app_client(DEMO10, tmp_path, cold_pool, memory_cache_bytes=0) as client:
         first = tsne(client).json()
         with sqlite3.connect(tmp_path / "clustviz.sqlite3") as db:
             db.execute("UPDATE projections SET coords = x'00ff'")

@@ -17,7 +17,7 @@ def test_round_trip_and_persistence(tmp_path: Path) -> None:
     store.put("k1", embedding, {"params_used": {"a": 1}})
     store.put_image("k1.png", "image/png", b"\x89PNG...")
     store.close()
-    reopened = ResultStore(path, max_bytes=10**7, memory_entries=0)
+    reopened = ResultStore(path, max_bytes=10**7, memory_bytes=0)
     got = reopened.get("k1")
     assert got is not None and got.meta == {"params_used": {"a": 1}}
     np.testing.assert_array_equal(got.embedding, embedding)
@@ -29,7 +29,7 @@ def test_round_trip_and_persistence(tmp_path: Path) -> None:
 
 
 def test_least_recently_used_entries_are_evicted(tmp_path: Path) -> None:
-    store = ResultStore(tmp_path / "s.sqlite3", max_bytes=3000, memory_entries=0)
+    store = ResultStore(tmp_path / "s.sqlite3", max_bytes=3000, memory_bytes=0)
     embedding = np.zeros((100, 2), dtype=np.float32)  # 800 bytes each
     for key in ["a", "b", "c"]:
         store.put(key, embedding, {})
@@ -41,7 +41,7 @@ def test_least_recently_used_entries_are_evicted(tmp_path: Path) -> None:
 
 def test_a_corrupt_entry_is_dropped_and_reported_as_a_miss(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
-    store = ResultStore(path, max_bytes=10**7, memory_entries=0)
+    store = ResultStore(path, max_bytes=10**7, memory_bytes=0)
     store.put("k", np.ones((4, 2), dtype=np.float32), {})
     with sqlite3.connect(path) as db:
         db.execute("UPDATE projections SET coords = ? WHERE key = 'k'", (b"\x00\x01\x02",))
@@ -52,3 +52,56 @@ def test_a_corrupt_entry_is_dropped_and_reported_as_a_miss(tmp_path: Path) -> No
     with sqlite3.connect(path) as db:
         db.execute("UPDATE projections SET coords = ? WHERE key = 'n'", (nan_bytes,))
     assert store.get("n") is None  # a non-finite stored entry is never served
+
+
+def _drop_from_disk(path: Path) -> None:
+    """Delete every row behind the store's back: what it still answers, it answers from memory."""
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM projections")
+        db.execute("DELETE FROM images")
+
+
+def test_the_memory_front_is_bounded_by_bytes_and_drops_the_least_recently_used(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sqlite3"
+    embedding = np.zeros((100, 2), dtype=np.float32)  # 800 bytes of coordinates
+    entry = len(embedding.tobytes()) + len("{}") + len("a")
+    store = ResultStore(path, max_bytes=10**7, memory_bytes=2 * entry)  # room for two
+    store.put("a", embedding, {})
+    store.put("b", embedding, {})
+    assert store.get("a") is not None  # a is now more recent than b
+    store.put("c", embedding, {})  # b leaves the front, a and c stay
+    _drop_from_disk(path)
+    assert store.get("b") is None
+    assert store.get("a") is not None and store.get("c") is not None
+
+
+def test_an_image_larger_than_the_memory_front_is_served_from_disk(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = ResultStore(path, max_bytes=10**7, memory_bytes=10_000)
+    store.put("small", np.zeros((4, 2), dtype=np.float32), {})
+    store.put_image("big.png", "image/png", b"\x89PNG" + bytes(20_000))
+    assert store.get_image("big.png") is not None  # from disk
+    _drop_from_disk(path)
+    assert store.get_image("big.png") is None  # it never displaced the small entry…
+    assert store.get("small") is not None  # …which is still remembered
+
+
+def test_a_jobs_coordinates_are_read_in_pages_in_item_order(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = ResultStore(path, max_bytes=10**7)
+    rows = []
+    for index in range(7):
+        store.put(f"k{index}", np.full((3, 2), index, dtype=np.float32), {})
+        state = "failed" if index == 4 else "done"
+        rows.append(("job", index, f"p{index}", "umap", f"k{index}", state, None, None, None))
+    store.execute_many("INSERT INTO job_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    store.put("k5", np.full((3, 2), np.nan, dtype=np.float32), {})  # corrupt: left out
+    pages = list(store.iter_job_coords("job", page_items=2))
+    assert [[item.index for item in page] for page in pages] == [[0, 1], [2, 3], [6]]
+    assert [len(page) for page in pages] == [2, 2, 1]  # the page that held item 5 as well
+    for item in (item for page in pages for item in page):
+        assert item.preamble == f"p{item.index}" and item.projector == "umap"
+        np.testing.assert_array_equal(item.embedding, np.full((3, 2), item.index))
+    assert list(store.iter_job_coords("other")) == []
