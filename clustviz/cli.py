@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from clustviz.client import Client, ClientError
+from clustviz.client import RESULT_FORMATS, Client, ClientError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     scope.add_argument("--preamble", action="append", help="a preamble (repeatable)")
     batch.add_argument("--seed", type=int)
     batch.add_argument("--resume", metavar="JOB_ID", help="follow an existing job")
-    batch.add_argument("-o", "--output", required=True, help=".parquet, .arrow or .json")
+    batch.add_argument("-o", "--output", required=True, help=", ".join(RESULT_FORMATS))
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if Path(args.output).suffix.lower() not in (".parquet", ".arrow", ".json"):
-        parser.error(f"-o {args.output!r}: the suffix must be .parquet, .arrow or .json")
+    if Path(args.output).suffix.lower() not in RESULT_FORMATS:  # before a job is submitted
+        parser.error(f"-o {args.output!r}: the suffix must be one of {', '.join(RESULT_FORMATS)}")
 
     with Client(args.url, api_key=args.api_key) as client:
         try:

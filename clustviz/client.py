@@ -18,7 +18,10 @@ from typing import Any
 import httpx
 import polars as pl
 
-__all__ = ["Client", "ClientError", "PlotImage"]
+__all__ = ["RESULT_FORMATS", "Client", "ClientError", "PlotImage"]
+
+#: Output file suffix -> the export format the server writes for it.
+RESULT_FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json"}
 
 
 class ClientError(Exception):
@@ -64,6 +67,11 @@ class Client:
                 code, detail = "error", response.text
             raise ClientError(response.status_code, code, detail)
         return response
+
+    def _check_stream(self, response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            response.read()  # a streamed error answer: its body, for the message
+            self._check(response)
 
     def datasets(self) -> list[dict[str, Any]]:
         return self._check(self._http.get("/datasets")).json()
@@ -143,9 +151,7 @@ class Client:
     def events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(event, data)`` pairs from the job's Server-Sent Events stream, until it ends."""
         with self._http.stream("GET", f"/batches/{job_id}/events", timeout=None) as response:
-            if response.status_code >= 400:
-                response.read()
-                self._check(response)
+            self._check_stream(response)
             event = "message"
             for line in response.iter_lines():
                 if line.startswith("event:"):
@@ -181,16 +187,14 @@ class Client:
         whole in memory; the format follows the suffix: ``.parquet``, ``.arrow`` (Arrow IPC
         stream) or ``.json`` (newline-delimited). Returns the bytes written."""
         path = Path(path)
-        fmt = _RESULT_FORMATS.get(path.suffix.lower())
+        fmt = RESULT_FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise ValueError(
-                f"output path={str(path)!r}: the suffix must be one of {sorted(_RESULT_FORMATS)}"
+                f"output path={str(path)!r}: the suffix must be one of {sorted(RESULT_FORMATS)}"
             )
         url = f"/batches/{job_id}/results"
         with self._http.stream("GET", url, params={"format": fmt}) as response:
-            if response.status_code >= 400:
-                response.read()
-                self._check(response)
+            self._check_stream(response)
             written = 0
             with path.open("wb") as out:
                 for chunk in response.iter_bytes():
@@ -213,9 +217,6 @@ class Client:
         )
         self.wait(job_id, progress=progress)
         return self.results(job_id)
-
-
-_RESULT_FORMATS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json"}
 
 
 def _body(

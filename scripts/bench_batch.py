@@ -34,7 +34,7 @@ import httpx
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_memory import rss_mb
+from bench_memory import reset_peak, rss_mb
 
 from clustviz.data.synthetic import write_synthetic_dataset
 from clustviz.projectors import get_spec
@@ -47,15 +47,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def reset_peak(pid: int) -> bool:
-    """Reset the process's VmHWM to its current RSS (Linux clear_refs, value 5)."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def follow(client: httpx.Client, job_id: str) -> dict:

@@ -28,7 +28,17 @@ from clustviz.data.synthetic import write_synthetic_dataset
 REPO = Path(__file__).resolve().parents[1]
 
 
+def reset_peak(pid: int) -> bool:
+    """Reset the process's VmHWM to its current RSS (Linux clear_refs, value 5)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
+    """(peak, current) resident set of a process in MB: VmHWM and VmRSS."""
     fields = dict(
         line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
     )

@@ -87,7 +87,7 @@ class JobCoords:
 
 class _Remembered(NamedTuple):
     value: StoredProjection | tuple[str, bytes]
-    size: int  # bytes of its stored form: what the front's bound counts
+    size: int  # its row's ``size`` column: what the front's bound counts
 
 
 _JOB_COORDS_PAGE = (
@@ -138,11 +138,11 @@ class ResultStore:
             if hit is not None and isinstance(hit.value, StoredProjection):
                 return hit.value
             row = self._db.execute(
-                "SELECT n, coords, meta FROM projections WHERE key = ?", (key,)
+                "SELECT n, coords, meta, size FROM projections WHERE key = ?", (key,)
             ).fetchone()
             if row is None:
                 return None
-            n, coords, meta = row
+            n, coords, meta, size = row
             try:
                 embedding = np.frombuffer(coords, dtype="<f4").reshape(n, 2).copy()
                 stored = StoredProjection(embedding, json.loads(meta))
@@ -156,7 +156,7 @@ class ResultStore:
             self._db.execute(
                 "UPDATE projections SET last_used = ? WHERE key = ?", (time.time(), key)
             )
-            self._remember(key, stored, len(coords) + len(meta))
+            self._remember(key, stored, int(size))
             return stored
 
     def put(self, key: str, embedding: np.ndarray, meta: dict[str, Any]) -> StoredProjection:
@@ -186,13 +186,13 @@ class ResultStore:
             if hit is not None and isinstance(hit.value, tuple):
                 return hit.value
             row = self._db.execute(
-                "SELECT media_type, body FROM images WHERE key = ?", (key,)
+                "SELECT media_type, body, size FROM images WHERE key = ?", (key,)
             ).fetchone()
             if row is None:
                 return None
             self._db.execute("UPDATE images SET last_used = ? WHERE key = ?", (time.time(), key))
             image = (str(row[0]), bytes(row[1]))
-            self._remember(memory_key, image, len(image[1]) + len(key))
+            self._remember(memory_key, image, int(row[2]))
             return image
 
     def put_image(self, key: str, media_type: str, body: bytes) -> None:

@@ -9,31 +9,23 @@ of the copies, so the test fails if memory grows with the items again.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from support import Server
+from support import REPO, Server
 
+from clustviz.client import Client
 from clustviz.data.synthetic import write_synthetic_dataset
+
+sys.path.insert(0, str(REPO / "scripts"))
+from bench_memory import reset_peak, rss_mb  # the benchmarks' own readings
 
 pytestmark = pytest.mark.slow
 
 PREAMBLES, GUESSES, DIM = 1000, 40, 768
 PER_ITEM_COPY_MB = GUESSES * DIM * 4 / 2**20
-
-
-def _rss_mb(pid: int) -> tuple[float, float]:
-    """(peak since the last reset, current) resident set of a process, in MB."""
-    status = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return int(status["VmHWM"].split()[0]) / 1024, int(status["VmRSS"].split()[0]) / 1024
-
-
-def _reset_peak(pid: int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux)
 
 
 @pytest.fixture(scope="module")
@@ -53,25 +45,19 @@ def test_a_whole_dataset_batch_and_its_exports_do_not_grow_the_server(server: Se
     with httpx.Client(base_url=server.url, timeout=300) as client:
         (dataset,) = client.get("/datasets").json()
         client.get(f"/datasets/{dataset['id']}").raise_for_status()  # loaded: the idle figure
-        idle = _rss_mb(pid)[1]
-        _reset_peak(pid)
-        job = client.post(
-            "/batches",
-            json={"dataset": dataset["id"], "preambles": "all", "projectors": ["clusterplot"]},
-        ).json()
-        with client.stream("GET", f"/batches/{job['id']}/events", timeout=None) as events:
-            for line in events.iter_lines():
-                if line.startswith("event:") and line[6:].strip() == "end":
-                    break
-        status = client.get(f"/batches/{job['id']}").json()
+        idle = rss_mb(pid)[1]
+        assert reset_peak(pid)
+        with Client(server.url) as batches:
+            job_id = batches.submit_batch(dataset["id"], projectors=["clusterplot"])
+            status = batches.wait(job_id, progress=False)
         assert (status["done"], status["failed"]) == (PREAMBLES, 0)
-        during_job, after_job = _rss_mb(pid)
+        during_job, after_job = rss_mb(pid)
         sizes = {}
         for fmt in ("parquet", "arrow", "json"):
-            with client.stream("GET", f"/batches/{job['id']}/results?format={fmt}") as response:
+            with client.stream("GET", f"/batches/{job_id}/results?format={fmt}") as response:
                 assert response.status_code == 200
                 sizes[fmt] = sum(len(chunk) for chunk in response.iter_bytes())
-        peak, after = _rss_mb(pid)
+        peak, after = rss_mb(pid)
     assert min(sizes.values()) > PREAMBLES * GUESSES * 8  # every point was exported
     copies = PREAMBLES * PER_ITEM_COPY_MB  # what per-item embedding copies alone would hold
     growth = {"peak": peak - idle, "after job": after_job - idle, "after exports": after - idle}
