@@ -61,9 +61,15 @@ def warm_up(names: Sequence[str], *, render_plot: bool = True) -> dict[str, Any]
 
 
 def project(
-    name: str, params: dict[str, Any], X: np.ndarray, labels: np.ndarray | None
+    name: str,
+    params: dict[str, Any],
+    X: np.ndarray,
+    labels: np.ndarray | None,
+    with_metrics: bool = True,
 ) -> dict[str, Any]:
-    """Run one projection; the embedding, the parameters actually used, notes, metrics, timing."""
+    """Run one projection; the embedding, the parameters actually used, notes, timing and, with
+    ``with_metrics``, the quality scores (``metrics`` is None without: a batch item's scores
+    are made when it is first viewed)."""
     from clustviz.metrics import layout_metrics
 
     projector = get_projector(name, **params)
@@ -75,8 +81,10 @@ def project(
         "params_used": projector.params_used_.model_dump(mode="json"),
         "notes": list(projector.notes_),
         "seconds": seconds,
-        "metrics": layout_metrics(X, Y, labels) if labels is not None else {},
+        "metrics": None,
     }
+    if with_metrics:
+        out["metrics"] = layout_metrics(X, Y, labels) if labels is not None else {}
     result = getattr(projector, "result_", None)
     if result is not None:
         out["extras"] = _clusterplot_extras(result, _hull_dicts(result.hulls))

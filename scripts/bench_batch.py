@@ -7,7 +7,9 @@ run:
 
   1. per projector, one job over every preamble: wall time, items/s, the sum of the projectors'
      own fit times (what the workers report), and the overhead above the floor ``Σ fit ÷
-     processes`` (the pool's workers, or the device lane's one process);
+     processes`` (the pool's workers, or the device lane's one process); and where the rest
+     goes, in CPU time per item (robust to other load on the machine): the server process's,
+     and the workers' beyond their fits (pickling, the task loop);
   2. one job over every preamble × every projector (all cached by then: what is left is the
      job's own bookkeeping), and its export as parquet, Arrow IPC and NDJSON: seconds, rows/s;
   3. the server process's RSS: idle with the dataset loaded, peak during the jobs, after them,
@@ -68,6 +70,26 @@ def fit_seconds(store: Path, job_id: str) -> dict[str, tuple[int, float]]:
             (job_id,),
         ).fetchall()
     return {name: (int(count), float(total or 0.0)) for name, count, total in rows}
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by the server process and by its live children
+    (the pool's workers, the device lane): the per-item split, robust to other load."""
+
+    def of(stat: str) -> float:
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    own, children = of(Path(f"/proc/{pid}/stat").read_text()), 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                children += of(stat)
+    return own, children
 
 
 def read_export(fmt: str, body: bytes) -> pl.DataFrame:
@@ -133,17 +155,19 @@ def main() -> None:
                 print(
                     "\nper projector, one job over every preamble\n"
                     "  projector     items   wall s   items/s   Σfit s  procs  Σfit/procs s"
-                    "   overhead   per item outside the fit"
+                    "   overhead   per item outside the fit   CPU ms/item: server  workers−fit"
                 )
                 job_wall = 0.0
                 for name in projectors:
                     started = time.perf_counter()
+                    server_cpu, workers_cpu = cpu_seconds(pid)
                     job = client.post(
                         "/batches",
                         json={"dataset": dataset_id, "preambles": "all", "projectors": [name]},
                     ).json()
                     status = follow(client, job["id"])
                     wall = time.perf_counter() - started
+                    server_after, workers_after = cpu_seconds(pid)
                     job_wall += wall
                     count, fit = fit_seconds(state / "clustviz.sqlite3", job["id"])[name]
                     processes = args.workers if get_spec(name).runner == "pool" else 1
@@ -153,6 +177,8 @@ def main() -> None:
                         f"  {name:<12} {count:6d}  {wall:7.1f}  {count / wall:8.1f}  "
                         f"{fit:7.1f}  {processes:5d}  {floor:12.1f}   "
                         f"{100 * (wall - floor) / floor:7.1f} %   {outside_ms:6.2f} ms"
+                        f"{1000 * (server_after - server_cpu) / count:24.2f}"
+                        f"{1000 * (workers_after - workers_cpu - fit) / count:13.2f}"
                         f"   (failed {status['failed']})"
                     )
                 started = time.perf_counter()

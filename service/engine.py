@@ -196,32 +196,33 @@ class Engine:
         )
         return ResolvedRequest(dataset, spec, view, used_dict, notes, used.random_state, key)
 
-    async def project(self, request: ResolvedRequest, *, hulls: bool = True) -> Projection:
+    async def project(self, request: ResolvedRequest, *, for_view: bool = True) -> Projection:
         """The stored result, computing it once if needed (concurrent twins wait for it).
 
-        ``hulls=False`` (batch items) stores a clusterplot layout without its cluster blobs;
-        any later call with ``hulls=True`` (a view) draws and stores them first."""
+        ``for_view=False`` (batch items) stores the layout alone: no quality scores, no cluster
+        blobs. Most batch results are exported, never viewed, and the scores cost about as much
+        as a small library fit. Any later call with ``for_view=True`` makes and stores them."""
         started = time.perf_counter()
         stored = self.store.get(request.key)
         cached = stored is not None
         if stored is None:
             stored, cached = await self._single_flight(
-                request.key, lambda: self._compute(request, hulls=hulls)
+                request.key, lambda: self._compute(request, for_view=for_view)
             )
-        if hulls and _view_pending(stored):
+        if for_view and _view_pending(stored):
             stored, _ = await self._single_flight(
                 "view:" + request.key, lambda: self._complete_view(request, stored)
             )
         return Projection(request, stored, cached, _ms(started))
 
     async def project_many(
-        self, requests: list[ResolvedRequest], *, hulls: bool = False
+        self, requests: list[ResolvedRequest], *, for_view: bool = False
     ) -> list[StoredProjection | BaseException]:
         """Many projections at once, in order: lane projectors' ones reach the device lane together
         and run as one batched fit. A failed item is returned as its exception."""
 
         async def one(request: ResolvedRequest) -> StoredProjection:
-            return (await self.project(request, hulls=hulls)).stored
+            return (await self.project(request, for_view=for_view)).stored
 
         return await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
 
@@ -245,11 +246,11 @@ class Engine:
             self._inflight.pop(key, None)
         return stored, False
 
-    async def _compute(self, request: ResolvedRequest, *, hulls: bool) -> StoredProjection:
+    async def _compute(self, request: ResolvedRequest, *, for_view: bool) -> StoredProjection:
         view = request.view
         if request.spec.runner == "lane" and self.lane is not None:
             future = self.lane.submit(
-                request.spec.name, request.params_used, view.X, view.labels, hulls=hulls
+                request.spec.name, request.params_used, view.X, view.labels, hulls=for_view
             )
         else:
             future = self.pool.submit(
@@ -258,6 +259,7 @@ class Engine:
                 request.params_used,
                 view.X,
                 view.labels,
+                for_view,
                 timeout=self.timeout,
             )
         result = await asyncio.wrap_future(future)
@@ -265,7 +267,7 @@ class Engine:
             "params_used": result["params_used"],
             "notes": result["notes"],
             "seconds": result["seconds"],
-            "metrics": _finite(result["metrics"]) if result.get("metrics") is not None else None,
+            "metrics": _finite(result["metrics"]) if result["metrics"] is not None else None,
             "extras": result.get("extras"),
             "device": (result.get("extras") or {}).get("device", "cpu"),
         }
@@ -274,11 +276,11 @@ class Engine:
     async def _complete_view(
         self, request: ResolvedRequest, stored: StoredProjection
     ) -> StoredProjection:
-        """Draw the cluster blobs and compute the quality scores of a layout a batch stored
-        without them (see :func:`clustviz.tasks.project_many`); store them with it."""
+        """Compute the quality scores (and, for clusterplot, draw the cluster blobs) of a layout
+        a batch stored without them; store them with it."""
         meta = dict(stored.meta)
         view = request.view
-        if meta["extras"].get("hulls") is None:
+        if meta["extras"] is not None and meta["extras"].get("hulls") is None:
             polygons = await asyncio.wrap_future(
                 self.pool.submit(
                     "clustviz.tasks:hulls",
@@ -289,7 +291,7 @@ class Engine:
                 )
             )
             meta["extras"] = dict(meta["extras"]) | {"hulls": polygons}
-        if meta.get("metrics") is None:  # well under a millisecond: no worker needed
+        if meta.get("metrics") is None:  # numpy on 40 points: a thread, not a worker
             scores = await asyncio.to_thread(layout_metrics, view.X, stored.embedding, view.labels)
             meta["metrics"] = _finite(scores)
         return await asyncio.to_thread(self.store.put, request.key, stored.embedding, meta)
@@ -345,11 +347,10 @@ class Engine:
 
 
 def _view_pending(stored: StoredProjection) -> bool:
-    """A clusterplot layout stored by a batch: blobs and scores still to make for a view."""
+    """A layout stored by a batch: its scores (and clusterplot's blobs) still to make."""
     extras = stored.meta.get("extras")
-    if extras is None:  # not a clusterplot layout
-        return False
-    return extras.get("hulls", []) is None or stored.meta.get("metrics") is None
+    blobs_pending = extras is not None and extras.get("hulls", []) is None
+    return blobs_pending or stored.meta.get("metrics") is None
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, float | None]:

@@ -180,7 +180,7 @@ class JobManager:
                     return
                 started = time.perf_counter()
                 try:
-                    await self.engine.project(request, hulls=False)
+                    await self.engine.project(request, for_view=False)
                 except ClustvizError as exc:
                     self._record(job_id, [(index, request.key, exc)], started)
                 else:

@@ -8,11 +8,13 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 from support import DEMO_ID, SEED_PREAMBLE, app_client, tiny_id
 
+from clustviz.metrics import layout_metrics
 from clustviz.workers import WorkerPool
 
 
@@ -108,6 +110,25 @@ def test_clusterplot_items_run_as_one_batched_fit_and_draw_blobs_when_viewed(
         f"/plots/{DEMO_ID}/clusterplot.png", params={"preamble": SEED_PREAMBLE, "seed": 77}
     )
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+
+
+def test_library_items_are_scored_when_first_viewed(client: TestClient) -> None:
+    job = submit(client, preambles=[SEED_PREAMBLE], projectors=["tsne"], seed=78).json()["id"]
+    assert wait_done(client, job)["done"] == 1
+    store = client.app.state.engine.store  # type: ignore[attr-defined]
+    sql = "SELECT meta FROM projections WHERE key IN (SELECT key FROM job_items WHERE job_id = ?)"
+    ((meta,),) = store.query(sql, (job,))
+    assert json.loads(meta)["metrics"] is None  # a batch stores the layout alone
+    url = f"/projections/{DEMO_ID}/tsne"
+    view = client.get(url, params={"preamble": SEED_PREAMBLE, "seed": 78}).json()
+    assert view["cached"] is True
+    dataset = client.app.state.engine.catalog.get(DEMO_ID)  # type: ignore[attr-defined]
+    points = dataset.view(SEED_PREAMBLE)
+    layout = np.array([[p["x"], p["y"]] for p in view["points"]])
+    expected = layout_metrics(points.X, layout, points.labels)
+    assert view["metrics"] == pytest.approx(expected, rel=1e-6)
+    ((meta,),) = store.query(sql, (job,))
+    assert json.loads(meta)["metrics"] == view["metrics"]  # stored: scored once
 
 
 def test_validation_up_front(client: TestClient) -> None:
