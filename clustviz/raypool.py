@@ -25,10 +25,13 @@ from clustviz.pools import WarmState
 __all__ = ["RayPool"]
 
 
-def _run(target: str, args: tuple[Any, ...]) -> tuple[str, Any]:
-    """Executed on a Ray worker: call ``module:function`` and wrap our errors as data."""
+def _run(target: str, args: tuple[Any, ...], imports: tuple[str, ...] = ()) -> tuple[str, Any]:
+    """Executed on a Ray worker: import the plugins (their projectors join this worker's
+    registry), call ``module:function`` and wrap our errors as data."""
     module, _, name = target.partition(":")
     try:
+        for plugin in imports:
+            importlib.import_module(plugin)
         return "ok", getattr(importlib.import_module(module), name)(*args)
     except ClustvizError as exc:
         return "error", (type(exc).__name__, exc.code, exc.message)
@@ -47,6 +50,7 @@ class RayPool:
         max_queue: int = 1024,
         env: dict[str, str] | None = None,
         local_cpus: int | None = None,
+        imports: tuple[str, ...] = (),
     ) -> None:
         try:
             import ray
@@ -66,6 +70,7 @@ class RayPool:
                 init["num_cpus"] = local_cpus
             ray.init(**init)
         self._remote = ray.remote(_run).options(num_cpus=num_cpus, num_gpus=num_gpus)
+        self.imports = tuple(imports)
         self.default_timeout = default_timeout
         self.max_queue = max_queue
         self._inflight = 0
@@ -86,7 +91,7 @@ class RayPool:
                     f"{self._inflight} tasks are in flight on Ray", code="pool_saturated"
                 )
             self._inflight += 1
-        ref = self._remote.remote(target, args)
+        ref = self._remote.remote(target, args, self.imports)
         result: Future[Any] = Future()
         limit = timeout or self.default_timeout
         timer = threading.Timer(limit, self._expire, args=(ref, result, limit))

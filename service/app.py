@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
+import logging
 import os
 import threading
 import time
@@ -25,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clustviz.data import DataCatalog
+from clustviz.errors import ClustvizError
 from clustviz.lane import DeviceLane
 from clustviz.pools import TaskPool
 from clustviz.projectors import projectors_run_by
@@ -40,6 +43,8 @@ from service.settings import Settings
 from service.store import ResultStore
 
 __all__ = ["create_app"]
+
+logger = logging.getLogger("clustviz.service")
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -58,17 +63,21 @@ def make_pools(settings: Settings) -> tuple[TaskPool, TaskPool]:
             max_queue=settings.max_queue,
             env=env,
             local_cpus=settings.workers,
+            imports=settings.plugins,
         )
         # the lane's batches ask Ray for a GPU when the service is configured for CUDA.
         lane_pool = RayPool(
             address=settings.ray_address,
             num_gpus=1 if settings.device == "cuda" else 0,
             default_timeout=settings.projection_timeout,
+            imports=settings.plugins,
         )
         return pool, lane_pool
     local_pool = WorkerPool(
         settings.workers,
-        WorkerSettings(warm=settings.warm, numba_cache_dir=cache_dir, threads=1),
+        WorkerSettings(
+            warm=settings.warm, numba_cache_dir=cache_dir, threads=1, imports=settings.plugins
+        ),
         max_queue=settings.max_queue,
         default_timeout=settings.projection_timeout,
     )
@@ -80,6 +89,7 @@ def make_pools(settings: Settings) -> tuple[TaskPool, TaskPool]:
             warm_render=False,
             numba_cache_dir=cache_dir,
             threads=os.cpu_count() or 1,
+            imports=settings.plugins,
         ),
         max_queue=settings.max_queue,
         default_timeout=settings.projection_timeout,
@@ -96,16 +106,24 @@ def create_app(
     """Build the app. Pools passed in are used as they are and not closed on shutdown
     (tests share warm pools across apps); otherwise the lifespan creates and closes them."""
     settings = settings or Settings()
+    for module in settings.plugins:  # their projectors join this process's registry
+        importlib.import_module(module)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         own_lane_pool: TaskPool | None
         owned: list[TaskPool] = []  # closed on shutdown
+        try:
+            device = _device_label(settings.device)
+            if pool is None:
+                own_pool, own_lane_pool = owned = list(make_pools(settings))  # local or Ray
+        except ClustvizError as exc:  # device_unavailable, ray_missing: say which, then fail
+            logger.error("start-up failed (%s): %s", exc.code, exc.message)
+            raise
         if pool is None:
-            own_pool, own_lane_pool = owned = list(make_pools(settings))  # WorkerPool or RayPool
-            own_pool.start()
-            own_lane_pool.start()
+            for started in owned:
+                started.start()
         else:
             own_pool, own_lane_pool = pool, lane_pool
         catalog = DataCatalog(settings.data_dir, max_loaded=settings.max_loaded_datasets)
@@ -126,7 +144,7 @@ def create_app(
             store=store,
             pool=own_pool,
             lane=lane,
-            device=_device_label(settings.device),
+            device=device,
             device_setting=settings.device,
             timeout=settings.projection_timeout,
             max_queue=settings.max_queue,
@@ -146,10 +164,10 @@ def create_app(
         app.state.versions = library_versions_report()
         # Validate datasets in the background so GET /datasets soon shows real statuses.
         threading.Thread(target=catalog.check_all, name="clustviz-check", daemon=True).start()
-        if settings.device == "auto" and own_lane_pool is not None:
+        if own_lane_pool is not None:
             # The device lane's worker resolves it: the server process never imports torch.
             own_lane_pool.submit("clustviz.tasks:device_name", "auto").add_done_callback(
-                functools.partial(_set_device, engine)
+                functools.partial(_set_device, engine, settings.device)
             )
         try:
             yield
@@ -267,6 +285,10 @@ def _device_label(name: str) -> str:
     return str(resolve_device(name))  # explicit "cuda" without CUDA fails start-up, loudly
 
 
-def _set_device(engine: Engine, done: Future[str]) -> None:
+def _set_device(engine: Engine, setting: str, done: Future[str]) -> None:
+    """What the lane's worker found for ``auto``: CUDA or not, and the device label."""
     if done.exception() is None:
-        engine.device = done.result()
+        found = done.result()
+        engine.cuda_available = found.startswith("cuda")
+        if setting == "auto":
+            engine.device = found

@@ -76,6 +76,7 @@ class Engine:
         self.lane = lane
         self.device = device  # what /health and responses show ("pending" until known)
         self.device_setting = device_setting  # what clusterplot runs with: auto | cpu | cuda
+        self.cuda_available: bool | None = None  # as the device lane's worker sees it, once known
         self.timeout = timeout
         self.max_queue = max_queue
         self.max_points = max_points
@@ -170,6 +171,13 @@ class Engine:
         params.setdefault("random_state", DEFAULT_SEED if seed is None else seed)
         if spec.runner == "lane":  # torch work: on the device the service was configured for
             params.setdefault("device", self.device_setting)
+            if params["device"] == "cuda" and self.cuda_available is False:
+                # refused here, before it queues: the lane's worker would refuse it anyway
+                raise UnavailableError(
+                    "params.device='cuda' was requested but the device lane has no CUDA; use "
+                    "device='auto' or 'cpu'",
+                    code="device_unavailable",
+                )
         model = build_params(projector, params)
         dataset = await self.dataset(dataset_id)
         text = dataset.resolve_preamble(preamble, preamble_id_)

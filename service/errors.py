@@ -53,7 +53,7 @@ def install_error_handlers(app: FastAPI) -> None:
         code = "invalid_request"
         for error in exc.errors():
             location_names = set(error.get("loc", ()))
-            if (
+            if error.get("type") == "unknown_projector" or (
                 error.get("type") == "literal_error"
                 and {"projector", "projectors"} & location_names
             ):

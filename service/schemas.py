@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import typing
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
-from clustviz.projectors import ProjectorName
+from clustviz.projectors import ProjectorName, available_projectors
 
 DEMO_DATASET = "smollm2-135m-instruct-layer7-c50-fc37d2fe"
 DEMO_PREAMBLE = "Students were outraged over the administration's new"
 DEMO_PREAMBLE_ID = "000ff918bc98"
+
+
+def _registered(name: str) -> str:
+    # Checked against the registry when the request arrives, so a projector registered by a
+    # plugin (CLUSTVIZ_PLUGINS) is served like a built-in one.
+    if name not in available_projectors():
+        raise PydanticCustomError(
+            "unknown_projector",
+            f"not one of {available_projectors()}",  # → unknown_projector
+        )
+    return name
+
+
+#: A projector name of the registry. The schema lists the built-in ones.
+RegisteredProjector = Annotated[
+    str,
+    AfterValidator(_registered),
+    WithJsonSchema({"type": "string", "enum": list(typing.get_args(ProjectorName))}),
+]
 
 
 class ErrorResponse(BaseModel):
@@ -59,6 +80,9 @@ class Health(BaseModel):
     )
     version: str
     device: str
+    cuda: bool | None = Field(
+        None, description="whether the device lane's worker has CUDA (null until it has said)"
+    )
     versions: dict[str, str]
     warm: bool
     warm_up: dict[str, WarmUp]
@@ -127,7 +151,7 @@ class ProjectionRequest(BaseModel):
     dataset: str = Field(min_length=1, max_length=200, examples=[DEMO_DATASET])
     preamble: str | None = Field(None, max_length=10_000, examples=[DEMO_PREAMBLE])
     preamble_id: str | None = Field(None, max_length=64, examples=[DEMO_PREAMBLE_ID])
-    projector: ProjectorName = Field(examples=["umap"])
+    projector: RegisteredProjector = Field(examples=["umap"])
     params: dict[str, Any] = Field(
         default_factory=dict,
         description="Projector parameters (see GET /projectors); unknown names are rejected.",
@@ -202,7 +226,7 @@ class BatchRequest(BaseModel):
     preambles: list[str] | Literal["all"] = Field(
         description='preamble texts, or "all"', examples=["all"]
     )
-    projectors: list[ProjectorName] = Field(
+    projectors: list[RegisteredProjector] = Field(
         min_length=1, max_length=10, examples=[["umap", "tsne"]]
     )
     params: dict[str, dict[str, Any]] = Field(

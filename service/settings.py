@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         None, validation_alias="RAY_ADDRESS", description="Ray cluster; unset: a local instance"
     )
     workers: int = Field(default_factory=_default_workers, ge=1, le=64)
+    plugins: tuple[str, ...] = Field(
+        (),
+        description="modules imported at start, in the server and in every worker, that "
+        "register more projectors (clustviz.projectors.register)",
+    )
     warm: tuple[str, ...] = Field(
         default_factory=lambda: projectors_run_by("pool"),
         description="projectors the CPU workers warm up (default: the registry's pool ones)",

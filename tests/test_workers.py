@@ -87,5 +87,6 @@ def test_a_full_queue_is_refused_not_grown(pool: WorkerPool) -> None:
 def test_closed_pool_refuses_work() -> None:
     pool = WorkerPool(1, WorkerSettings(warm=())).start()
     pool.close()
-    with pytest.raises(UnavailableError):
+    with pytest.raises(UnavailableError) as err:
         pool.submit("worker_tasks:add", 1, 2)
+    assert err.value.code == "pool_closed"

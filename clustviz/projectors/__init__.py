@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-#: The registered names, as a type: request models use it so the schema lists them.
+#: The built-in names, as a type: the API schema lists them.
 ProjectorName = Literal["tsne", "umap", "trimap", "pacmap", "clusterplot"]
 
 
@@ -112,8 +112,9 @@ def available_projectors() -> list[str]:
 
 def register(spec: ProjectorSpec) -> None:
     """Add a projector to this process's registry (a plugin, or a test's deliberately broken
-    entry). The built-in ones are listed above; a worker process registers others by importing
-    their module (``WorkerSettings.imports``). HTTP requests accept only :data:`ProjectorName`."""
+        entry). The built-in ones are listed above; a worker process registers others by importing
+        their module (``WorkerSettings.imports``); the service, by ``CLUSTVIZ_PLUGINS``, serves them
+    like the built-in ones."""
     if spec.name in _SPECS:
         raise ValueError(f"projector name={spec.name!r} is already registered")
     _SPECS[spec.name] = spec

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from clustviz.errors import InvalidInputError, ProjectionFailedError
+from clustviz.errors import ClustvizError, InvalidInputError, ProjectionFailedError
 
 __all__ = ["DEFAULT_SEED", "BaseProjector", "ProjectorParams", "check_input", "check_output"]
 
@@ -103,7 +103,7 @@ class BaseProjector:
         self.notes_ = notes
         try:
             Y = self._fit(X, labels, used)
-        except (InvalidInputError, ProjectionFailedError):
+        except ClustvizError:  # ours already says what happened (e.g. device_unavailable)
             raise
         except Exception as exc:  # a library failure, reported with its detail
             raise ProjectionFailedError(

@@ -48,6 +48,7 @@ def health(request: Request, engine: EngineDep) -> Health:
         status=status,
         version=metadata.version("clustviz"),
         device=engine.device,
+        cuda=engine.cuda_available,
         versions=request.app.state.versions,
         warm=warm,
         warm_up=warm_up,

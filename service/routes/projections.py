@@ -11,7 +11,6 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from clustviz.data import preamble_id
 from clustviz.errors import InvalidInputError
 from clustviz.keys import image_key
-from clustviz.projectors import ProjectorName
 from service.deps import EngineDep
 from service.engine import Engine, Projection
 from service.microcache import CACHEABLE_HEADER
@@ -21,6 +20,7 @@ from service.schemas import (
     ErrorResponse,
     ProjectionRequest,
     ProjectionResponse,
+    RegisteredProjector,
 )
 
 router = APIRouter(tags=["projections"])
@@ -231,7 +231,7 @@ DatasetPath = Annotated[str, Path(examples=[DEMO_DATASET])]
 )
 async def get_plot(
     dataset_id: DatasetPath,
-    projector: ProjectorName,
+    projector: RegisteredProjector,
     fmt: Literal["png", "svg"],
     request: Request,
     engine: EngineDep,
@@ -265,7 +265,7 @@ async def get_plot(
 )
 async def get_projection(
     dataset_id: DatasetPath,
-    projector: ProjectorName,
+    projector: RegisteredProjector,
     request: Request,
     engine: EngineDep,
     preamble: PreambleText = None,

@@ -212,6 +212,10 @@ def test_get_errors(client: TestClient) -> None:
     bad_format = client.get(f"/plots/{DEMO_ID}/umap.gif", params={"preamble_id": "000ff918bc98"})
     assert bad_format.status_code == 422
     assert client.get("/no/such/route").json()["code"] == "not_found"
+    wrong_method = client.put("/projections", json={})
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["code"] == "method_not_allowed"
+    assert wrong_method.headers["allow"] == "POST"
 
 
 def test_body_too_large(client: TestClient) -> None:
@@ -230,7 +234,7 @@ def test_openapi_has_examples(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
 
 
-def test_library_failure_is_a_500_with_detail(data_dir: Path, tmp_path: Path) -> None:
+def test_a_run_over_its_time_bound_is_a_500_timeout(data_dir: Path, tmp_path: Path) -> None:
     # A cold worker cannot even import umap in 0.5 s: the time bound stops it.
     pool = WorkerPool(1, WorkerSettings(warm=()), default_timeout=0.5).start()
     try:
