@@ -26,7 +26,7 @@ def device_name(name: str) -> str:
 
 def warm_up(names: Sequence[str], *, render_plot: bool = True) -> dict[str, Any]:
     """Import each projector's library and run its small warm-up fits (``warm_sizes`` of its
-    spec), so numba and TorchScript compile now, not later;
+    spec), so numba compiles now, not later;
     with ``render_plot``, also draw one plot (plotnine's first figure costs about a second).
 
     Returns ``{"warm": {name: seconds}, "warm_errors": {name: message}}``.

@@ -8,7 +8,8 @@ Stages, one module each: ``anchors`` (sub-clusters), ``overlap`` (R_H, R_L, disc
 ``init`` (torch or UMAP), ``optimize`` (gradient or greedy), ``hulls`` (cluster polygons).
 Small preambles run batched with dense ``(B, N, N)`` tensors in cache-sized chunks, gradients
 written out by hand (``optimize``); a preamble of more than ``large.DENSE_MAX_ROWS`` rows of
-``[X; anchors]`` runs alone on neighbour lists (``large``).
+``[X; anchors]`` runs alone on neighbour lists (``large``), its pair terms in the fit's
+backend (``backends``: plain torch on any device, or numba loops on the CPU).
 """
 
 from __future__ import annotations

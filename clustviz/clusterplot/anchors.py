@@ -21,7 +21,6 @@ from typing import Literal
 
 import torch
 
-from clustviz.clusterplot import kernels
 from clustviz.clusterplot.batch import PaddedBatch, pairwise_sq_dists
 
 __all__ = ["Anchors", "compute_anchors"]
@@ -119,7 +118,7 @@ def _leader_flat(batch: PaddedBatch, thr_sq: torch.Tensor, gram: torch.Tensor) -
     norms = gram.diagonal(dim1=1, dim2=2)  # (B, n): |x|²
     point_thr = thr_sq.gather(1, labels)  # (B, n)
     slot_cluster = torch.cat([labels, labels.new_full((B, 1), -1)], 1)  # slot s: point s's
-    GM, count, linear_sq, active = kernels.leader_flat(gram, mask, labels, slot_cluster, point_thr)
+    GM, count, linear_sq, active = _leader_flat_loop(gram, mask, labels, slot_cluster, point_thr)
     # each point to the nearest final centroid LS/N of its cluster
     safe = count.clamp_min(1.0).unsqueeze(1)  # (B, 1, n + 1)
     dist_sq = norms.unsqueeze(-1) - 2 * GM / safe + linear_sq.unsqueeze(1) / safe**2
@@ -152,7 +151,7 @@ def _leader_per_cluster(
     block = block * (present.unsqueeze(-1) & present.unsqueeze(-2))  # absent points: zeros
     norms = block.diagonal(dim1=2, dim2=3)  # (B, C, m): |x|²
 
-    GM, count, linear_sq, active = kernels.leader_per_cluster(present, norms, block, thr_sq)
+    GM, count, linear_sq, active = _leader_per_cluster_loop(present, norms, block, thr_sq)
     # each point to the nearest final centroid LS/N of its cluster
     safe = count.clamp_min(1.0).unsqueeze(2)
     dist_sq = norms.unsqueeze(-1) - 2 * GM / safe + (linear_sq.unsqueeze(2) / safe**2)
@@ -280,3 +279,80 @@ def _finish(
         point_anchor=point_anchor,
         count=count,
     )
+
+
+def _leader_flat_loop(
+    gram: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor,
+    slot_cluster: torch.Tensor,
+    point_thr: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The leader pass over all points of each preamble in input order (see
+    :func:`_leader_flat`): ``(GM, count, linear_sq, active)`` of the slots, slot n a
+    dummy for padding. ``gram (B, n, n)``, ``mask``/``labels``/``point_thr (B, n)``,
+    ``slot_cluster (B, n + 1)``."""
+    B, n = labels.shape[0], labels.shape[1]
+    norms = gram.diagonal(dim1=1, dim2=2)  # (B, n): |x|²
+    GM = torch.zeros(B, n, n + 1, dtype=gram.dtype, device=gram.device)  # x_j · LS_s
+    count = torch.zeros(B, n + 1, dtype=gram.dtype, device=gram.device)
+    linear_sq = torch.zeros_like(count)  # |LS|²
+    squares = torch.zeros_like(count)  # SS
+    active = torch.zeros(B, n + 1, dtype=torch.bool, device=gram.device)
+    for t in range(n):  # sequential by definition; vectorised over preambles
+        here = mask[:, t : t + 1]  # (B, 1)
+        xx = norms[:, t : t + 1]
+        dot = GM[:, t]  # (B, n + 1)
+        safe = count.clamp_min(1.0)
+        dist_sq = xx - 2 * dot / safe + linear_sq / safe**2
+        allowed = active & (slot_cluster == labels[:, t : t + 1])
+        nearest = dist_sq.masked_fill(~allowed, float("inf")).argmin(-1, keepdim=True)
+        n_new = count.gather(1, nearest) + 1
+        ls_sq_new = linear_sq.gather(1, nearest) + 2 * dot.gather(1, nearest) + xx
+        radius_sq = (squares.gather(1, nearest) + xx) / n_new - ls_sq_new / n_new**2
+        merge = allowed.any(-1, keepdim=True) & here & (radius_sq <= point_thr[:, t : t + 1])
+        opened = torch.full_like(nearest, t).masked_fill_(~here, n)
+        target = torch.where(merge, nearest, opened)  # (B, 1)
+        count.scatter_add_(1, target, here.to(gram.dtype))
+        GM.scatter_add_(2, target.unsqueeze(1).expand(B, n, 1), gram[:, :, t : t + 1])
+        squares.scatter_add_(1, target, xx)
+        linear_sq.scatter_(1, target, torch.where(merge, ls_sq_new, xx))
+        active.scatter_(1, target, here)
+        active[:, n] = False
+    return GM, count, linear_sq, active
+
+
+def _leader_per_cluster_loop(
+    present: torch.Tensor, norms: torch.Tensor, block: torch.Tensor, thr_sq: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The leader pass per cluster (see :func:`_leader_per_cluster`):
+    ``(GM, count, linear_sq, active)`` of the slots, slot m a dummy for absent points.
+    ``present``/``norms (B, C, m)``, ``block (B, C, m, m)`` the clusters' Gram blocks,
+    ``thr_sq (B, C)``."""
+    B, C, m = present.shape[0], present.shape[1], present.shape[2]
+    GM = torch.zeros(B, C, m, m + 1, dtype=block.dtype, device=block.device)  # x_t · LS_u
+    count = torch.zeros(B, C, m + 1, dtype=block.dtype, device=block.device)
+    linear_sq = torch.zeros_like(count)  # |LS|²
+    squares = torch.zeros_like(count)  # SS
+    active = torch.zeros(B, C, m + 1, dtype=torch.bool, device=block.device)
+    for t in range(m):  # sequential by definition; vectorised over clusters and preambles
+        here = present[:, :, t].unsqueeze(-1)  # (B, C, 1)
+        xx = norms[:, :, t].unsqueeze(-1)
+        dot = GM[:, :, t]  # (B, C, m + 1)
+        safe = count.clamp_min(1.0)
+        dist_sq = xx - 2 * dot / safe + linear_sq / safe**2
+        nearest = dist_sq.masked_fill(~active, float("inf")).argmin(-1, keepdim=True)
+        n_new = count.gather(2, nearest) + 1
+        ls_sq_new = linear_sq.gather(2, nearest) + 2 * dot.gather(2, nearest) + xx
+        radius_sq = (squares.gather(2, nearest) + xx) / n_new - ls_sq_new / n_new**2
+        merge = active.any(-1, keepdim=True) & here & (radius_sq <= thr_sq.unsqueeze(-1))
+        opened = torch.full_like(nearest, t).masked_fill_(~here, m)
+        target = torch.where(merge, nearest, opened)  # (B, C, 1)
+        count.scatter_add_(2, target, here.to(block.dtype))
+        # GM[..., s] += Gram column of x for the slot s that x joins (the block is symmetric)
+        GM.scatter_add_(3, target.unsqueeze(-1).expand(B, C, m, 1), block[:, :, :, t : t + 1])
+        squares.scatter_add_(2, target, xx)
+        linear_sq.scatter_(2, target, torch.where(merge, ls_sq_new, xx))
+        active.scatter_(2, target, here)
+        active[:, :, m] = False
+    return GM, count, linear_sq, active

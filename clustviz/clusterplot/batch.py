@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clustviz.clusterplot import kernels
 from clustviz.errors import InvalidInputError
 
 __all__ = ["Adam", "PaddedBatch", "pad_batch", "pair_gradient", "pairwise_sq_dists"]
@@ -120,4 +119,6 @@ class Adam:
         step = self.lr / (1.0 - beta1**self.t)
         root_bc2 = (1.0 - beta2**self.t) ** 0.5
         for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
-            kernels.adam_update(p, g, m, v, step, root_bc2, beta1, beta2, self.eps)
+            m.mul_(beta1).add_(g, alpha=1.0 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+            p.addcdiv_(m, v.sqrt().div_(root_bc2).add_(self.eps), value=-step)

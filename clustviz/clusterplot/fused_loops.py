@@ -1,6 +1,11 @@
-"""The numba loops behind :mod:`.fused` (a module of their own: importing numba costs about
-0.5 s, paid only when the fused kernels are first used). Arrays are numpy views of the torch
-tensors that :mod:`.fused` passes; see there for the formulas' sources."""
+"""The numba loops of :class:`~.backends.NumbaBackend` (a module of their own: importing numba
+costs about 0.5 s, paid only when the backend is first used). Arrays are numpy views of the
+torch tensors the backend passes; :class:`~.backends.TorchBackend` computes the same formulas
+with torch ops, and the tests hold both to autograd.
+
+Compiled on first use and cached on disk (``cache=True``; the service points
+``NUMBA_CACHE_DIR`` at its state dir); the workers' warm-up fit makes them ready before any
+request."""
 
 import numpy as np
 from numba import njit

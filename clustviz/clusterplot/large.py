@@ -18,28 +18,28 @@ All tensors here carry no batch dimension: ``Y (n, 2)``, ``Z (N, 2)``, candidate
 Inside the optimisation loops coordinates are *planar*, ``(2, N)``: pair differences are then
 two contiguous ``(R, M)`` planes, and gathers, reductions and scatters run on plain rows (the
 interleaved ``(R, M, 2)`` form measured 4.6× slower for the same pair gradient on the CPU).
-The per-step pair work runs in :mod:`.fused` on the CPU (numba loops, one pass over the pairs)
-and in :mod:`.kernels` elsewhere (TorchScript: no GIL, little dispatch); both release the GIL,
-and on a multi-core CPU the caller passes two :class:`~.lanes.Lanes`: the relaxation runs its
-sub-cluster term in one and its point terms (label overlap, kNN) in the other.
+The per-step pair work runs in the fit's backend (:mod:`.backends`: numba loops on the CPU,
+plain torch anywhere), and on a multi-core CPU the caller passes two :class:`~.lanes.Lanes`:
+the relaxation runs its sub-cluster term in one and its point terms (label overlap, kNN) in
+the other.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from clustviz.clusterplot import fused, kernels
+from clustviz.clusterplot.backends import KnnEdges, OverlapPairs, TorchBackend
 from clustviz.clusterplot.batch import Adam
 from clustviz.clusterplot.init import centred_gram
 from clustviz.clusterplot.lanes import Lanes
 from clustviz.clusterplot.optimize import fold_rows, folded_knn_weights
 from clustviz.clusterplot.overlap import radius_from_sorted
+from clustviz.clusterplot.planar import flat_columns, translation_grads, with_anchors
 
 __all__ = [
     "DENSE_MAX_ROWS",
@@ -63,6 +63,8 @@ _INF = float("inf")
 #: layout moving between refreshes.
 CANDIDATES = 3.0
 _BLOCK = 1024  # rows per block of a blockwise kNN (bounds the (block, N) distance matrix)
+#: The 2-D searches by distance blocks are the GPU's way (the CPU takes a k-d tree): torch's.
+_TORCH = TorchBackend()
 
 
 def _sq_dists(dots: torch.Tensor, sq_rows, sq_cols, *, in_place: bool = False) -> torch.Tensor:
@@ -72,23 +74,26 @@ def _sq_dists(dots: torch.Tensor, sq_rows, sq_cols, *, in_place: bool = False) -
     return dist.add_(sq_cols).add_(sq_rows.unsqueeze(1)).clamp_min_(0.0)
 
 
-def _topk_rows(dist: torch.Tensor, row_ids: torch.Tensor, k: int) -> torch.Tensor:
+def _topk_rows(
+    dist: torch.Tensor, row_ids: torch.Tensor, k: int, backend: TorchBackend
+) -> torch.Tensor:
     """Indices ``(rows, k)`` of the ``k`` smallest entries per row, self excluded."""
     dist[torch.arange(len(row_ids), device=dist.device), row_ids] = _INF
-    if _fused_on(dist):
-        return fused.smallest_in_rows(dist, k)
-    return dist.topk(k, dim=1, largest=False).indices
+    return backend.smallest_in_rows(dist, k)
 
 
 @dataclass(slots=True)
 class PointGraph:
     """The kNN graph of X alone (one preamble): what the init needs, and M_H."""
 
-    neighbours: torch.Tensor  # (n, knn_k) long: kNN of X; P = 1/(2E) on each direction
-    flat_neighbours: torch.Tensor  # neighbours through flat_columns (width n)
+    edges: KnnEdges  # kNN of X (knn_k per point); P = 1/(2E) on each direction
     M_H: torch.Tensor  # (C, C)
     knn_k: int  # kNN size (clamped)
-    neighbours32: torch.Tensor  # neighbours as int32, for the fused loops (fewer bytes to stream)
+
+    @property
+    def neighbours(self) -> torch.Tensor:
+        """``(n, knn_k)`` long: each point's kNN in X, nearest first."""
+        return self.edges.neighbours
 
 
 @dataclass(slots=True)
@@ -129,7 +134,9 @@ class LargeTarget:
         return int(self.M_H.shape[0])
 
 
-def large_point_graph(gram: torch.Tensor, labels: torch.Tensor, knn_k: int) -> PointGraph:
+def large_point_graph(
+    gram: torch.Tensor, labels: torch.Tensor, knn_k: int, backend: TorchBackend
+) -> PointGraph:
     """The kNN graph of X (``knn_k``, clamped) and M_H, from ``gram = X Xᵀ``, by row blocks."""
     n = gram.shape[0]
     C = int(labels.max()) + 1
@@ -141,18 +148,16 @@ def large_point_graph(gram: torch.Tensor, labels: torch.Tensor, knn_k: int) -> P
         stop = min(start + _BLOCK, n)
         rows = torch.arange(start, stop, device=gram.device)
         dist = _sq_dists(gram[start:stop], sq[start:stop], sq)
-        idx = _topk_rows(dist, rows, knn_k)
+        idx = _topk_rows(dist, rows, knn_k, backend)
         label_flat = (labels[rows].unsqueeze(1) * C + labels[idx]).reshape(-1)
         label_edges.scatter_add_(0, label_flat, torch.ones_like(label_flat, dtype=gram.dtype))
         neighbours.append(idx)
     label_edges = label_edges.view(C, C)
     neighbours_x = torch.cat(neighbours)
     return PointGraph(
-        neighbours=neighbours_x,
-        flat_neighbours=kernels.flat_columns(neighbours_x, n),
+        edges=KnnEdges.of(neighbours_x),
         M_H=label_edges / label_edges.sum(1, keepdim=True).clamp_min(_EPS),
         knn_k=knn_k,
-        neighbours32=neighbours_x.int(),
     )
 
 
@@ -165,6 +170,7 @@ def large_target(
     k: int,
     knn_k: int,
     anchors_in_graph: bool,
+    backend: TorchBackend,
     gram: torch.Tensor | None = None,
     points: PointGraph | None = None,
 ) -> LargeTarget:
@@ -173,7 +179,7 @@ def large_target(
     here)."""
     n, A = X.shape[0], anchor_cluster.shape[0]
     gram = X @ X.T if gram is None else gram  # (n, n): the only d-dimensional product
-    points = large_point_graph(gram, labels, knn_k) if points is None else points
+    points = large_point_graph(gram, labels, knn_k, backend) if points is None else points
     N = n + A if anchors_in_graph else n
     k = min(k, N - 1)
     # rows of Z = [X; anchors] with one-member anchors folded into their member (an anchor of
@@ -205,7 +211,7 @@ def large_target(
             blocks.append(torch.cat([cross_z[:, own].T, anchor_gram_z[own]], 1))
         dots = torch.cat(blocks) if len(blocks) > 1 else blocks[0]  # a fresh block
         dist = _sq_dists(dots, sq_z[start:stop], sq_z, in_place=True)
-        idx = _topk_rows(dist, rows, min(k, N2 - 1))
+        idx = _topk_rows(dist, rows, min(k, N2 - 1), backend)
         weights.append(folded_knn_weights(multiplicity[idx], multiplicity[rows], k).reshape(-1))
         keys.append((group[rows].unsqueeze(1) * A + group[idx]).reshape(-1))
     R_keys, R_values = _sparse_overlap(torch.cat(keys), torch.cat(weights), A, anchor_cluster)
@@ -306,36 +312,6 @@ def large_pca(
     return scores / (scores[:, :1] ** 2).mean().sqrt().clamp_min(1e-12)
 
 
-def _fused_on(tensor: torch.Tensor) -> bool:
-    """Whether the pair terms of ``tensor``'s layout run as :mod:`.fused` loops (CPU only)."""
-    return tensor.device.type == "cpu" and fused.available()
-
-
-def _kl_grad(
-    Yt,
-    points: PointGraph,
-    negatives: int,
-    generator,
-    exaggeration: float,
-    factor: float = 1.0,
-    with_loss: bool = True,
-):
-    """``factor ·`` the sampled ``KL(P || Q)`` (as :func:`~.init.knn_kl`) of the planar
-    ``Yt (2, n)`` and its gradient: ``(loss, grad)``. The normaliser is estimated from
-    ``negatives`` random pairs per point, drawn from ``generator``. ``with_loss=False``: the
-    caller needs only the gradient (the fused loops then skip the loss's logarithms)."""
-    n = Yt.shape[1]
-    grad = torch.zeros_like(Yt)
-    if _fused_on(Yt):
-        args = (negatives, generator, exaggeration, factor, grad, with_loss)
-        return fused.kl_grad(Yt, points.neighbours32, *args), grad
-    other = torch.randint(0, n - 1, (n, negatives), generator=generator, device=Yt.device)
-    other += other >= torch.arange(n, device=Yt.device).unsqueeze(1)  # uniform over the others
-    edges = points.neighbours, points.flat_neighbours
-    loss = kernels.kl_attraction(Yt, *edges, exaggeration, factor, grad)
-    return loss + kernels.kl_repulsion(Yt, other, factor, grad), grad
-
-
 def large_init(
     points: PointGraph,
     start: torch.Tensor,
@@ -343,17 +319,26 @@ def large_init(
     steps: int,
     lr: float,
     generator: torch.Generator,
+    backend: TorchBackend,
     negatives: int = 8,
     exaggeration: float = 4.0,
 ) -> torch.Tensor:
     """The sampled neighbour embedding from ``start (n, 2)`` (:func:`large_pca`), with early
     exaggeration for the first quarter of the steps."""
-    kernels.prepare()
     Yt = start.T.contiguous()  # planar (2, n)
     optimiser = Adam([Yt], lr=lr)
     for step in range(steps):
-        ex = exaggeration if step < steps // 4 else 1.0
-        _, grad = _kl_grad(Yt, points, negatives, generator, ex, with_loss=False)
+        grad = torch.zeros_like(Yt)
+        backend.kl_grad(
+            Yt,
+            points.edges,
+            negatives=negatives,
+            generator=generator,
+            exaggeration=exaggeration if step < steps // 4 else 1.0,
+            factor=1.0,
+            grad=grad,
+            with_loss=False,
+        )
         optimiser.step([grad])
     return Yt.T.contiguous()
 
@@ -398,9 +383,7 @@ def _folded(Y: torch.Tensor, target: LargeTarget) -> torch.Tensor:
     A, pa = target.n_anchors, target.point_anchor
     members = torch.bincount(pa, minlength=A).to(Y.dtype).clamp_min(1.0)
     Yt = Y.T.contiguous()
-    return kernels.with_anchors(
-        Yt, kernels.flat_columns(pa, A), members, target.anchor_rows
-    ).T.contiguous()
+    return with_anchors(Yt, flat_columns(pa, A), members, target.anchor_rows).T.contiguous()
 
 
 def _candidate_widths(target: LargeTarget, n: int) -> tuple[int, int]:
@@ -419,10 +402,10 @@ def _block_candidates(Z: torch.Tensor, n: int, m_z: int, m_y: int):
     for start in range(0, N, _BLOCK):
         rows = torch.arange(start, min(start + _BLOCK, N), device=Z.device)
         dist = _sq_dists(Z[rows] @ Z.T, sq[rows], sq, in_place=True)
-        out_z.append(_topk_rows(dist, rows, m_z))
+        out_z.append(_topk_rows(dist, rows, m_z, _TORCH))
         point_rows = rows[rows < n]
         if len(point_rows):
-            out_y.append(_topk_rows(dist[: len(point_rows), :n], point_rows, m_y))
+            out_y.append(_topk_rows(dist[: len(point_rows), :n], point_rows, m_y, _TORCH))
     return torch.cat(out_z), torch.cat(out_y)
 
 
@@ -453,8 +436,10 @@ class _SparseOverlap:
         k,
         temperature,
         dense_groups,
+        backend: TorchBackend,
         multiplicity=None,
     ):
+        self.backend = backend
         self.group, self.G, self.k, self.temperature = group, n_groups, k, temperature
         self.group_cluster, self.dense = group_cluster, dense_groups
         self.target_keys, self.target_values = target  # R_H (or M_H), sparse: sorted keys
@@ -468,64 +453,52 @@ class _SparseOverlap:
         planar gradient the pairs scatter into."""
         rows = torch.arange(cand.shape[0], device=cand.device).unsqueeze(1).expand_as(cand)
         keys = self.group[rows] * self.G + self.group[cand]
-        # a row's pairs sorted by group pair: the fused loops sum equal keys in a register
+        # a row's pairs sorted by group pair: the numba loops sum equal keys in a register
         keys, order = keys.sort(dim=1)
         keys, cand = keys.reshape(-1), cand.gather(1, order)
-        self.cand = cand
         if self.dense:
-            self.inverse, pair_keys = keys, torch.arange(self.G * self.G, device=keys.device)
+            inverse, pair_keys = keys, torch.arange(self.G * self.G, device=keys.device)
         else:
             pair_keys, inverse = torch.unique(
                 torch.cat([keys, self.target_keys]), return_inverse=True
             )
-            self.inverse = inverse[: len(keys)]
-        self.pair_a, pair_b = pair_keys // self.G, pair_keys % self.G
+            inverse = inverse[: len(keys)]
+        pair_a, pair_b = pair_keys // self.G, pair_keys % self.G
         dtype = self.target_values.dtype
-        self.pairs = (self.group_cluster[self.pair_a] != self.group_cluster[pair_b]).to(dtype)
-        # 0 where a pair does not count, as R is: R - target needs no masking below
-        self.target = _lookup(self.target_keys, self.target_values, pair_keys) * self.pairs
-        self.keep = (self.pair_a != pair_b).to(dtype) if not self.dense else None
+        cross = (self.group_cluster[pair_a] != self.group_cluster[pair_b]).to(dtype)
         self.counts = (
             None if self.multiplicity is None else self.multiplicity[cand]  # (R, M)
         )
-        self.weight = (
-            None if self.counts is None else self.multiplicity[: cand.shape[0], None] * self.counts
+        self.pairs = self.backend.prepare(
+            OverlapPairs(
+                columns=cand,
+                inverse=inverse,
+                pair_a=pair_a,
+                cross=cross,
+                # 0 where a pair does not count, as R is: R - target needs no masking
+                target=_lookup(self.target_keys, self.target_values, pair_keys) * cross,
+                keep=(pair_a != pair_b).to(dtype) if not self.dense else None,
+                weight=None
+                if self.counts is None
+                else self.multiplicity[: cand.shape[0], None] * self.counts,
+                n_groups=self.G,
+                count=self.count,
+                temperature=self.temperature,
+                width=width,
+            )
         )
-        if _fused_on(cand):  # the loops stream these every step: int32 halves the bytes
-            self.cand32, self.inverse32 = cand.int(), self.inverse.int()
-        else:  # the TorchScript kernels scatter through the planar gradient's flat columns
-            self.flat = kernels.flat_columns(cand, width)
         self.radius = None
 
     def __call__(self, Zt: torch.Tensor, refresh_radius: bool, factor: float, grad):
         """``factor ·`` the loss of the planar rows ``Zt (2, N)``, its gradient added into the
-        planar ``grad`` (:func:`~.kernels.soft_overlap_grad`)."""
+        planar ``grad`` (:meth:`~.backends.TorchBackend.soft_overlap_grad`)."""
         if refresh_radius or self.radius is None:
-            R = self.cand.shape[0]
-            k1 = min(self.k + 1, self.cand.shape[1])
-            if _fused_on(Zt):
-                ordered, where = fused.smallest(Zt, self.cand32, k1)
-            else:
-                ordered, where = kernels.pairs(Zt, self.cand)[1].topk(k1, dim=1, largest=False)
+            R, M = self.pairs.columns.shape
+            ordered, where = self.backend.smallest(Zt, self.pairs, min(self.k + 1, M))
             counts = None if self.counts is None else self.counts.gather(1, where)
             multiplicity = None if self.multiplicity is None else self.multiplicity[:R]
             self.radius = radius_from_sorted(ordered, self.k, counts, multiplicity)
-        common: dict[str, Any] = {
-            "radius": self.radius,
-            "temperature": self.temperature,
-            "weight": self.weight,
-            "keep": self.keep,
-            "pair_a": self.pair_a,
-            "cross": self.pairs,
-            "target": self.target,
-            "n_groups": self.G,
-            "count": self.count,
-            "factor": factor,
-            "grad": grad,
-        }
-        if _fused_on(Zt):
-            return fused.soft_overlap_grad(Zt, self.cand32, inverse=self.inverse32, **common)
-        return kernels.soft_overlap_grad(Zt, self.cand, self.flat, inverse=self.inverse, **common)
+        return self.backend.soft_overlap_grad(Zt, self.pairs, self.radius, factor, grad)
 
 
 def large_gradient_layout(
@@ -540,6 +513,7 @@ def large_gradient_layout(
     temperature: float,
     generator: torch.Generator,
     lanes: Lanes,
+    backend: TorchBackend,
     candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
     refresh: int = 50,
     negatives: int = 8,
@@ -551,7 +525,6 @@ def large_gradient_layout(
     Soft-kNN radii are recomputed every ``radius_every`` steps: on 1,000 and 3,000 pooled demo
     guesses every 16 gave the same or lower label-level overlap than every 4 (0.0093 and 0.0051
     against 0.0096 and 0.0057) and the same kNN preservation, in less time."""
-    kernels.prepare()
     n, A = Y0.shape[0], target.n_anchors
     pa = target.point_anchor
     members = torch.bincount(pa, minlength=A).to(Y0.dtype).clamp_min(1.0)
@@ -561,7 +534,7 @@ def large_gradient_layout(
     groups = torch.cat([pa, anchor_rows])
     R_H = target.R_H_keys, target.R_H_values
     sub = _SparseOverlap(
-        groups, A, target.anchor_cluster, R_H, target.k, temperature, False, multiplicity
+        groups, A, target.anchor_cluster, R_H, target.k, temperature, False, backend, multiplicity
     )
     C = target.n_clusters
     M_H = target.M_H.reshape(-1)
@@ -573,18 +546,19 @@ def large_gradient_layout(
         target.knn_k,
         temperature,
         True,
+        backend,
     )
     m_z, m_y = _candidate_widths(target, n)
     # planar (see the module docstring): coordinates (2, ·), translations T (2, A)
     Y0t = Y0.T.contiguous()
     T = Y0t.new_zeros(2, A)
     delta = torch.zeros_like(Y0t)
-    flat_pa, flat_rows = kernels.flat_columns(pa, A), kernels.flat_columns(anchor_rows, A)
+    flat_pa, flat_rows = flat_columns(pa, A), flat_columns(anchor_rows, A)
     optimiser = Adam([T, delta], lr=lr)
     trace = Y0.new_zeros(steps)
     for step in range(steps):
         Yt = Y0t + T.index_select(1, pa) + delta
-        Zt = kernels.with_anchors(Yt, flat_pa, members, anchor_rows)
+        Zt = with_anchors(Yt, flat_pa, members, anchor_rows)
         if step % refresh == 0:
             if step == 0 and candidates is not None:
                 cand_z, cand_y = candidates
@@ -602,13 +576,19 @@ def large_gradient_layout(
             g_Y = torch.zeros_like(Yt)
             loss = label(Yt, refresh_radius, label_overlap_weight, g_Y)
             if knn_weight > 0:
-                kl, g_kl = _kl_grad(Yt, target.points, negatives, generator, 1.0, knn_weight)
-                loss = loss + kl
-                g_Y.add_(g_kl)
+                loss = loss + backend.kl_grad(
+                    Yt,
+                    target.points.edges,
+                    negatives=negatives,
+                    generator=generator,
+                    exaggeration=1.0,
+                    factor=knn_weight,
+                    grad=g_Y,
+                )
             return loss, g_Y
 
         (loss, g_Z), (point_loss, g_points) = lanes.both(sub_cluster_part, point_part)
-        optimiser.step(kernels.translation_grads(g_Z, g_points, pa, flat_pa, members, flat_rows))
+        optimiser.step(translation_grads(g_Z, g_points, pa, flat_pa, members, flat_rows))
         trace[step] = loss + point_loss
     return (Y0t + T.index_select(1, pa) + delta).T.contiguous(), trace
 

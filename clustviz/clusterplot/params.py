@@ -156,6 +156,12 @@ class ClusterPlotParams(ProjectorParams):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Torch device; 'auto' uses CUDA when available."
     )
+    backend: Literal["auto", "torch", "numba"] = Field(
+        "auto",
+        description="Compute backend of the large-n path's pair terms: 'torch' (plain PyTorch, "
+        "any device), 'numba' (fused CPU loops; CPU only) or 'auto' (numba on the CPU where it "
+        "compiles, torch elsewhere). The two draw other random pairs: close, not identical.",
+    )
 
     min_points: ClassVar[int] = 3
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from clustviz.clusterplot import kernels
 from clustviz.clusterplot.anchors import Anchors, compute_anchors
+from clustviz.clusterplot.backends import TorchBackend, resolve_backend
 from clustviz.clusterplot.batch import PaddedBatch, pad_batch
 from clustviz.clusterplot.gram import gram_matrix
 from clustviz.clusterplot.hulls import ClusterHull, cluster_hulls
@@ -59,6 +59,15 @@ CHUNK_POINTS = 32_768
 CHUNK_PAIRS = 1_000_000
 
 
+@dataclass(frozen=True, slots=True)
+class _Setting:
+    """What every chunk of one fit shares."""
+
+    device: torch.device
+    backend: TorchBackend  # chosen once per fit (resolve_backend)
+    compute_hulls: bool
+
+
 @dataclass(slots=True)
 class ClusterPlotResult:
     """One preamble's layout and what produced it (all coordinates in one 2-D space)."""
@@ -71,6 +80,7 @@ class ClusterPlotResult:
     discrepancy_before: dict[str, float]
     discrepancy_after: dict[str, float]
     device: str
+    backend: str  # the backend the fit ran ("torch" or "numba": backend="auto" resolved)
     params_used: ClusterPlotParams
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -143,7 +153,8 @@ class ClusterPlot(BaseProjector):
         every thread, whatever it was sent with.
         """
         device = resolve_device(self.params.device)
-        kernels.prepare()  # once per process
+        # the backend is chosen once per fit and passed down
+        setting = _Setting(device, resolve_backend(self.params.backend, device), compute_hulls)
         local = [
             (X, np.unique(labels, return_inverse=True)[1].astype(np.int64)) for X, labels in items
         ]
@@ -151,7 +162,7 @@ class ClusterPlot(BaseProjector):
         # n + A > DENSE_MAX_ROWS (A ≤ n) is possible from n > DENSE_MAX_ROWS / 2 points
         alone = [i for i, (X, _) in enumerate(local) if 2 * len(X) > DENSE_MAX_ROWS]
         for i in alone:
-            (results[i],) = self._run_chunk([local[i]], device, compute_hulls)
+            (results[i],) = self._run_chunk([local[i]], setting)
         # equal point counts together, so the anchors' batch needs no padding either
         by_size: dict[int, list[int]] = {}
         for i, (X, _) in enumerate(local):
@@ -169,7 +180,7 @@ class ClusterPlot(BaseProjector):
 
         def run_group(group: list[list[int]]) -> None:
             for chunk in group:
-                done = self._run_chunk([local[i] for i in chunk], device, compute_hulls)
+                done = self._run_chunk([local[i] for i in chunk], setting)
                 for i, result in zip(chunk, done, strict=True):
                     results[i] = result
 
@@ -185,10 +196,10 @@ class ClusterPlot(BaseProjector):
     def _run_chunk(
         self,
         items: Sequence[tuple[np.ndarray, np.ndarray]],
-        device: torch.device,
-        compute_hulls: bool,
+        setting: _Setting,
     ) -> list[ClusterPlotResult]:
         """Preambles of one point count: anchors together, then one fit per shape."""
+        device = setting.device
         with torch.no_grad():
             batch = pad_batch(items, device)
             # the Gram matrix serves the leader pass, the high-D kNN graphs and the PCA: the
@@ -209,7 +220,7 @@ class ClusterPlot(BaseProjector):
         for (_, A, A2, C), members in shapes.items():
             index = torch.tensor(members, device=device)
             part = _select(batch, anchors, gram, index, A, C)
-            done = self._fit_shape(*part, A2, [items[b] for b in members], compute_hulls)
+            done = self._fit_shape(*part, A2, [items[b] for b in members], setting)
             for b, result in zip(members, done, strict=True):
                 results[b] = result
         return results  # type: ignore[return-value]
@@ -221,9 +232,10 @@ class ClusterPlot(BaseProjector):
         gram: torch.Tensor,
         anchor_row_slots: int,
         items: Sequence[tuple[np.ndarray, np.ndarray]],
-        compute_hulls: bool,
+        setting: _Setting,
     ) -> list[ClusterPlotResult]:
         """Relax a batch of preambles of one shape into results."""
+        compute_hulls = setting.compute_hulls
         device = batch.X.device
         p = self.params
         timings: dict[str, float] = {}
@@ -241,7 +253,7 @@ class ClusterPlot(BaseProjector):
             and batch.X.shape[1] + int(anchors.count[0]) > DENSE_MAX_ROWS
         )
         if large:
-            Y, trace, before, after = _large_fit(batch, anchors, p, lap, gram[0])
+            Y, trace, before, after = _large_fit(batch, anchors, p, lap, gram[0], setting.backend)
         else:
             Y, trace, before, after = _dense_fit(batch, anchors, p, lap, gram, anchor_row_slots)
         del gram
@@ -294,6 +306,7 @@ class ClusterPlot(BaseProjector):
                         key: float(value[b]) for key, value in host["after"].items()
                     },
                     device=str(device),
+                    backend=setting.backend.name,
                     params_used=used,
                     notes=notes,
                     timings=dict(timings) | {"hulls": hull_time},
@@ -379,7 +392,12 @@ def _dense_fit(
 
 
 def _large_fit(
-    batch: PaddedBatch, anchors: Any, p: ClusterPlotParams, lap: Any, gram: torch.Tensor
+    batch: PaddedBatch,
+    anchors: Any,
+    p: ClusterPlotParams,
+    lap: Any,
+    gram: torch.Tensor,
+    backend: TorchBackend,
 ):
     """One large preamble (see :mod:`clustviz.clusterplot.large`), shaped like the dense path's
     output (batch dimension 1)."""
@@ -387,7 +405,7 @@ def _large_fit(
     generator = torch.Generator(batch.X.device).manual_seed(p.random_state)
     cpu_lanes = batch.X.device.type == "cpu" and torch.get_num_threads() > 1
     with torch.no_grad():
-        points = large_point_graph(gram, batch.labels[0], p.knn_k)
+        points = large_point_graph(gram, batch.labels[0], p.knn_k, backend)
         lap("overlap")
 
         def sub_cluster_graph():
@@ -399,6 +417,7 @@ def _large_fit(
                 k=p.k,
                 knn_k=p.knn_k,
                 anchors_in_graph=p.anchors_in_graph,
+                backend=backend,
                 gram=gram,
                 points=points,
             )
@@ -411,7 +430,12 @@ def _large_fit(
                 target, Y0 = lanes.both(
                     sub_cluster_graph,
                     lambda: large_init(
-                        points, start, steps=p.init_steps, lr=p.step_size, generator=generator
+                        points,
+                        start,
+                        steps=p.init_steps,
+                        lr=p.step_size,
+                        generator=generator,
+                        backend=backend,
                     ),
                 )
         else:
@@ -429,6 +453,7 @@ def _large_fit(
                 target,
                 generator=generator,
                 lanes=lanes,
+                backend=backend,
                 candidates=first,
                 **_gradient_settings(p),
             )

@@ -95,7 +95,7 @@ _SPECS = {
             uses_labels=True,
             runner="lane",
             # 40 points take the batched path; 700 pass DENSE_MAX_ROWS into the large-n path,
-            # whose TorchScript kernels profile their first calls
+            # whose numba loops compile (or load from numba's cache) on first use
             warm_sizes=(40, 700),
         ),
     )

@@ -30,3 +30,15 @@ def make_blobs_fixture():  # type: ignore[no-untyped-def]
 
 
 FAST = {"init_steps": 60, "n_steps": 40}
+
+
+@pytest.fixture(params=["torch", "numba"])
+def backend(request):  # type: ignore[no-untyped-def]
+    """Each compute backend of the large-n path (:mod:`clustviz.clusterplot.backends`): the
+    torch one is the GPU's code, run here on the CPU. numba is a dependency: a backend that
+    fails to compile is an error here, not a skip (auto would fall back to torch silently)."""
+    import torch
+
+    from clustviz.clusterplot.backends import resolve_backend
+
+    return resolve_backend(request.param, torch.device("cpu"))

@@ -1,11 +1,11 @@
-"""Small candidate graphs for the large-n path's pair kernels, and their losses written
-plainly for autograd (shared by the TorchScript and the fused kernels' tests)."""
+"""Small candidate graphs for the large-n path's pair terms, and their losses written
+plainly for autograd: the oracle every backend is held to."""
 
 from __future__ import annotations
 
 import torch
 
-from clustviz.clusterplot import kernels
+from clustviz.clusterplot.backends import OverlapPairs, TorchBackend
 
 
 def overlap_case(seed: int, dense: bool, weighted: bool) -> dict:
@@ -28,7 +28,6 @@ def overlap_case(seed: int, dense: bool, weighted: bool) -> dict:
     return {
         "Zt": Zt,
         "columns": columns,
-        "flat": kernels.flat_columns(columns, n_rows),
         "radius": torch.rand(n_rows, 1, generator=g, dtype=torch.float64) + 0.5,
         "temperature": 0.3,
         "weight": torch.randint(1, 3, (n_rows, m), generator=g).double() if weighted else None,
@@ -57,3 +56,34 @@ def reference_overlap_loss(Z: torch.Tensor, case: dict) -> torch.Tensor:
     rows = torch.zeros(case["n_groups"], dtype=Z.dtype).index_add(0, case["pair_a"], edges)
     overlap = edges / rows[case["pair_a"]] * case["cross"]
     return case["factor"] * (overlap - case["target"]).abs().sum() / case["count"]
+
+
+def as_pairs(case: dict, backend: TorchBackend) -> tuple[torch.Tensor, OverlapPairs, torch.Tensor]:
+    """``(Zt, pairs, radius)`` of a case for ``backend``, in float32 as the layouts run (the
+    numba loops are compiled for exactly those types)."""
+
+    def single(value: torch.Tensor | None) -> torch.Tensor | None:
+        return None if value is None else value.float()
+
+    pairs = OverlapPairs(
+        columns=case["columns"],
+        inverse=case["inverse"],
+        pair_a=case["pair_a"],
+        cross=case["cross"].float(),
+        target=case["target"].float(),
+        keep=single(case["keep"]),
+        weight=single(case["weight"]),
+        n_groups=case["n_groups"],
+        count=case["count"],
+        temperature=case["temperature"],
+        width=case["Zt"].shape[1],
+    )
+    return case["Zt"].float(), backend.prepare(pairs), case["radius"].float()
+
+
+def backend_overlap(case: dict, backend: TorchBackend) -> tuple[float, torch.Tensor]:
+    """A backend's loss and planar gradient for a case."""
+    Zt, pairs, radius = as_pairs(case, backend)
+    grad = torch.zeros_like(Zt)
+    loss = backend.soft_overlap_grad(Zt, pairs, radius, case["factor"], grad)
+    return float(loss), grad

@@ -101,28 +101,29 @@ def test_hand_written_gradient_matches_autograd(make_blobs, params, folded) -> N
     torch.testing.assert_close(captured[0][1], expected, rtol=1e-4, atol=1e-6)
 
 
-def test_large_path_lowers_discrepancy(make_blobs, monkeypatch) -> None:
+def test_large_path_lowers_discrepancy(make_blobs, monkeypatch, backend) -> None:
     import clustviz.clusterplot.projector as projector
 
     monkeypatch.setattr(projector, "DENSE_MAX_ROWS", 10)  # every preamble takes it
     # 40-point preambles: hard-kNN discrepancies move in coarse steps and a fit lowers them on
-    # about 4 preambles in 5 (100 preambles: 79 with the fused loops, 81 without), so judge it
-    # over 30 (here: 21 lowered, mean after / before 0.80)
+    # about 4 preambles in 5 (100 preambles: 79 with the numba loops, 81 with torch), so judge
+    # it over 30 (here: 21 lowered, mean after / before 0.80)
     items = [_lm_like(make_blobs, seed) for seed in range(30)]
-    model = ClusterPlot(**from_fast)
+    model = ClusterPlot(**from_fast, backend=backend.name)
     results = [model.fit_transform_many([item], compute_hulls=False)[0] for item in items]
     lowered = [r.discrepancy_after["mean"] < r.discrepancy_before["mean"] for r in results]
     assert sum(lowered) >= 20
     ratios = [r.discrepancy_after["mean"] / r.discrepancy_before["mean"] for r in results]
     assert np.mean(ratios) < 0.9
     for (X, _), result in zip(items, results, strict=True):
+        assert result.backend == backend.name
         assert result.embedding.shape == (len(X), 2) and np.isfinite(result.embedding).all()
     again = model.fit_transform_many([items[0]], compute_hulls=False)[0]
     np.testing.assert_array_equal(again.embedding, results[0].embedding)  # seeded sampling
 
 
 @pytest.mark.parametrize("params", [{}, {"birch_threshold": 5.0}, {"anchors_in_graph": False}])
-def test_large_path_targets_equal_the_dense_ones(make_blobs, params) -> None:
+def test_large_path_targets_equal_the_dense_ones(make_blobs, params, backend) -> None:
     """The large-n path folds one-member anchors into their member and works from the Gram
     matrix: its R_H, M_H and hard discrepancies must equal the dense path's."""
     import torch
@@ -143,6 +144,7 @@ def test_large_path_targets_equal_the_dense_ones(make_blobs, params) -> None:
         k=p.k,
         knn_k=p.knn_k,
         anchors_in_graph=p.anchors_in_graph,
+        backend=backend,
     )
     torch.testing.assert_close(large.dense_R_H(), target.R_H[0, :A, :A], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(large.M_H, target.M_H[0], rtol=1e-5, atol=1e-6)
@@ -211,7 +213,7 @@ def test_large_path_pair_gradient_matches_autograd() -> None:
     column lists (repeated columns and rows among the columns included)."""
     import torch
 
-    from clustviz.clusterplot import kernels
+    from clustviz.clusterplot import planar
 
     generator = torch.Generator().manual_seed(0)
     Zt = torch.randn(2, 50, generator=generator, dtype=torch.float64)
@@ -219,8 +221,8 @@ def test_large_path_pair_gradient_matches_autograd() -> None:
     columns[:, 0] = (torch.arange(30) + 1) % 50  # never self, one column a row's successor
     coef = torch.randn(30, 7, generator=generator, dtype=torch.float64)
     grad = torch.zeros_like(Zt)
-    diff, D = kernels.pairs(Zt, columns)
-    kernels.add_pair_grad(grad, kernels.flat_columns(columns, 50), coef, diff)
+    diff, D = planar.pairs(Zt, columns)
+    planar.add_pair_grad(grad, planar.flat_columns(columns, 50), coef, diff)
     Z = Zt.clone().requires_grad_(True)
     (coef * ((Z[:, :30].unsqueeze(2) - Z[:, columns]) ** 2).sum(0)).sum().backward()
     torch.testing.assert_close(grad, Z.grad)

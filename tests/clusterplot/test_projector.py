@@ -87,16 +87,19 @@ def _real_items(sizes: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
     ]
 
 
-@pytest.mark.parametrize("mode", ["gradient", "greedy"])
-def test_same_answer_alone_or_batched(make_blobs, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "backend"), [("gradient", "numba"), ("gradient", "torch"), ("greedy", "auto")]
+)
+def test_same_answer_alone_or_batched(make_blobs, mode: str, backend: str) -> None:
     """Any preamble, from the minimum size up, fitted alone and inside batches with tiny and
-    large companions, gets the same layout (within 1e-4 of its extent)."""
+    large companions, gets the same layout (within 1e-4 of its extent); with either backend
+    (the large companion's pair terms run in it)."""
     items = _real_items([3, 4, 6, 9, 12, 20, 40, 40, 40]) + [
         make_blobs(n, c, dim=576, seed=s)
         for s, (n, c) in enumerate([(8, 3), (5, 5), (2, 3), (10, 4)])
     ]
     large = make_blobs(100, 7, dim=576, seed=9)  # 700 rows: the large path in gradient mode
-    model = ClusterPlot(mode=mode, **FAST)
+    model = ClusterPlot(mode=mode, backend=backend, **FAST)
     alone = [model.fit_transform_many([item], compute_hulls=False)[0] for item in items]
     everyone = list(range(len(items)))
     for members in [everyone, [*everyone[::-1], -1], [0, -1, len(items) - 1]]:
@@ -158,8 +161,8 @@ def test_cuda_matches_cpu(blobs) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_large_path_matches_cpu_quality(make_blobs) -> None:
-    """The large-n path on CUDA (distance blocks for the 2-D search, its TorchScript kernels on
-    the device). Its random pairs come from the device's generator, so layouts differ from the
+    """The large-n path on CUDA (distance blocks for the 2-D search, the torch backend on the
+    device). Its random pairs come from the device's generator, so layouts differ from the
     CPU's; what they achieve must not."""
     from clustviz.metrics import knn_preservation
 
