@@ -18,11 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from broken_reasons import FAILING_REASON, REASON
 
 from clustviz.projectors import BaseProjector, ProjectorParams, ProjectorSpec, register
 
-REASON = "the broken projector's native library failed to load"
-FAILING_REASON = "the failing projector's library gave up on this input"
 PARAMS = "clustviz.projectors.base:ProjectorParams"
 
 register(

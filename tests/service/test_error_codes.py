@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from broken_projector import FAILING_REASON, REASON
+from broken_reasons import FAILING_REASON, REASON
 from support import DEMO10, DEMO_ID, REPO, SEED_PREAMBLE, Server, free_port
 
 TESTS = Path(__file__).resolve().parents[1]
