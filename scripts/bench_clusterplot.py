@@ -1,9 +1,10 @@
 """Benchmark of clustviz.clusterplot (not a test): what issue 14's "Done when" lists, in one run.
 
-1. one real 40-guess preamble, warm: median of ``--repeat`` fits for ClusterPlot and for UMAP
+1. one real 40-guess preamble, warm: median of ``--repeat`` fits for ClusterPlot (each
+   backend: numba, what ``auto`` takes on the CPU, and torch, the GPU's code) and for UMAP
    (same process, same rows) and their ratio (target: ClusterPlot ≤ 20 ms and < 0.5 × UMAP);
 2. batches: the demo set and a clamp-scale synthetic set (3,085 × 40 × 768), batched against
-   looping single fits;
+   looping single fits, with each backend;
 3. the large path on pooled real guesses (n = 1000 / 3000 rows of the demo set, global
    cluster ids);
 4. batching: the largest deviation of any demo preamble fitted inside the batch from the same
@@ -61,6 +62,9 @@ def timed(fn, repeat: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+BACKENDS = ("numba", "torch")
+
+
 def fit_many(items, **params):
     return ClusterPlot(device="cpu", **params).fit_transform_many(items, compute_hulls=False)
 
@@ -70,25 +74,28 @@ def bench_single(views, repeat: int) -> None:
     umap = get_projector("umap")
     item = [(view.X, view.labels)]
     for _ in range(2):  # warm-up: JIT, first-use costs
-        fit_many(item)
+        for backend in BACKENDS:
+            fit_many(item, backend=backend)
         umap.fit_transform(view.X)
-    cp, _ = timed(lambda: fit_many(item), repeat)
     um, _ = timed(lambda: umap.fit_transform(view.X), repeat)
     print(f"\n## one real preamble (40 guesses), warm, median of {repeat} ({load()})")
-    print("| clusterplot ms | umap ms | clusterplot / umap |")
-    print("|---|---|---|")
-    print(f"| {1000 * cp:.1f} | {1000 * um:.1f} | {cp / um:.2f} |", flush=True)
+    print("| clusterplot backend | clusterplot ms | umap ms | clusterplot / umap |")
+    print("|---|---|---|---|")
+    for backend in BACKENDS:
+        cp, _ = timed(lambda backend=backend: fit_many(item, backend=backend), repeat)
+        print(f"| {backend} | {1000 * cp:.1f} | {1000 * um:.1f} | {cp / um:.2f} |", flush=True)
 
 
-def bench_batch(items, label: str, loop_sample: int, repeat: int) -> None:
-    fit_many(items[:64])  # warm-up
-    batched, _ = timed(lambda: fit_many(items), repeat)
+def bench_batch(items, label: str, loop_sample: int, repeat: int, backend: str) -> None:
+    fit_many(items[:64], backend=backend)  # warm-up
+    batched, _ = timed(lambda: fit_many(items, backend=backend), repeat)
     sample = items[:loop_sample]
-    fit_many(sample[:1])
-    loop_one, _ = timed(lambda: [fit_many([item]) for item in sample], 1)
+    fit_many(sample[:1], backend=backend)
+    loop_one, _ = timed(lambda: [fit_many([item], backend=backend) for item in sample], 1)
     looped = loop_one / len(sample) * len(items)
     print(
-        f"| {label} | {len(items)} | {batched:.2f} | {1000 * batched / len(items):.1f} | "
+        f"| {label} | {backend} | {len(items)} | {batched:.2f} | "
+        f"{1000 * batched / len(items):.1f} | "
         f"{looped:.1f} (loop of {len(sample)}, extrapolated) | {looped / batched:.0f}× | "
         f"{maxrss_mb():.0f} |",
         flush=True,
@@ -117,27 +124,41 @@ def bench_pooled(dataset, sizes: list[int], repeat: int) -> None:
 
 def bench_batching(views) -> None:
     items = [(v.X, v.labels) for v in views]
-    batched = fit_many(items)
-    worst = 0.0
-    for item, together in zip(items, batched, strict=True):
-        (alone,) = fit_many([item])
-        extent = float(np.ptp(alone.embedding, axis=0).max())
-        worst = max(worst, float(np.abs(alone.embedding - together.embedding).max()) / extent)
     print(f"\n## alone vs batched ({len(items)} demo preambles in one batch)")
-    print(f"largest deviation / extent: {worst:.2e}", flush=True)
+    for backend in BACKENDS:
+        batched = fit_many(items, backend=backend)
+        worst = 0.0
+        for item, together in zip(items, batched, strict=True):
+            (alone,) = fit_many([item], backend=backend)
+            extent = float(np.ptp(alone.embedding, axis=0).max())
+            worst = max(worst, float(np.abs(alone.embedding - together.embedding).max()) / extent)
+        print(f"{backend}: largest deviation / extent: {worst:.2e}", flush=True)
 
 
 def quality(views) -> None:
     items = [(v.X, v.labels) for v in views]
     results = fit_many(items)
+    on_torch = fit_many(items, backend="torch")
     init_only = fit_many(items, n_steps=0)
-    names = ["clusterplot", "clusterplot init (n_steps=0)", "tsne", "umap", "trimap", "pacmap"]
-    library = {name: get_projector(name) for name in names[2:]}
+    names = [
+        "clusterplot",
+        "clusterplot, torch backend",
+        "clusterplot init (n_steps=0)",
+        "tsne",
+        "umap",
+        "trimap",
+        "pacmap",
+    ]
+    library = {name: get_projector(name) for name in names[3:]}
     rows: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in names}
     lowered = 0
-    for view, result, init in zip(views, results, init_only, strict=True):
+    for view, result, torch_result, init in zip(views, results, on_torch, init_only, strict=True):
         lowered += result.discrepancy_after["mean"] < result.discrepancy_before["mean"]
-        layouts = {names[0]: result.embedding, names[1]: init.embedding}
+        layouts = {
+            names[0]: result.embedding,
+            names[1]: torch_result.embedding,
+            names[2]: init.embedding,
+        }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for name, projector in library.items():
@@ -189,16 +210,20 @@ def main() -> None:
     views = [dataset.view(p) for p in dataset.preambles]
     bench_single(views, args.repeat)
     print(f"\n## batches (hulls off; {load()})")
-    print("| batch | preambles | batched s | ms/preamble | looped s | ratio | maxrss MB |")
-    print("|---|---|---|---|---|---|---|")
-    bench_batch([(v.X, v.labels) for v in views], f"demo ({args.data})", 30, 3)
+    print(
+        "| batch | backend | preambles | batched s | ms/preamble | looped s | ratio | maxrss MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for backend in BACKENDS:
+        bench_batch([(v.X, v.labels) for v in views], f"demo ({args.data})", 30, 3, backend)
     if not args.no_clamp:
         rng = np.random.default_rng(0)
         items = []
         for i in range(3085):
             X, labels = mixture(40, int(rng.integers(5, 24)), 768, 1.0, seed=i, centre_scale=4.0)
             items.append((X, labels))
-        bench_batch(items, "clamp-scale synthetic 3085×40×768", 100, 2)
+        for backend in BACKENDS:
+            bench_batch(items, "clamp-scale synthetic 3085×40×768", 100, 2, backend)
     bench_pooled(dataset, args.pooled, 3)
     bench_batching(views)
     if not args.no_quality:

@@ -1,8 +1,10 @@
 """The compute backend of one fit, chosen once (:func:`resolve_backend`) and passed down.
 
-The large-n path's per-step pair work (soft-kNN overlap terms, the sampled ``KL(P || Q)``, the
-k-nearest selections) is the only code that differs between backends; everything else is plain
-torch. Two backends, one interface:
+What differs between backends: the dense path's two optimisations (the init's neighbour
+embedding and the relaxation, :meth:`TorchBackend.neighbour_embedding` and
+:meth:`TorchBackend.gradient_layout`), and the large-n path's per-step pair work (soft-kNN
+overlap terms, the sampled ``KL(P || Q)``, the k-nearest selections); everything else (anchors,
+targets, discrepancies) is plain torch. Two backends, one interface:
 
 * :class:`TorchBackend`: plain PyTorch on any device (the GPU's code; the CPU tests run it
   too). Each elementwise op is its own pass over the ``10⁵`` candidate pairs of a step.
@@ -12,9 +14,14 @@ torch. Two backends, one interface:
   the loop (other pairs than the torch backend's draw: deterministic, not identical). The loops
   release the GIL, so the relaxation's two lanes (:mod:`.lanes`) run them on both cores.
 
-``backend="auto"`` takes numba on the CPU (it wins there: n = 3000 relaxation about 3× the
-torch backend's speed) when it compiles, torch elsewhere. The tests hold both to the same
-autograd oracles (``tests/clusterplot/test_backends.py``).
+The dense path's numba loops (:mod:`.dense_loops`) fit one preamble at a time: a 40-point
+preamble's steps are a few loops each instead of some forty tensor ops whose dispatch costs more
+than their arithmetic.
+
+``backend="auto"`` takes numba on the CPU (it wins there: one preamble alone, and the n = 3000
+relaxation, several times the torch backend's speed; large batches about even) when it
+compiles, torch elsewhere. The tests hold both to the same autograd oracles
+(``tests/clusterplot/test_backends.py``, ``tests/clusterplot/test_dense_backends.py``).
 
 Planar layout throughout (:mod:`.planar`): coordinates ``(2, N)``, pairs row by row as
 ``columns (R, M)``.
@@ -27,13 +34,16 @@ import math
 import threading
 from dataclasses import dataclass
 from types import ModuleType
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
 from clustviz.clusterplot.planar import add_pair_grad, add_pull, flat_columns, pairs
 from clustviz.errors import InvalidInputError, UnavailableError
+
+if TYPE_CHECKING:
+    from clustviz.clusterplot.optimize import OverlapTarget
 
 __all__ = [
     "BACKEND_NAMES",
@@ -99,6 +109,22 @@ class TorchBackend:
     """Plain PyTorch, any device: the pair terms as vectorised torch ops."""
 
     name: ClassVar[str] = "torch"
+
+    def neighbour_embedding(
+        self, Y0: torch.Tensor, P: torch.Tensor, mask: torch.Tensor, *, steps: int, lr: float
+    ) -> torch.Tensor:
+        """The dense path's init: :func:`~.init.neighbour_embedding` of ``Y0 (B, n, 2)``."""
+        from clustviz.clusterplot.init import neighbour_embedding
+
+        return neighbour_embedding(Y0, P, mask, steps=steps, lr=lr)
+
+    def gradient_layout(
+        self, Y0: torch.Tensor, target: OverlapTarget, **settings: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dense path's relaxation: :func:`~.optimize.gradient_layout`."""
+        from clustviz.clusterplot.optimize import gradient_layout
+
+        return gradient_layout(Y0, target, **settings)
 
     def prepare(self, pairs_: OverlapPairs) -> OverlapPairs:
         """``pairs_`` with what this backend streams every step (once per candidate set)."""
@@ -212,6 +238,23 @@ class NumbaBackend(TorchBackend):
                 code="backend_unavailable",
             )
         self.loops = loops
+        from clustviz.clusterplot import dense_loops
+
+        self.dense = dense_loops  # compiled on first use: the workers' warm-up fit
+
+    def neighbour_embedding(
+        self, Y0: torch.Tensor, P: torch.Tensor, mask: torch.Tensor, *, steps: int, lr: float
+    ) -> torch.Tensor:
+        from clustviz.clusterplot.dense_numba import numba_neighbour_embedding
+
+        return numba_neighbour_embedding(self.dense, Y0, P, mask, steps=steps, lr=lr)
+
+    def gradient_layout(
+        self, Y0: torch.Tensor, target: OverlapTarget, **settings: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from clustviz.clusterplot.dense_numba import numba_gradient_layout
+
+        return numba_gradient_layout(self.dense, Y0, target, **settings)
 
     def prepare(self, pairs_: OverlapPairs) -> OverlapPairs:
         pairs_.columns32, pairs_.inverse32 = pairs_.columns.int(), pairs_.inverse.int()

@@ -425,7 +425,7 @@ def _tree_neighbours(points: np.ndarray, k: int, workers: int) -> np.ndarray:
 
 class _SparseOverlap:
     """A soft-kNN overlap term over candidate lists; gradient written out (see the dense
-    :class:`~clustviz.clusterplot.optimize._SoftOverlap`, same formulas, sparse in pairs)."""
+    :class:`~clustviz.clusterplot.optimize.SoftOverlap`, same formulas, sparse in pairs)."""
 
     def __init__(
         self,

@@ -38,8 +38,11 @@ _INF = float("inf")
 _EPS = 1e-12
 
 __all__ = [
+    "DenseTerms",
     "FoldedRows",
     "OverlapTarget",
+    "SoftOverlap",
+    "dense_terms",
     "fold_rows",
     "gradient_layout",
     "greedy_layout",
@@ -137,7 +140,7 @@ def reference_loss(
     return loss + knn_weight * knn_kl(Y, target.P, target.mask)
 
 
-class _SoftOverlap:
+class SoftOverlap:
     """One soft-kNN overlap term with its gradient written out (no autograd graph).
 
     Forward (as :func:`~clustviz.clusterplot.overlap.soft_edges` then
@@ -329,6 +332,78 @@ def _knn_kl_grad(
     return loss, coef
 
 
+@dataclass(slots=True)
+class DenseTerms:
+    """What the dense relaxation's every step reads, made once per fit (:func:`dense_terms`):
+    the two soft overlap terms, the kNN term's valid pairs, and how points, anchors and folded
+    rows map onto each other."""
+
+    sub: SoftOverlap  # sub-cluster overlap on the folded rows [Y; anchors[anchor_rows]]
+    label: SoftOverlap  # cluster-level overlap on Y
+    valid: torch.Tensor  # (B, n, n) float: pairs of the kNN term
+    weight: torch.Tensor  # (B, n, 1) float: the mask
+    members: torch.Tensor  # (B, A) float: points per anchor
+    inv_members: torch.Tensor  # (B, A, 1)
+    anchor_index: torch.Tensor  # (B, n, 2) long: each point's anchor, per coordinate
+    rows: FoldedRows
+
+
+def dense_terms(Y0: torch.Tensor, target: OverlapTarget, temperature: float) -> DenseTerms:
+    """The fixed parts of :func:`gradient_layout`'s loss for layouts shaped like ``Y0``."""
+    B, n, _ = Y0.shape
+    A = target.n_anchors
+    mask = target.mask
+    weight = mask.unsqueeze(-1).to(Y0.dtype)
+    members = Y0.new_zeros(B, A).scatter_add_(1, target.point_anchor, weight.squeeze(-1))
+    if target.anchors_in_graph:
+        rows = fold_rows(
+            target.point_anchor, mask, target.anchor_mask, members, target.anchor_row_slots
+        )
+    else:
+        rows = FoldedRows(target.point_anchor.new_zeros(B, 0), mask.new_zeros(B, 0), None)
+    sub_pairs = overlap_pair_mask(target.anchor_cluster, target.anchor_mask)
+    if n == A and bool(((members == 1) | ~target.anchor_mask).all()):
+        # one point per anchor (real LM guesses: always): the sub-clusters are the points, so
+        # R_H goes to point order once and the per-step (group, group) sums need no scatter
+        sub_group, sub_target, sub_pairs = (
+            None,
+            *_in_point_order(target.point_anchor, mask, target.R_H, sub_pairs),
+        )
+    else:
+        sub_group, sub_target = torch.cat([target.point_anchor, rows.anchor_rows], 1), target.R_H
+    sub = SoftOverlap(
+        torch.cat([mask, rows.anchor_rows_mask], 1),
+        target.k,
+        sub_group,
+        A,
+        sub_target,
+        sub_pairs,
+        temperature,
+        remove_diagonal=True,
+        multiplicity=rows.multiplicity,
+    )
+    label = SoftOverlap(
+        mask,
+        target.knn_k,
+        target.labels,
+        target.n_clusters,
+        target.M_H,
+        _cluster_pairs(target),
+        temperature,
+        remove_diagonal=False,
+    )
+    return DenseTerms(
+        sub=sub,
+        label=label,
+        valid=label.valid,
+        weight=weight,
+        members=members,
+        inv_members=(1.0 / members.clamp_min(1.0)).unsqueeze(-1),
+        anchor_index=target.point_anchor.unsqueeze(-1).expand(B, n, 2),
+        rows=rows,
+    )
+
+
 def gradient_layout(
     Y0: torch.Tensor,
     target: OverlapTarget,
@@ -341,70 +416,29 @@ def gradient_layout(
     temperature: float,
     radius_every: int = 8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Optimised layout ``(B, n, 2)`` and the loss trace ``(steps, B)``.
+    """Optimised layout ``(B, n, 2)`` and the loss trace ``(steps, B)``, with torch ops (the
+    torch backend's; :mod:`.dense_loops` has the numba backend's).
 
     Adam over translations ``T (B, A, 2)`` and per-point moves ``delta (B, n, 2)``; the loss
     is ``overlap_weight · mean|R_H - R_L| + label_overlap_weight · mean|M_H - M_L|
     + knn_weight · KL(P || Q)`` per preamble, summed (never averaged) over the batch. The
-    gradients are written out (see :class:`_SoftOverlap`): same values as autograd on
+    gradients are written out (see :class:`SoftOverlap`): same values as autograd on
     :func:`reference_loss`, several times faster on the CPU. The soft-kNN radii are detached
     and recomputed every ``radius_every`` steps.
     """
     B, n, _ = Y0.shape
-    A = target.n_anchors
-    mask = target.mask
-    weight = mask.unsqueeze(-1).to(Y0.dtype)
-    members = Y0.new_zeros(B, A).scatter_add_(1, target.point_anchor, weight.squeeze(-1))
-    inv_members = (1.0 / members.clamp_min(1.0)).unsqueeze(-1)  # (B, A, 1)
-    anchor_index = target.point_anchor.unsqueeze(-1).expand(B, n, 2)
-    if target.anchors_in_graph:
-        rows = fold_rows(
-            target.point_anchor, mask, target.anchor_mask, members, target.anchor_row_slots
-        )
-    else:
-        rows = FoldedRows(target.point_anchor.new_zeros(B, 0), mask.new_zeros(B, 0), None)
+    terms = dense_terms(Y0, target, temperature)
+    sub, label, rows, weight = terms.sub, terms.label, terms.rows, terms.weight
+    anchor_index = terms.anchor_index
     row_index = rows.anchor_rows.unsqueeze(-1).expand(-1, -1, 2)  # (B, A2, 2)
-    sub_pairs = overlap_pair_mask(target.anchor_cluster, target.anchor_mask)
-    if n == A and bool(((members == 1) | ~target.anchor_mask).all()):
-        # one point per anchor (real LM guesses: always): the sub-clusters are the points, so
-        # R_H goes to point order once and the per-step (group, group) sums need no scatter
-        sub_group, sub_target, sub_pairs = (
-            None,
-            *_in_point_order(target.point_anchor, mask, target.R_H, sub_pairs),
-        )
-    else:
-        sub_group, sub_target = torch.cat([target.point_anchor, rows.anchor_rows], 1), target.R_H
-    sub = _SoftOverlap(
-        torch.cat([mask, rows.anchor_rows_mask], 1),
-        target.k,
-        sub_group,
-        A,
-        sub_target,
-        sub_pairs,
-        temperature,
-        remove_diagonal=True,
-        multiplicity=rows.multiplicity,
-    )
-    label = _SoftOverlap(
-        mask,
-        target.knn_k,
-        target.labels,
-        target.n_clusters,
-        target.M_H,
-        _cluster_pairs(target),
-        temperature,
-        remove_diagonal=False,
-    )
-    valid = label.valid
-
-    T = Y0.new_zeros(B, A, 2)
+    T = Y0.new_zeros(B, target.n_anchors, 2)
     delta = torch.zeros_like(Y0)
     optimiser = Adam([T, delta], lr=lr)
     trace = Y0.new_zeros(steps, B)
     with torch.no_grad():
         for step in range(steps):
             Y = Y0 + T.gather(1, anchor_index) + delta * weight
-            Z = _folded_z(Y, mask, target.point_anchor, members, rows.anchor_rows)
+            Z = _folded_z(Y, target.mask, target.point_anchor, terms.members, rows.anchor_rows)
             D = pairwise_sq_dists(Z)  # (B, N, N); its first n × n block is Y's
             D_Y = D[:, :n, :n]
             # radii are detached and move slowly, and a topk over rows of 40 costs as much as
@@ -424,14 +458,14 @@ def gradient_layout(
             loss = loss + label_overlap_weight * label_loss
             coef[:, :n, :n].add_(label_coef, alpha=label_overlap_weight)
             if knn_weight > 0:
-                kl, kl_coef = _knn_kl_grad(D_Y, target.P, valid)
+                kl, kl_coef = _knn_kl_grad(D_Y, target.P, terms.valid)
                 loss = loss + knn_weight * kl
                 coef[:, :n, :n].add_(kl_coef, alpha=knn_weight)
             g_Z = pair_gradient(coef, Z)
             g_Y = g_Z[:, :n]
             if rows.anchor_rows.shape[1]:  # an anchor's gradient flows to its members
                 g_A = torch.zeros_like(T).scatter_add_(1, row_index, g_Z[:, n:])
-                g_Y = g_Y + (g_A * inv_members).gather(1, anchor_index)
+                g_Y = g_Y + (g_A * terms.inv_members).gather(1, anchor_index)
             g_Y = g_Y * weight
             g_T = torch.zeros_like(T).scatter_add_(1, anchor_index, g_Y)
             optimiser.step([g_T, g_Y])

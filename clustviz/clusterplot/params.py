@@ -158,9 +158,10 @@ class ClusterPlotParams(ProjectorParams):
     )
     backend: Literal["auto", "torch", "numba"] = Field(
         "auto",
-        description="Compute backend of the large-n path's pair terms: 'torch' (plain PyTorch, "
-        "any device), 'numba' (fused CPU loops; CPU only) or 'auto' (numba on the CPU where it "
-        "compiles, torch elsewhere). The two draw other random pairs: close, not identical.",
+        description="Compute backend of the optimisation: 'torch' (plain PyTorch, any device), "
+        "'numba' (CPU loops, one preamble at a time; CPU only) or 'auto' (numba on the CPU "
+        "where it compiles, torch elsewhere). The two round and sample differently: layouts "
+        "of the same quality, not identical ones.",
     )
 
     min_points: ClassVar[int] = 3

@@ -147,6 +147,18 @@ def test_demo_fixture() -> None:
         assert len(result.hulls) == view.n_clusters
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests a machine without CUDA")
+def test_our_own_errors_pass_through_unwrapped(blobs) -> None:
+    """A device or backend that cannot run is ``UnavailableError`` with its own code, not a
+    ``projection_failed`` wrapping it."""
+    from clustviz.errors import UnavailableError
+
+    X, labels = blobs
+    with pytest.raises(UnavailableError) as error:
+        ClusterPlot(**(FAST | {"device": "cuda"})).fit_transform_many([(X, labels)])
+    assert error.value.code == "device_unavailable"
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu(blobs) -> None:
