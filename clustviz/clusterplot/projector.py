@@ -200,6 +200,9 @@ class ClusterPlot(BaseProjector):
     ) -> list[ClusterPlotResult]:
         """Preambles of one point count: anchors together, then one fit per shape."""
         device = setting.device
+        # a chunk's preambles share their point count, so one resolution serves them all, and
+        # the fit reads exactly what params_used_ reports
+        params, _ = self.params.resolve(int(items[0][0].shape[0]))
         with torch.no_grad():
             batch = pad_batch(items, device)
             # the Gram matrix serves the leader pass, the high-D kNN graphs and the PCA: the
@@ -207,10 +210,10 @@ class ClusterPlot(BaseProjector):
             gram = gram_matrix(batch.X)
             anchors = compute_anchors(
                 batch,
-                self.params.anchors_method,
-                threshold=self.params.birch_threshold,
-                threshold_mode=self.params.birch_threshold_mode,
-                per_cluster=self.params.anchors_per_cluster,
+                params.anchors_method,
+                threshold=params.birch_threshold,
+                threshold_mode=params.birch_threshold_mode,
+                per_cluster=params.anchors_per_cluster,
                 gram=gram,
             )
         shapes: dict[tuple[int, ...], list[int]] = {}
@@ -220,7 +223,7 @@ class ClusterPlot(BaseProjector):
         for (_, A, A2, C), members in shapes.items():
             index = torch.tensor(members, device=device)
             part = _select(batch, anchors, gram, index, A, C)
-            done = self._fit_shape(*part, A2, [items[b] for b in members], setting)
+            done = self._fit_shape(*part, A2, [items[b] for b in members], setting, params)
             for b, result in zip(members, done, strict=True):
                 results[b] = result
         return results  # type: ignore[return-value]
@@ -233,11 +236,12 @@ class ClusterPlot(BaseProjector):
         anchor_row_slots: int,
         items: Sequence[tuple[np.ndarray, np.ndarray]],
         setting: _Setting,
+        p: ClusterPlotParams,
     ) -> list[ClusterPlotResult]:
-        """Relax a batch of preambles of one shape into results."""
+        """Relax a batch of preambles of one shape into results; ``p``: the parameters
+        resolved for their point count."""
         compute_hulls = setting.compute_hulls
         device = batch.X.device
-        p = self.params
         timings: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -285,7 +289,7 @@ class ClusterPlot(BaseProjector):
         hull_time = 0.0
         for b, (X, labels) in enumerate(items):
             n, A = X.shape[0], int(host["count"][b])
-            used, notes = p.resolve(n)
+            used, notes = self.params.resolve(n)  # p is this, the notes say what changed
             embedding = check_output(host["Y"][b, :n], n, name=self.name)
             hull_start = time.perf_counter()
             hulls = layout_hulls(embedding, labels, p) if compute_hulls else []

@@ -67,6 +67,20 @@ def test_small_n(n: int) -> None:
     assert model.result_.params_used.k == n - 1
 
 
+@pytest.mark.parametrize("n", [6, 9, 40])
+def test_params_used_is_what_the_fit_read(make_blobs, n: int) -> None:
+    """Refitting with ``params_used_`` gives the same layout: the fit reads the clamped values
+    it reports (k was clamped to n - 1 in the report but to n + A - 1 in the fit)."""
+    X, labels = make_blobs(n // 3, 3, dim=16, spread=1.0, seed=n)
+    model = ClusterPlot(k=15, knn_k=12, anchors_per_cluster=50, **FAST)
+    Y = model.fit_transform(X, labels)
+    used = model.params_used_
+    assert used.k == min(15, len(X) - 1) and used.knn_k == min(12, len(X) - 1)
+    assert any(note.startswith("k clamped") for note in model.notes_) == (len(X) <= 15)
+    again = ClusterPlot(**used.model_dump()).fit_transform(X, labels)
+    np.testing.assert_array_equal(again, Y)
+
+
 def test_single_cluster_and_arbitrary_labels(blobs) -> None:
     X, _ = blobs
     Y = ClusterPlot(**FAST).fit_transform(X, np.full(len(X), 7))
