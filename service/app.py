@@ -157,6 +157,7 @@ def create_app(
             max_items=settings.max_batch_items,
             library_concurrency=2 * own_pool.status()["size"],
             lane_chunk=settings.lane_max_batch,
+            keepalive=settings.sse_keepalive_s,
         )
         app.state.jobs = jobs
         await jobs.resume_all()

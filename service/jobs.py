@@ -28,7 +28,7 @@ from service.export import ExportRequest, ResultFormat, export_results
 from service.memory import release_unused_memory
 from service.store import ResultStore
 
-__all__ = ["JobManager"]
+__all__ = ["JobManager", "end_event_id"]
 
 logger = logging.getLogger("clustviz.jobs")
 ACTIVE = ("queued", "running")
@@ -57,12 +57,14 @@ class JobManager:
         max_items: int,
         library_concurrency: int,
         lane_chunk: int,  # clusterplot items sent to the lane at once (one batched fit)
+        keepalive: float = 15.0,  # seconds of silence before an event stream's keep-alive
     ) -> None:
         self.engine = engine
         self.store = store
         self.max_items = max_items
         self.library_concurrency = library_concurrency
         self.lane_chunk = lane_chunk
+        self.keepalive = keepalive
         self._live: dict[str, _Live] = {}
 
     # ---- creation ---------------------------------------------------------------------------
@@ -333,27 +335,38 @@ class JobManager:
             ],
         }
 
-    async def events(self, job_id: str) -> AsyncIterator[str]:
-        """Server-Sent Events: a ``progress`` event per change (at most ~10/s), then ``end``."""
-        self.status(job_id)  # 404 before the stream starts
+    async def events(self, job_id: str, *, after: int | None = None) -> AsyncIterator[str]:
+        """Server-Sent Events: ``progress`` as items finish (at most ~10/s), then ``end``.
+
+        Every event has an id from the job's stored state, the same on every connection and
+        after a restart: a ``progress`` event's id is the number of items finished (done +
+        failed, the count its data shows), ``end``'s is :func:`end_event_id`. A stream resumed
+        ``after`` an id (the client's ``Last-Event-ID``) sends only what comes after it: no event
+        twice, no progress missed, and ``end`` if the job has finished meanwhile. A comment
+        (``: keep-alive``) goes out when nothing happened for ``keepalive`` seconds."""
+        await asyncio.to_thread(self.status, job_id, max_errors=0)  # 404 before the stream
         live = self._live.setdefault(job_id, _Live())
-        seen = -1
+        sent = -1 if after is None else after
 
         def changed_since(version: int) -> bool:
             return live.version != version
 
         while True:
+            version = live.version  # before the read: a change during it is not missed
             status = await asyncio.to_thread(self.status, job_id, max_errors=0)
-            if live.version != seen:
-                seen = live.version
-                yield _sse("progress", status)
+            finished = status["done"] + status["failed"]
+            if finished > sent:
+                sent = finished
+                yield _sse("progress", finished, status)
             if status["state"] not in ACTIVE:
-                yield _sse("end", status)
+                if sent < end_event_id(status):
+                    yield _sse("end", end_event_id(status), status)
                 return
             async with live.changed:
                 try:
                     await asyncio.wait_for(
-                        live.changed.wait_for(functools.partial(changed_since, seen)), 15
+                        live.changed.wait_for(functools.partial(changed_since, version)),
+                        self.keepalive,
                     )
                 except TimeoutError:
                     yield ": keep-alive\n\n"
@@ -393,5 +406,11 @@ class JobManager:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+def end_event_id(status: dict[str, Any]) -> int:
+    """The id of a job's ``end`` event: past every ``progress`` id (at most ``total``)."""
+    return int(status["total"]) + 1
+
+
+def _sse(event: str, event_id: int, data: dict[str, Any]) -> str:
+    payload = json.dumps(data, separators=(",", ":"))
+    return f"id: {event_id}\nevent: {event}\ndata: {payload}\n\n"
