@@ -54,13 +54,13 @@ async def create_batch(body: BatchRequest, jobs: JobsDep, response: Response) ->
         seed=body.seed,
     )
     response.headers["Location"] = f"/batches/{job_id}"
-    return _with_links(jobs.status(job_id))
+    return _with_links(await jobs.status(job_id))
 
 
 @router.get("/batches/{job_id}", response_model=BatchStatus, responses=ERRORS)
-def get_batch(job_id: str, jobs: JobsDep) -> BatchStatus:
+async def get_batch(job_id: str, jobs: JobsDep) -> BatchStatus:
     """State, counts done/failed/total, timings and per-item errors."""
-    return _with_links(jobs.status(job_id))
+    return _with_links(await jobs.status(job_id))
 
 
 @router.get(
@@ -80,7 +80,7 @@ async def batch_events(
     """Progress as Server-Sent Events (``progress`` on each change, ``end`` when finished),
     each with an ``id:``. A reconnecting client sends its last one as ``Last-Event-ID`` and gets
     what follows it; one that already had ``end`` gets ``204`` (a browser stops reconnecting)."""
-    status = jobs.status(job_id, max_errors=0)  # 404 as JSON, before the stream starts
+    status = await jobs.status(job_id, max_errors=0)  # 404 as JSON, before the stream starts
     after = _event_id(last_event_id)
     if after is not None and after >= end_event_id(status):
         return Response(status_code=204)
