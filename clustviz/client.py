@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -148,16 +149,45 @@ class Client:
     def batch_status(self, job_id: str) -> dict[str, Any]:
         return self._check(self._http.get(f"/batches/{job_id}")).json()
 
-    def events(self, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(event, data)`` pairs from the job's Server-Sent Events stream, until it ends."""
-        with self._http.stream("GET", f"/batches/{job_id}/events", timeout=None) as response:
-            self._check_stream(response)
-            event = "message"
-            for line in response.iter_lines():
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    yield event, json.loads(line[5:])
+    def events(
+        self,
+        job_id: str,
+        *,
+        last_event_id: str | None = None,
+        read_timeout: float | None = 60.0,
+        max_retries: int = 8,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(event, data)`` pairs from the job's Server-Sent Events stream, until it ends.
+
+        A dropped connection, or one silent for ``read_timeout`` seconds (the server sends a
+        keep-alive comment every 15 s by default), is reopened with ``Last-Event-ID``: the
+        stream goes on where it stopped, no event twice, none missed, across a server restart
+        too. ``max_retries`` reconnects in a row that bring no event raise the last error."""
+        url = f"/batches/{job_id}/events"
+        base = self._http.timeout
+        timeout = httpx.Timeout(base.connect, read=read_timeout, write=base.write, pool=base.pool)
+        failures = 0
+        while True:
+            headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+            try:
+                with self._http.stream("GET", url, headers=headers, timeout=timeout) as response:
+                    if response.status_code == 204:  # the end was already received
+                        return
+                    self._check_stream(response)
+                    for event, event_id, data in _sse_events(response.iter_lines()):
+                        failures = 0
+                        if event_id is not None:
+                            last_event_id = event_id
+                        yield event, json.loads(data)
+                        if event == "end":
+                            return
+                error: Exception = httpx.RemoteProtocolError("the event stream closed early")
+            except httpx.TransportError as exc:  # dropped, timed out, refused: reconnect
+                error = exc
+            failures += 1
+            if failures > max_retries:
+                raise error
+            time.sleep(min(0.25 * 2 ** (failures - 1), 5.0))
 
     def wait(self, job_id: str, *, progress: bool = True) -> dict[str, Any]:
         """Follow a job to its end (tqdm bar fed by the event stream); return the final status."""
@@ -217,6 +247,29 @@ class Client:
         )
         self.wait(job_id, progress=progress)
         return self.results(job_id)
+
+
+def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str | None, str]]:
+    """``(event, id, data)`` per event of a Server-Sent Events stream (comments skipped)."""
+    event: str
+    event_id: str | None
+    data: list[str]
+    event, event_id, data = "message", None, []
+    for line in lines:
+        if not line:  # a blank line dispatches the event
+            if data:
+                yield event, event_id, "\n".join(data)
+            event, event_id, data = "message", None, []
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "event":
+            event = value
+        elif field == "data":
+            data.append(value)
+        elif field == "id":
+            event_id = value
+    # an event without its blank line was cut short: dropped, as a browser drops it
 
 
 def _body(

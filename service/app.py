@@ -127,7 +127,8 @@ def create_app(
         else:
             own_pool, own_lane_pool = pool, lane_pool
         catalog = DataCatalog(settings.data_dir, max_loaded=settings.max_loaded_datasets)
-        store = ResultStore(
+        store = await asyncio.to_thread(  # opening it runs SQL: not on the event loop
+            ResultStore,
             settings.store_path,
             max_bytes=settings.cache_max_bytes,
             memory_bytes=settings.memory_cache_bytes,
@@ -157,6 +158,7 @@ def create_app(
             max_items=settings.max_batch_items,
             library_concurrency=2 * own_pool.status()["size"],
             lane_chunk=settings.lane_max_batch,
+            keepalive=settings.sse_keepalive_s,
         )
         app.state.jobs = jobs
         await jobs.resume_all()
@@ -177,7 +179,7 @@ def create_app(
                 lane.close()
             for own in reversed(owned):
                 await asyncio.to_thread(own.close)
-            store.close()
+            await asyncio.to_thread(store.close)
 
     app = FastAPI(
         title="clustviz",

@@ -211,7 +211,7 @@ class Engine:
         blobs. Most batch results are exported, never viewed, and the scores cost about as much
         as a small library fit. Any later call with ``for_view=True`` makes and stores them."""
         started = time.perf_counter()
-        stored = self.store.get(request.key)
+        stored = await self.store.aget(request.key)
         cached = stored is not None
         if stored is None:
             stored, cached = await self._single_flight(
@@ -279,7 +279,7 @@ class Engine:
             "extras": result.get("extras"),
             "device": (result.get("extras") or {}).get("device", "cpu"),
         }
-        return await asyncio.to_thread(self.store.put, request.key, result["embedding"], meta)
+        return await self.store.aput(request.key, result["embedding"], meta)
 
     async def _complete_view(
         self, request: ResolvedRequest, stored: StoredProjection
@@ -302,7 +302,7 @@ class Engine:
         if meta.get("metrics") is None:  # numpy on 40 points: a thread, not a worker
             scores = await asyncio.to_thread(layout_metrics, view.X, stored.embedding, view.labels)
             meta["metrics"] = _finite(scores)
-        return await asyncio.to_thread(self.store.put, request.key, stored.embedding, meta)
+        return await self.store.aput(request.key, stored.embedding, meta)
 
     async def render(
         self,
@@ -316,7 +316,7 @@ class Engine:
         """``(media_type, body, image_key)``; rendered in a worker, stored next to the result."""
         request = projection.request
         key = image_key(request.key, fmt, width=width, height=height, dpi=dpi)
-        hit = self.store.get_image(key)
+        hit = await self.store.aget_image(key)
         if hit is not None:
             return hit[0], hit[1], key
         view = request.view
@@ -345,7 +345,7 @@ class Engine:
             )
         )
         media_type = MEDIA_TYPES[fmt]
-        await asyncio.to_thread(self.store.put_image, key, media_type, body)
+        await self.store.aput_image(key, media_type, body)
         return media_type, body, key
 
     def ensure_capacity(self) -> None:

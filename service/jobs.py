@@ -1,8 +1,9 @@
 """Batch jobs: many preambles × several projectors, durable, resumable, with progress.
 
-A job and its items live in the result store's SQLite file. An item is marked done only after
-its result is stored, in the same database: after a SIGKILL, a restarted server finds every
-finished item intact and resumes the job from the pending ones on its own.
+A job and its items live in the result store's SQLite file (:class:`service.store.JobStore`:
+its statements run on the store's thread, never on the event loop). An item is marked done
+only after its result is stored, in the same database: after a SIGKILL, a restarted server
+finds every finished item intact and resumes the job from the pending ones on its own.
 
 Items already in the cache are not recomputed; a failing item is recorded with its reason and
 does not fail the job. clusterplot items go through the device lane, which gathers the many
@@ -26,9 +27,9 @@ from clustviz.projectors import DEFAULT_SEED, get_spec
 from service.engine import Engine, ResolvedRequest
 from service.export import ExportRequest, ResultFormat, export_results
 from service.memory import release_unused_memory
-from service.store import ResultStore
+from service.store import ItemOutcome, JobStore, ResultStore
 
-__all__ = ["JobManager"]
+__all__ = ["JobManager", "end_event_id"]
 
 logger = logging.getLogger("clustviz.jobs")
 ACTIVE = ("queued", "running")
@@ -57,12 +58,15 @@ class JobManager:
         max_items: int,
         library_concurrency: int,
         lane_chunk: int,  # clusterplot items sent to the lane at once (one batched fit)
+        keepalive: float = 15.0,  # seconds of silence before an event stream's keep-alive
     ) -> None:
         self.engine = engine
         self.store = store
+        self.job_store = JobStore(store)  # every job statement, off the event loop
         self.max_items = max_items
         self.library_concurrency = library_concurrency
         self.lane_chunk = lane_chunk
+        self.keepalive = keepalive
         self._live: dict[str, _Live] = {}
 
     # ---- creation ---------------------------------------------------------------------------
@@ -125,21 +129,8 @@ class JobManager:
             "params": params,
             "seed": DEFAULT_SEED if seed is None else seed,
         }
-        rows = [
-            (job_id, index, text, name, None, "pending", None, None, None)
-            for index, (text, name) in enumerate((t, p) for t in texts for p in projectors)
-        ]
-        now = time.time()
-        await asyncio.to_thread(
-            self.store.execute,
-            "INSERT INTO jobs VALUES (?, ?, 'queued', ?, ?, NULL, NULL)",
-            (job_id, json.dumps(spec), total, now),
-        )
-        await asyncio.to_thread(
-            self.store.execute_many,
-            "INSERT INTO job_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        items = [(text, name) for text in texts for name in projectors]
+        await self.job_store.create(job_id, spec, items, created=time.time())
         self._start(job_id)
         return job_id
 
@@ -151,27 +142,17 @@ class JobManager:
 
     async def resume_all(self) -> list[str]:
         """Restart every job that was queued or running when the server stopped."""
-        rows = await asyncio.to_thread(
-            self.store.query, "SELECT id FROM jobs WHERE state IN ('queued', 'running')"
-        )
-        for (job_id,) in rows:
+        job_ids = await self.job_store.active()
+        for job_id in job_ids:
             logger.info("resuming job %s", job_id)
             self._start(job_id)
-        return [row[0] for row in rows]
+        return job_ids
 
     async def _run(self, job_id: str) -> None:
         live = self._live[job_id]
-        spec = self._spec(job_id)
-        self.store.execute(
-            "UPDATE jobs SET state = 'running', started = COALESCE(started, ?) WHERE id = ?",
-            (time.time(), job_id),
-        )
-        pending = await asyncio.to_thread(
-            self.store.query,
-            "SELECT idx, preamble, projector FROM job_items"
-            " WHERE job_id = ? AND state = 'pending' ORDER BY idx",
-            (job_id,),
-        )
+        spec = await self.job_store.spec(job_id)
+        await self.job_store.start(job_id, now=time.time())
+        pending = await self.job_store.pending(job_id)
         library = asyncio.Semaphore(self.library_concurrency)
 
         async def run_item(index: int, request: ResolvedRequest) -> None:
@@ -182,9 +163,9 @@ class JobManager:
                 try:
                     await self.engine.project(request, for_view=False)
                 except ClustvizError as exc:
-                    self._record(job_id, [(index, request.key, exc)], started)
+                    await self._record(job_id, [(index, request.key, exc)], started)
                 else:
-                    self._record(job_id, [(index, request.key, None)], started)
+                    await self._record(job_id, [(index, request.key, None)], started)
                 await self._notify(live)
 
         async def run_lane_chunk(chunk: list[tuple[int, ResolvedRequest]]) -> None:
@@ -200,10 +181,10 @@ class JobManager:
                 (index, request.key, outcome if isinstance(outcome, ClustvizError) else None)
                 for (index, request), outcome in zip(chunk, outcomes, strict=True)
             ]
-            self._record(job_id, rows, started)
+            await self._record(job_id, rows, started)
             await self._notify(live)
 
-        async def run_window(window: list[tuple[Any, ...]]) -> None:
+        async def run_window(window: list[tuple[int, str, str]]) -> None:
             work = []
             lane_items: list[tuple[int, ResolvedRequest]] = []
             for position, (index, preamble, projector) in enumerate(window):
@@ -218,7 +199,7 @@ class JobManager:
                         seed=spec["seed"],
                     )
                 except ClustvizError as exc:
-                    self._record(job_id, [(index, None, exc)], time.perf_counter())
+                    await self._record(job_id, [(index, None, exc)], time.perf_counter())
                     await self._notify(live)
                     continue
                 if request.spec.runner == "lane":
@@ -245,42 +226,27 @@ class JobManager:
             logger.exception("job %s stopped unexpectedly", job_id)
             return
         final = "cancelled" if live.cancelled else "done"
-        self.store.execute(
-            "UPDATE jobs SET state = ?, finished = ?"
-            " WHERE id = ? AND state IN ('queued', 'running')",
-            (final, time.time(), job_id),
-        )
+        await self.job_store.finish(job_id, final, now=time.time())
         live.ended = True
         await asyncio.to_thread(release_unused_memory)  # back near idle after a big job
         await self._notify(live)
 
-    def _record(
+    async def _record(
         self,
         job_id: str,
         rows: Sequence[tuple[int, str | None, ClustvizError | None]],
         started: float,
     ) -> None:
-        """Mark items done (with their result key) or failed (with the reason), in one
-        transaction; ``seconds`` is the elapsed time shared out over the items."""
+        """Mark items done (with their result key) or failed (with the reason); ``seconds`` is
+        the elapsed time shared out over the items."""
         seconds = (time.perf_counter() - started) / max(1, len(rows))
-        done = [(key, seconds, job_id, index) for index, key, exc in rows if exc is None]
-        failed = [
-            (exc.message, exc.code, seconds, job_id, index)
-            for index, _, exc in rows
-            if exc is not None
+        outcomes = [
+            ItemOutcome(index, key)
+            if exc is None
+            else ItemOutcome(index, error=exc.message, code=exc.code)
+            for index, key, exc in rows
         ]
-        if done:
-            self.store.execute_many(
-                "UPDATE job_items SET state = 'done', key = ?, seconds = ?"
-                " WHERE job_id = ? AND idx = ?",
-                done,
-            )
-        if failed:
-            self.store.execute_many(
-                "UPDATE job_items SET state = 'failed', error = ?, code = ?, seconds = ?"
-                " WHERE job_id = ? AND idx = ?",
-                failed,
-            )
+        await self.job_store.record(job_id, outcomes, seconds)
 
     async def _notify(self, live: _Live) -> None:
         async with live.changed:
@@ -289,71 +255,42 @@ class JobManager:
 
     # ---- reporting --------------------------------------------------------------------------
 
-    def _spec(self, job_id: str) -> dict[str, Any]:
-        rows = self.store.query("SELECT spec FROM jobs WHERE id = ?", (job_id,))
-        if not rows:
-            raise NotFoundError(f"batch job_id={job_id!r} is not known", code="job_not_found")
-        return json.loads(rows[0][0])
-
-    def status(self, job_id: str, *, max_errors: int = 100) -> dict[str, Any]:
+    async def status(self, job_id: str, *, max_errors: int = 100) -> dict[str, Any]:
         """State, counts, timings and the first ``max_errors`` failed items."""
-        rows = self.store.query(
-            "SELECT spec, state, total, created, started, finished FROM jobs WHERE id = ?",
-            (job_id,),
-        )
-        if not rows:
-            raise NotFoundError(f"batch job_id={job_id!r} is not known", code="job_not_found")
-        spec, state, total, created, started, finished = rows[0]
-        counts = dict(
-            self.store.query(
-                "SELECT state, COUNT(*) FROM job_items WHERE job_id = ? GROUP BY state", (job_id,)
-            )
-        )
-        errors = self.store.query(
-            "SELECT preamble, projector, code, error FROM job_items"
-            " WHERE job_id = ? AND state = 'failed' ORDER BY idx LIMIT ?",
-            (job_id, max_errors),
-        )
-        end = finished or time.time()
-        return {
-            "id": job_id,
-            "state": state,
-            "spec": json.loads(spec),
-            "total": total,
-            "done": counts.get("done", 0),
-            "failed": counts.get("failed", 0),
-            "pending": counts.get("pending", 0),
-            "created": created,
-            "started": started,
-            "finished": finished,
-            "elapsed_s": round(end - started, 3) if started else None,
-            "errors": [
-                {"preamble": p, "projector": proj, "code": code, "detail": detail}
-                for p, proj, code, detail in errors
-            ],
-        }
+        return await self.job_store.status(job_id, max_errors=max_errors)
 
-    async def events(self, job_id: str) -> AsyncIterator[str]:
-        """Server-Sent Events: a ``progress`` event per change (at most ~10/s), then ``end``."""
-        self.status(job_id)  # 404 before the stream starts
+    async def events(self, job_id: str, *, after: int | None = None) -> AsyncIterator[str]:
+        """Server-Sent Events: ``progress`` as items finish (at most ~10/s), then ``end``.
+
+        Every event has an id from the job's stored state, the same on every connection and
+        after a restart: a ``progress`` event's id is the number of items finished (done +
+        failed, the count its data shows), ``end``'s is :func:`end_event_id`. A stream resumed
+        ``after`` an id (the client's ``Last-Event-ID``) sends only what comes after it: no event
+        twice, no progress missed, and ``end`` if the job has finished meanwhile. A comment
+        (``: keep-alive``) goes out when nothing happened for ``keepalive`` seconds."""
+        await self.status(job_id, max_errors=0)  # 404 before the stream
         live = self._live.setdefault(job_id, _Live())
-        seen = -1
+        sent = -1 if after is None else after
 
         def changed_since(version: int) -> bool:
             return live.version != version
 
         while True:
-            status = await asyncio.to_thread(self.status, job_id, max_errors=0)
-            if live.version != seen:
-                seen = live.version
-                yield _sse("progress", status)
+            version = live.version  # before the read: a change during it is not missed
+            status = await self.status(job_id, max_errors=0)
+            finished = status["done"] + status["failed"]
+            if finished > sent:
+                sent = finished
+                yield _sse("progress", finished, status)
             if status["state"] not in ACTIVE:
-                yield _sse("end", status)
+                if sent < end_event_id(status):
+                    yield _sse("end", end_event_id(status), status)
                 return
             async with live.changed:
                 try:
                     await asyncio.wait_for(
-                        live.changed.wait_for(functools.partial(changed_since, seen)), 15
+                        live.changed.wait_for(functools.partial(changed_since, version)),
+                        self.keepalive,
                     )
                 except TimeoutError:
                     yield ": keep-alive\n\n"
@@ -362,27 +299,23 @@ class JobManager:
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel an active job (finished items stay); remove a finished one (unpins results)."""
-        status = self.status(job_id, max_errors=0)
+        status = await self.status(job_id, max_errors=0)
         live = self._live.get(job_id)
         if status["state"] in ACTIVE:
             if live is not None:
                 live.cancelled = True
-            self.store.execute(
-                "UPDATE jobs SET state = 'cancelled', finished = ? WHERE id = ?",
-                (time.time(), job_id),
-            )
+            await self.job_store.finish(job_id, "cancelled", now=time.time())
             if live is not None:
                 await self._notify(live)
-            return self.status(job_id, max_errors=0)
-        self.store.execute("DELETE FROM job_items WHERE job_id = ?", (job_id,))
-        self.store.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            return await self.status(job_id, max_errors=0)
+        await self.job_store.delete(job_id)
         self._live.pop(job_id, None)
         return {**status, "state": "deleted"}
 
     async def results(self, job_id: str, fmt: ResultFormat) -> Iterator[bytes]:
         """One row per point of every finished item: preamble, guess, token_id, cluster_id,
         projector, x, y — as Parquet, Arrow IPC or NDJSON, streamed (see service.export)."""
-        spec = await asyncio.to_thread(self._spec, job_id)
+        spec = await self.job_store.spec(job_id)
         dataset = await self.engine.dataset(spec["dataset"])
         return export_results(ExportRequest(self.store, job_id, dataset), fmt)
 
@@ -393,5 +326,11 @@ class JobManager:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _sse(event: str, data: dict[str, Any]) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+def end_event_id(status: dict[str, Any]) -> int:
+    """The id of a job's ``end`` event: past every ``progress`` id (at most ``total``)."""
+    return int(status["total"]) + 1
+
+
+def _sse(event: str, event_id: int, data: dict[str, Any]) -> str:
+    payload = json.dumps(data, separators=(",", ":"))
+    return f"id: {event_id}\nevent: {event}\ndata: {payload}\n\n"

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     lane_window_ms: float = Field(10.0, ge=0, description="How long the device lane gathers.")
     lane_max_batch: int = Field(512, ge=1)
     max_points: int = Field(5000, ge=1, description="points of one preamble per projection")
+    sse_keepalive_s: float = Field(
+        15.0, gt=0, description="seconds of silence before an event stream's keep-alive comment"
+    )
     max_batch_items: int = Field(100_000, ge=1, description="preambles × projectors per batch")
     cors_origins: list[str] = Field(default_factory=list)
     api_key: str | None = Field(None, description="If set, required on mutating endpoints.")

@@ -1,4 +1,10 @@
-"""The durable, content-addressed result store: SQLite (WAL) in the state dir.
+"""The durable store, SQLite (WAL) in the state dir: content-addressed results
+(:class:`ResultStore`) and batch jobs (:class:`JobStore`), in one database, so a job's item is
+marked done only after its result is stored.
+
+No SQL runs on the event loop: each store owns one thread that runs its statements, and the
+service calls their ``async`` methods (the in-memory front is read on the caller's thread, no
+SQL). The sync methods are thread-safe, for threads of the caller's own (an export, a test).
 
 Projections are stored by key (a hash of everything that shapes a result, see
 :func:`service.keys.projection_key`) with coordinates as raw float32 bytes, metadata as JSON,
@@ -9,19 +15,27 @@ entries, since a rendered PNG weighs a thousand times a 40-point layout.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 from cachetools import LRUCache
 
-__all__ = ["JobCoords", "ResultStore", "StoredProjection"]
+from clustviz.errors import NotFoundError
+
+__all__ = ["ItemOutcome", "JobCoords", "JobStore", "ResultStore", "StoredProjection", "connect"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projections (
@@ -97,6 +111,11 @@ _JOB_COORDS_PAGE = (
 )
 
 
+def connect(database: str | Path, **options: Any) -> sqlite3.Connection:
+    """The one place the stores open SQLite connections (a test traces what runs on them)."""
+    return sqlite3.connect(database, check_same_thread=False, **options)
+
+
 class ResultStore:
     """Thread-safe SQLite store with an in-memory LRU front and a size bound."""
 
@@ -105,11 +124,15 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.memory_bytes = memory_bytes
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection; taken before _memory_lock, never after
+        self._memory_lock = threading.Lock()  # the front alone: held for no SQL
         self._memory: LRUCache[str, _Remembered] = LRUCache(
             maxsize=max(1, memory_bytes), getsizeof=lambda entry: entry.size
         )
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # One thread runs every statement of the async methods: writes never wait on each other
+        # in a pool of threads, and the event loop runs none.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clustviz-store")
+        self._db = connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
@@ -129,14 +152,53 @@ class ResultStore:
 
     def _remember(self, key: str, value: StoredProjection | tuple[str, bytes], size: int) -> None:
         if size <= self.memory_bytes:  # larger than the whole front: served from disk
-            self._memory[key] = _Remembered(value, size)
+            with self._memory_lock:
+                self._memory[key] = _Remembered(value, size)
+
+    def _forget(self, key: str) -> None:
+        with self._memory_lock:
+            self._memory.pop(key, None)
+
+    def _recall(self, key: str) -> StoredProjection | tuple[str, bytes] | None:
+        """What the in-memory front holds for ``key`` (it becomes the most recently used)."""
+        with self._memory_lock:
+            hit = self._memory.get(key)
+        return None if hit is None else hit.value
+
+    async def run(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``call(*args, **kwargs)`` on the store's thread: how the service runs its SQL."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, functools.partial(call, *args, **kwargs))
+
+    async def aget(self, key: str) -> StoredProjection | None:
+        """:meth:`get` off the event loop: the in-memory front here, the disk on the store's
+        thread (the cached hot path makes no thread hop)."""
+        hit = self._recall(key)
+        if isinstance(hit, StoredProjection):
+            return hit
+        return await self.run(self.get, key)
+
+    async def aput(self, key: str, embedding: np.ndarray, meta: dict[str, Any]) -> StoredProjection:
+        """:meth:`put` on the store's thread."""
+        return await self.run(self.put, key, embedding, meta)
+
+    async def aget_image(self, key: str) -> tuple[str, bytes] | None:
+        """:meth:`get_image` off the event loop, as :meth:`aget`."""
+        hit = self._recall("img:" + key)
+        if isinstance(hit, tuple):
+            return hit
+        return await self.run(self.get_image, key)
+
+    async def aput_image(self, key: str, media_type: str, body: bytes) -> None:
+        """:meth:`put_image` on the store's thread."""
+        await self.run(self.put_image, key, media_type, body)
 
     def get(self, key: str) -> StoredProjection | None:
         """The stored projection, or ``None``. A corrupt row is deleted and reported as a miss."""
+        hit = self._recall(key)  # a hit becomes the most recently used
+        if isinstance(hit, StoredProjection):
+            return hit
         with self._lock:
-            hit = self._memory.get(key)  # a hit becomes the most recently used
-            if hit is not None and isinstance(hit.value, StoredProjection):
-                return hit.value
             row = self._db.execute(
                 "SELECT n, coords, meta, size FROM projections WHERE key = ?", (key,)
             ).fetchone()
@@ -181,10 +243,10 @@ class ResultStore:
     def get_image(self, key: str) -> tuple[str, bytes] | None:
         """``(media_type, body)`` of a rendered image, or ``None``."""
         memory_key = "img:" + key
+        hit = self._recall(memory_key)
+        if isinstance(hit, tuple):
+            return hit
         with self._lock:
-            hit = self._memory.get(memory_key)
-            if hit is not None and isinstance(hit.value, tuple):
-                return hit.value
             row = self._db.execute(
                 "SELECT media_type, body, size FROM images WHERE key = ?", (key,)
             ).fetchone()
@@ -225,7 +287,7 @@ class ResultStore:
                 break
             table, key, size = row
             self._db.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
-            self._memory.pop(key if table == "projections" else "img:" + key, None)
+            self._forget(key if table == "projections" else "img:" + key)
             self._bytes -= int(size)
 
     def iter_job_coords(self, job_id: str, *, page_items: int = 2048) -> Iterator[list[JobCoords]]:
@@ -236,7 +298,7 @@ class ResultStore:
         writes never wait for a reader. A corrupt row (wrong size, non-finite) is left out, as
         ``get`` would drop it."""
         uri = f"{self.path.resolve().as_uri()}?mode=ro"
-        db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        db = connect(uri, uri=True)
         try:
             after = -1
             while True:
@@ -285,5 +347,167 @@ class ResultStore:
         }
 
     def close(self) -> None:
+        """Finish what the store's thread has queued, then close (a blocking call: from the
+        event loop, run it in a thread)."""
+        self._thread.shutdown(wait=True)
         with self._lock:
             self._db.close()
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    """How one item of a job ended: its result's key, or the error's message and code."""
+
+    index: int
+    key: str | None = None
+    error: str | None = None
+    code: str | None = None
+
+
+class JobStore:
+    """Batch jobs and their items, in the result store's database: every method is ``async``
+    and runs its SQL on the store's thread (see the module docstring)."""
+
+    def __init__(self, results: ResultStore) -> None:
+        self._results = results
+
+    async def create(
+        self,
+        job_id: str,
+        spec: dict[str, Any],
+        items: Sequence[tuple[str, str]],
+        *,
+        created: float,
+    ) -> None:
+        """A queued job of ``(preamble, projector)`` items, all pending, numbered in order."""
+        rows = [
+            (job_id, index, text, name, None, "pending", None, None, None)
+            for index, (text, name) in enumerate(items)
+        ]
+        await self._results.run(self._create, job_id, json.dumps(spec), rows, created)
+
+    def _create(self, job_id: str, spec: str, rows: list[tuple[Any, ...]], created: float) -> None:
+        self._results.execute(
+            "INSERT INTO jobs VALUES (?, ?, 'queued', ?, ?, NULL, NULL)",
+            (job_id, spec, len(rows), created),
+        )
+        self._results.execute_many("INSERT INTO job_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    async def active(self) -> list[str]:
+        """The ids of the jobs that are queued or running."""
+        rows = await self._results.run(
+            self._results.query, "SELECT id FROM jobs WHERE state IN ('queued', 'running')"
+        )
+        return [row[0] for row in rows]
+
+    async def start(self, job_id: str, *, now: float) -> None:
+        await self._results.run(
+            self._results.execute,
+            "UPDATE jobs SET state = 'running', started = COALESCE(started, ?) WHERE id = ?",
+            (now, job_id),
+        )
+
+    async def pending(self, job_id: str) -> list[tuple[int, str, str]]:
+        """``(index, preamble, projector)`` of the items still to run, in order."""
+        rows = await self._results.run(
+            self._results.query,
+            "SELECT idx, preamble, projector FROM job_items"
+            " WHERE job_id = ? AND state = 'pending' ORDER BY idx",
+            (job_id,),
+        )
+        return [(int(index), str(preamble), str(projector)) for index, preamble, projector in rows]
+
+    async def record(self, job_id: str, outcomes: Sequence[ItemOutcome], seconds: float) -> None:
+        """Mark items done (with their result's key) or failed (with the reason), one
+        transaction per kind; ``seconds`` is each one's share of the time they took."""
+        done = [(o.key, seconds, job_id, o.index) for o in outcomes if o.code is None]
+        failed = [
+            (o.error, o.code, seconds, job_id, o.index) for o in outcomes if o.code is not None
+        ]
+        await self._results.run(self._record, done, failed)
+
+    def _record(self, done: list[tuple[Any, ...]], failed: list[tuple[Any, ...]]) -> None:
+        if done:
+            self._results.execute_many(
+                "UPDATE job_items SET state = 'done', key = ?, seconds = ?"
+                " WHERE job_id = ? AND idx = ?",
+                done,
+            )
+        if failed:
+            self._results.execute_many(
+                "UPDATE job_items SET state = 'failed', error = ?, code = ?, seconds = ?"
+                " WHERE job_id = ? AND idx = ?",
+                failed,
+            )
+
+    async def finish(self, job_id: str, state: str, *, now: float) -> None:
+        """``state`` (done, cancelled) for a job still active; a finished one stays as it is."""
+        await self._results.run(
+            self._results.execute,
+            "UPDATE jobs SET state = ?, finished = ?"
+            " WHERE id = ? AND state IN ('queued', 'running')",
+            (state, now, job_id),
+        )
+
+    async def delete(self, job_id: str) -> None:
+        """The job and its items (its results stay in the store, no longer pinned)."""
+        await self._results.run(self._delete, job_id)
+
+    def _delete(self, job_id: str) -> None:
+        self._results.execute("DELETE FROM job_items WHERE job_id = ?", (job_id,))
+        self._results.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    async def spec(self, job_id: str) -> dict[str, Any]:
+        """The job's validated request (``NotFoundError`` for an unknown id)."""
+        rows = await self._results.run(
+            self._results.query, "SELECT spec FROM jobs WHERE id = ?", (job_id,)
+        )
+        if not rows:
+            raise _unknown_job(job_id)
+        return dict(json.loads(rows[0][0]))
+
+    async def status(self, job_id: str, *, max_errors: int = 100) -> dict[str, Any]:
+        """State, counts, timings and the first ``max_errors`` failed items."""
+        return await self._results.run(self._status, job_id, max_errors)
+
+    def _status(self, job_id: str, max_errors: int) -> dict[str, Any]:
+        query = self._results.query
+        rows = query(
+            "SELECT spec, state, total, created, started, finished FROM jobs WHERE id = ?",
+            (job_id,),
+        )
+        if not rows:
+            raise _unknown_job(job_id)
+        spec, state, total, created, started, finished = rows[0]
+        counts = dict(
+            query(
+                "SELECT state, COUNT(*) FROM job_items WHERE job_id = ? GROUP BY state", (job_id,)
+            )
+        )
+        errors = query(
+            "SELECT preamble, projector, code, error FROM job_items"
+            " WHERE job_id = ? AND state = 'failed' ORDER BY idx LIMIT ?",
+            (job_id, max_errors),
+        )
+        end = finished or time.time()
+        return {
+            "id": job_id,
+            "state": state,
+            "spec": json.loads(spec),
+            "total": total,
+            "done": counts.get("done", 0),
+            "failed": counts.get("failed", 0),
+            "pending": counts.get("pending", 0),
+            "created": created,
+            "started": started,
+            "finished": finished,
+            "elapsed_s": round(end - started, 3) if started else None,
+            "errors": [
+                {"preamble": p, "projector": proj, "code": code, "detail": detail}
+                for p, proj, code, detail in errors
+            ],
+        }
+
+
+def _unknown_job(job_id: str) -> NotFoundError:
+    return NotFoundError(f"batch job_id={job_id!r} is not known", code="job_not_found")

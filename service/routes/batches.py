@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from service.deps import ApiKeyDep
 from service.export import MEDIA_TYPES, ResultFormat
-from service.jobs import JobManager
+from service.jobs import JobManager, end_event_id
 from service.schemas import BatchRequest, BatchStatus, ErrorResponse
 
 router = APIRouter(tags=["batches"])
@@ -54,28 +54,47 @@ async def create_batch(body: BatchRequest, jobs: JobsDep, response: Response) ->
         seed=body.seed,
     )
     response.headers["Location"] = f"/batches/{job_id}"
-    return _with_links(jobs.status(job_id))
+    return _with_links(await jobs.status(job_id))
 
 
 @router.get("/batches/{job_id}", response_model=BatchStatus, responses=ERRORS)
-def get_batch(job_id: str, jobs: JobsDep) -> BatchStatus:
+async def get_batch(job_id: str, jobs: JobsDep) -> BatchStatus:
     """State, counts done/failed/total, timings and per-item errors."""
-    return _with_links(jobs.status(job_id))
+    return _with_links(await jobs.status(job_id))
 
 
 @router.get(
     "/batches/{job_id}/events",
-    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    responses={
+        **ERRORS,
+        200: {"content": {"text/event-stream": {}}},
+        204: {"description": "the client already had the end event (its Last-Event-ID)"},
+    },
     response_class=StreamingResponse,
 )
-async def batch_events(job_id: str, jobs: JobsDep) -> StreamingResponse:
-    """Progress as Server-Sent Events (``progress`` on each change, ``end`` when finished)."""
-    jobs.status(job_id, max_errors=0)  # 404 as JSON, before the stream starts
+async def batch_events(
+    job_id: str,
+    jobs: JobsDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Progress as Server-Sent Events (``progress`` on each change, ``end`` when finished),
+    each with an ``id:``. A reconnecting client sends its last one as ``Last-Event-ID`` and gets
+    what follows it; one that already had ``end`` gets ``204`` (a browser stops reconnecting)."""
+    status = await jobs.status(job_id, max_errors=0)  # 404 as JSON, before the stream starts
+    after = _event_id(last_event_id)
+    if after is not None and after >= end_event_id(status):
+        return Response(status_code=204)
     return StreamingResponse(
-        jobs.events(job_id),
+        jobs.events(job_id, after=after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _event_id(header: str | None) -> int | None:
+    """A ``Last-Event-ID`` this server sent (a count), or ``None``: anything else starts over."""
+    text = (header or "").strip()
+    return int(text) if text.isdigit() else None
 
 
 @router.get(

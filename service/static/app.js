@@ -573,9 +573,20 @@ function followBatch(generation) {
     source.close();
     if (batch.source === source) batch.source = null;
   };
+  // Each event has an id (a progress event's: items finished so far); after a dropped
+  // connection the browser reconnects with Last-Event-ID and the server goes on from there.
+  // Anything at or below the last id handled is dropped, so nothing is counted twice.
+  let lastId = -1;
+  const fresh = (event) => {
+    const id = Number.parseInt(event.lastEventId, 10);
+    if (Number.isNaN(id)) return true;
+    if (id <= lastId) return false;
+    lastId = id;
+    return true;
+  };
   // The events carry no per-item errors: those come with the final GET.
   source.addEventListener("progress", (event) => {
-    if (!stale()) setBatchStatus(JSON.parse(event.data), { keepErrors: true });
+    if (!stale() && fresh(event)) setBatchStatus(JSON.parse(event.data), { keepErrors: true });
   });
   source.addEventListener("end", (event) => {
     if (stale()) return stop();
@@ -585,7 +596,9 @@ function followBatch(generation) {
   });
   source.addEventListener("error", () => {
     if (stale()) return stop();
-    // CONNECTING: the browser reconnects on its own. CLOSED: it gave up; ask again shortly.
+    // A transient error leaves the stream open. CONNECTING: the browser reconnects on its own,
+    // with Last-Event-ID. CLOSED: it gave up (or the server said 204: it had the end); ask
+    // for the status again shortly.
     if (source.readyState === EventSource.CLOSED) {
       stop();
       sleep(2000).then(() => generation === batch.generation && !batch.source && refreshBatch(generation));

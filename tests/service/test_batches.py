@@ -178,8 +178,11 @@ def test_events_stream_progress_then_end(client: TestClient) -> None:
     with client.stream("GET", f"/batches/{job_id}/events") as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         name = None
+        ids = []
         for line in response.iter_lines():
-            if line.startswith("event:"):
+            if line.startswith("id:"):
+                ids.append(int(line[3:]))
+            elif line.startswith("event:"):
                 name = line.split(":", 1)[1].strip()
             elif line.startswith("data:"):
                 events.append((name, json.loads(line[5:])))
@@ -187,6 +190,10 @@ def test_events_stream_progress_then_end(client: TestClient) -> None:
                     break
     assert events[0][0] == "progress" and events[-1][0] == "end"
     assert events[-1][1]["done"] == 10
+    # every event has an id: a progress event's is its count of finished items, end's total + 1
+    assert len(ids) == len(events) and ids == sorted(set(ids))
+    assert ids[:-1] == [data["done"] + data["failed"] for _, data in events[:-1]]
+    assert ids[-1] == events[-1][1]["total"] + 1
     done_counts = [data["done"] for _, data in events]
     assert done_counts == sorted(done_counts)
 

@@ -1,0 +1,102 @@
+"""No SQL runs on the event loop: every statement the stores run, traced through the one place
+they open connections (``service.store.connect``), while a real app runs a batch job, follows
+its events, exports it, serves projections and a plot, cancels and deletes, starts and stops."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import DEMO10, DEMO_ID, SEED_PREAMBLE, app_client
+
+import service.store
+from clustviz.workers import WorkerPool, WorkerSettings
+
+#: ``(thread id, statement)`` of every statement run on a traced connection.
+Trace = list[tuple[int, str]]
+
+
+def tracing_factory(trace: Trace) -> type[sqlite3.Connection]:
+    class TracingConnection(sqlite3.Connection):
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            trace.append((threading.get_ident(), sql))
+            return super().execute(sql, *args)
+
+        def executemany(self, sql: str, *args: Any) -> sqlite3.Cursor:
+            trace.append((threading.get_ident(), sql))
+            return super().executemany(sql, *args)
+
+        def executescript(self, script: str) -> sqlite3.Cursor:
+            trace.append((threading.get_ident(), script))
+            return super().executescript(script)
+
+    return TracingConnection
+
+
+@pytest.fixture
+def trace(monkeypatch: pytest.MonkeyPatch) -> Trace:
+    statements: Trace = []
+    factory = tracing_factory(statements)
+    connect = service.store.connect
+
+    def traced(database: str | Path, **options: Any) -> sqlite3.Connection:
+        return connect(database, factory=factory, **options)
+
+    monkeypatch.setattr(service.store, "connect", traced)
+    return statements
+
+
+@pytest.fixture
+def cold_pool() -> Iterator[WorkerPool]:
+    """A worker without warm-up (t-SNE only: no numba to compile)."""
+    pool = WorkerPool(1, WorkerSettings(warm=()), default_timeout=60).start()
+    assert pool.wait_ready(60)
+    yield pool
+    pool.close()
+
+
+def test_no_sqlite_statement_runs_on_the_event_loop(
+    tmp_path: Path, cold_pool: WorkerPool, trace: Trace
+) -> None:
+    # no memory front: every read of a result or an image goes to the disk
+    with app_client(DEMO10, tmp_path, cold_pool, memory_cache_bytes=0) as client:
+        loop_thread = client.portal.call(threading.get_ident)  # type: ignore[union-attr]
+        preambles = client.get(f"/datasets/{DEMO_ID}/preambles", params={"limit": 3}).json()
+        texts = [item["text"] for item in preambles["items"]]
+        body = {"dataset": DEMO_ID, "preambles": texts, "projectors": ["tsne"], "seed": 5}
+        created = client.post("/batches", json=body)
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
+        with client.stream("GET", f"/batches/{job_id}/events") as response:
+            lines = [line for line in response.iter_lines() if line.startswith("event:")]
+        assert lines[-1] == "event: end"
+        status = client.get(f"/batches/{job_id}").json()
+        assert (status["state"], status["done"]) == ("done", 3)
+        ndjson = client.get(f"/batches/{job_id}/results", params={"format": "json"}).text
+        assert len(ndjson.splitlines()) == 3 * 40
+        resumed = client.get(f"/batches/{job_id}/events", headers={"Last-Event-ID": "3"})
+        assert "event: end" in resumed.text
+        url = f"/projections/{DEMO_ID}/tsne"
+        view = client.get(url, params={"preamble": texts[0], "seed": 5}).json()
+        assert view["cached"] is True and view["metrics"] is not None  # scored, stored
+        posted = {"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne", "seed": 6}
+        assert client.post("/projections", json=posted).json()["cached"] is False
+        assert client.post("/projections", json=posted).json()["cached"] is True  # from disk
+        plot = f"/plots/{DEMO_ID}/tsne.png"
+        for _ in range(2):  # rendered and stored, then read back
+            png = client.get(plot, params={"preamble": SEED_PREAMBLE, "seed": 6})
+            assert png.content[:4] == b"\x89PNG"
+        slow = {**body, "params": {"tsne": {"max_iter": 5000}}, "seed": 7}
+        cancelled = client.post("/batches", json=slow).json()["id"]
+        assert client.delete(f"/batches/{cancelled}").json()["state"] == "cancelled"
+        assert client.delete(f"/batches/{job_id}").json()["state"] == "deleted"
+    # traced: the jobs' statements, the results' and the images'
+    for table in ("job_items", "projections", "images"):
+        assert any(table in sql for _, sql in trace), table
+    on_loop = [sql for thread, sql in trace if thread == loop_thread]
+    assert not on_loop, json.dumps(on_loop, indent=1)
