@@ -4,7 +4,9 @@ Projections are stored by key (a hash of everything that shapes a result, see
 :func:`service.keys.projection_key`) with coordinates as raw float32 bytes, metadata as JSON,
 and rendered images as blobs. Total size is bounded: least-recently-used rows are evicted.
 A small in-memory LRU in front keeps hot answers off the disk; it is bounded by bytes, not
-entries, since a rendered PNG weighs a thousand times a 40-point layout.
+entries, since a rendered PNG weighs a thousand times a 40-point layout. Its hits are uses too:
+they are noted in memory and written to ``last_used`` before the disk picks what to evict, so a
+hot answer is never the first to go.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class _Remembered(NamedTuple):
     size: int  # its row's ``size`` column: what the front's bound counts
 
 
+_MAX_TOUCHED = 4096  # memory hits noted before their last_used is written
+
 _JOB_COORDS_PAGE = (
     "SELECT j.idx, j.preamble, j.projector, p.n, p.coords"
     " FROM job_items j JOIN projections p ON p.key = j.key"
@@ -109,6 +113,7 @@ class ResultStore:
         self._memory: LRUCache[str, _Remembered] = LRUCache(
             maxsize=max(1, memory_bytes), getsizeof=lambda entry: entry.size
         )
+        self._touched: dict[str, float] = {}  # memory hits not yet written to last_used
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -136,6 +141,7 @@ class ResultStore:
         with self._lock:
             hit = self._memory.get(key)  # a hit becomes the most recently used
             if hit is not None and isinstance(hit.value, StoredProjection):
+                self._touch(key)
                 return hit.value
             row = self._db.execute(
                 "SELECT n, coords, meta, size FROM projections WHERE key = ?", (key,)
@@ -184,6 +190,7 @@ class ResultStore:
         with self._lock:
             hit = self._memory.get(memory_key)
             if hit is not None and isinstance(hit.value, tuple):
+                self._touch(memory_key)
                 return hit.value
             row = self._db.execute(
                 "SELECT media_type, body, size FROM images WHERE key = ?", (key,)
@@ -207,8 +214,29 @@ class ResultStore:
             self._evict()
             self._remember("img:" + key, (media_type, body), size)
 
+    def _touch(self, memory_key: str) -> None:
+        self._touched[memory_key] = time.time()
+        if len(self._touched) >= _MAX_TOUCHED:  # bounded: written in one go now and then
+            self._write_touches()
+
+    def _write_touches(self) -> None:
+        if not self._touched:
+            return
+        self._db.execute("BEGIN")
+        for table, prefix in (("projections", ""), ("images", "img:")):
+            rows = [
+                (when, key.removeprefix(prefix))
+                for key, when in self._touched.items()
+                if key.startswith("img:") == bool(prefix)
+            ]
+            self._db.executemany(f"UPDATE {table} SET last_used = ? WHERE key = ?", rows)
+        self._db.execute("COMMIT")
+        self._touched.clear()
+
     def _evict(self) -> None:
         # Oldest first across both tables until under the bound (images go first: cheap to redo).
+        if self._bytes > self.max_bytes:
+            self._write_touches()
         while self._bytes > self.max_bytes:
             # Results that a batch job still lists are pinned: its client has not fetched them.
             row = (
@@ -286,4 +314,5 @@ class ResultStore:
 
     def close(self) -> None:
         with self._lock:
+            self._write_touches()
             self._db.close()

@@ -165,3 +165,19 @@ def test_the_memory_front_serves_hits_and_forgets_what_the_disk_evicts(tmp_path:
     reopened = ResultStore(path, max_bytes=3000, memory_bytes=10**6)  # a new process's front
     assert reopened.get("b") is None
 
+
+def test_a_hit_served_from_memory_counts_as_a_use_when_the_disk_evicts(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "s.sqlite3", max_bytes=3000, memory_bytes=10**6)
+    embedding = np.zeros((100, 2), dtype=np.float32)  # 803 bytes each: room for three
+    for key in ["a", "b", "c"]:
+        store.put(key, embedding, {})
+    for _ in range(3):
+        assert store.get("a") is not None  # hot, and answered from memory every time
+    store.put("d", embedding, {})  # b is the least recently used, not a
+    assert store.get("b") is None and store.get("a") is not None
+    images = ResultStore(tmp_path / "i.sqlite3", max_bytes=3000, memory_bytes=10**6)
+    for key in ["x", "y", "z"]:  # 900 bytes each: room for three
+        images.put_image(key, "image/png", bytes(900 - len(key)))
+    assert images.get_image("x") is not None  # from memory
+    images.put_image("w", "image/png", bytes(899))
+    assert images.get_image("y") is None and images.get_image("x") is not None
