@@ -111,3 +111,12 @@ def test_an_unknown_suffix_is_refused_before_any_request(
     assert exited.value.code == 2
     assert "the suffix must be one of .parquet, .arrow, .json" in capsys.readouterr().err
 
+
+def test_an_unreachable_server_exits_2_not_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"  # exit 1 would read as "some items failed"
+    out = tmp_path / "out.json"
+    assert main(["batch", "--url", nobody, "--quiet", "--resume", "x", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and nobody in err and not out.exists()
