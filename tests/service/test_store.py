@@ -109,7 +109,7 @@ def test_a_jobs_coordinates_are_read_in_pages_in_item_order(tmp_path: Path) -> N
 
 def _pin(store: ResultStore, job_id: str, keys: list[str]) -> None:
     """List ``keys`` as a job's finished items, as the job manager records them."""
-    rows = [(job_id, i, f"p{i}", "umap", key, "done", None, None, 0.1) for i, key in enumerate(keys)]
+    rows = [(job_id, i, f"p{i}", "umap", k, "done", None, None, 0.1) for i, k in enumerate(keys)]
     store.execute_many("INSERT INTO job_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
