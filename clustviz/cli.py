@@ -4,7 +4,7 @@ Submits a batch job to a running server, follows it with a progress bar, and str
 points to the output file as the server exports them (``.parquet``; ``.arrow``, an Arrow IPC
 stream; ``.json``, one JSON object per line). ``--resume JOB_ID`` follows an existing job
 instead (after an interrupted client, say). Exit code 0: every item done; 1: some failed;
-2: an error (the server's answer is printed).
+2: an error (the server's answer, or why it could not be reached, is printed).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+import httpx
 
 from clustviz.client import RESULT_FORMATS, Client, ClientError
 
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             written = client.download_results(job_id, args.output)
         except ClientError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except httpx.TransportError as exc:  # no answer at all: not "some items failed" (1)
+            print(f"error: {args.url} did not answer: {exc}", file=sys.stderr)
             return 2
     print(
         f"{status['state']}: {status['done']} done, {status['failed']} failed of "

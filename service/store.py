@@ -10,7 +10,9 @@ Projections are stored by key (a hash of everything that shapes a result, see
 :func:`service.keys.projection_key`) with coordinates as raw float32 bytes, metadata as JSON,
 and rendered images as blobs. Total size is bounded: least-recently-used rows are evicted.
 A small in-memory LRU in front keeps hot answers off the disk; it is bounded by bytes, not
-entries, since a rendered PNG weighs a thousand times a 40-point layout.
+entries, since a rendered PNG weighs a thousand times a 40-point layout. Its hits are uses too:
+they are noted in memory and written to ``last_used`` before the disk picks what to evict, so a
+hot answer is never the first to go.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ class _Remembered(NamedTuple):
     size: int  # its row's ``size`` column: what the front's bound counts
 
 
+_MAX_TOUCHED = 4096  # memory hits noted before their last_used is written
+
 _JOB_COORDS_PAGE = (
     "SELECT j.idx, j.preamble, j.projector, p.n, p.coords"
     " FROM job_items j JOIN projections p ON p.key = j.key"
@@ -132,6 +136,9 @@ class ResultStore:
         # One thread runs every statement of the async methods: writes never wait on each other
         # in a pool of threads, and the event loop runs none.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clustviz-store")
+        # memory hits not yet written to last_used (under _memory_lock; written by the disk's
+        # side, before it evicts and at close, never on the caller's thread)
+        self._touched: dict[str, float] = {}
         self._db = connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -163,6 +170,10 @@ class ResultStore:
         """What the in-memory front holds for ``key`` (it becomes the most recently used)."""
         with self._memory_lock:
             hit = self._memory.get(key)
+            if hit is not None:
+                self._touched[key] = time.time()
+                if len(self._touched) > _MAX_TOUCHED:  # bounded: the oldest note is dropped
+                    del self._touched[next(iter(self._touched))]
         return None if hit is None else hit.value
 
     async def run(self, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -269,8 +280,25 @@ class ResultStore:
             self._evict()
             self._remember("img:" + key, (media_type, body), size)
 
+    def _write_touches(self) -> None:
+        with self._memory_lock:
+            touched, self._touched = self._touched, {}
+        if not touched:
+            return
+        self._db.execute("BEGIN")
+        for table, prefix in (("projections", ""), ("images", "img:")):
+            rows = [
+                (when, key.removeprefix(prefix))
+                for key, when in touched.items()
+                if key.startswith("img:") == bool(prefix)
+            ]
+            self._db.executemany(f"UPDATE {table} SET last_used = ? WHERE key = ?", rows)
+        self._db.execute("COMMIT")
+
     def _evict(self) -> None:
         # Oldest first across both tables until under the bound (images go first: cheap to redo).
+        if self._bytes > self.max_bytes:
+            self._write_touches()
         while self._bytes > self.max_bytes:
             # Results that a batch job still lists are pinned: its client has not fetched them.
             row = (
@@ -351,6 +379,7 @@ class ResultStore:
         event loop, run it in a thread)."""
         self._thread.shutdown(wait=True)
         with self._lock:
+            self._write_touches()
             self._db.close()
 
 
@@ -435,8 +464,8 @@ class JobStore:
             )
         if failed:
             self._results.execute_many(
-                "UPDATE job_items SET state = 'failed', error = ?, code = ?, seconds = ?"
-                " WHERE job_id = ? AND idx = ?",
+                "UPDATE job_items SET state = 'failed', key = NULL, error = ?, code = ?,"
+                " seconds = ? WHERE job_id = ? AND idx = ?",
                 failed,
             )
 

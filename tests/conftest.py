@@ -58,3 +58,21 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.wait_warm()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def plugin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real server whose registry holds the broken projectors of tests/broken_projector.py (a
+    plugin, as a user's own projector module would be), with a batch limit of 5 items."""
+    tests = Path(__file__).resolve().parent
+    server = Server(
+        DEMO10,
+        tmp_path_factory.mktemp("plugin-state"),
+        CLUSTVIZ_PLUGINS='["broken_projector"]',
+        CLUSTVIZ_WARM="[]",  # the broken projectors are not warmed: their failure is the test
+        CLUSTVIZ_MAX_BATCH_ITEMS="5",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(tests), os.environ.get("PYTHONPATH")])),
+    )
+    server.start()
+    yield server
+    server.stop()

@@ -172,11 +172,19 @@ def test_catalog_reloads_a_replaced_file_with_a_new_fingerprint(tmp_path: Path) 
     assert not np.allclose(after.view("p").X, before.view("p").X)
 
 
-def test_catalog_keeps_at_most_max_loaded(tmp_path: Path) -> None:
+def test_catalog_keeps_at_most_max_loaded_dropping_the_least_recently_used(
+    tmp_path: Path,
+) -> None:
     embeddings, clusters = make_rows({"p": 6})
     for name in "abc":
         write_dataset(tmp_path / name, embeddings, clusters)
     catalog = DataCatalog(tmp_path, max_loaded=2)
-    for info in catalog.list():
-        catalog.get(info.id)
-    assert len(catalog._loaded) == 2
+    a, b, c = catalog.list()
+    first_a = catalog.get(a.id)
+    catalog.get(b.id)
+    assert catalog.get(a.id) is first_a  # a hit: a is now more recent than b
+    catalog.get(c.id)  # b, the least recently used, is dropped
+    assert catalog.get_if_loaded(b.id) is None
+    assert catalog.get_if_loaded(a.id) is first_a and catalog.get_if_loaded(c.id) is not None
+    assert catalog.get(b.id) is not None  # loaded again on demand: a goes now
+    assert catalog.get_if_loaded(a.id) is None and catalog.get_if_loaded(c.id) is not None

@@ -21,13 +21,38 @@ def _blobs(seed: int = 0):
     return X, labels
 
 
-def test_identity_layout_is_perfect() -> None:
-    X, labels = _blobs()
-    Y = X[:, :2] * 0 + X @ np.linalg.qr(np.random.default_rng(1).normal(size=(5, 5)))[0][:, :2]
-    full = X  # an isometry of X keeps everything
-    assert knn_preservation(X, full, k=5) == 1.0
-    assert cluster_overlap_discrepancy(X, full, labels, k=5) == {"mean": 0.0, "max": 0.0}
-    assert 0 <= knn_preservation(X, Y, k=5) <= 1
+def test_an_isometric_layout_is_perfect() -> None:
+    # X lies in a plane of R^5; Y is that plane's coordinates rotated and shifted: every
+    # distance is kept, so every neighbour is, and no shuffle of them can score as well
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 10)
+    P = rng.normal(size=(3, 2))[labels] * 5 + rng.normal(size=(30, 2))
+    basis = np.linalg.qr(rng.normal(size=(5, 5)))[0][:, :2]  # (5, 2), orthonormal columns
+    X = P @ basis.T
+    angle = 0.7
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    Y = P @ rotation.T + [3.0, -2.0]
+    assert knn_preservation(X, Y, k=5) == pytest.approx(1.0)
+    assert trustworthiness(X, Y, 5) == pytest.approx(1.0)
+    assert cluster_overlap_discrepancy(X, Y, labels, k=5) == {"mean": 0.0, "max": 0.0}
+    assert layout_metrics(X, Y, labels, k=5)["trustworthiness"] == pytest.approx(1.0)
+    shuffled = Y[rng.permutation(30)]  # the same points, each at another point's place
+    assert knn_preservation(X, shuffled, k=5) < 0.3  # chance is 5/29
+    assert trustworthiness(X, shuffled, 5) < 0.75  # chance is about 0.5
+    assert cluster_overlap_discrepancy(X, shuffled, labels, k=5)["mean"] > 0.1
+
+
+def test_trustworthiness_and_knn_preservation_by_hand() -> None:
+    # 1-D, unequal gaps (no ties): X = 0 1 3 7 15; the layout swaps points 0 and 4.
+    X = np.array([[0.0], [1.0], [3.0], [7.0], [15.0]])
+    Y = np.array([[15.0], [1.0], [3.0], [7.0], [0.0]])
+    # k=1. High-D nearest: 0->1, 1->0, 2->1, 3->2, 4->3. 2-D nearest: 0->3, 1->4, 2->1, 3->2,
+    # 4->1: points 2 and 3 keep theirs, so 2/5 are preserved.
+    assert knn_preservation(X, Y, k=1) == pytest.approx(2 / 5)
+    # Ranks in high-D of the 2-D neighbours: 0->3 is 3rd, 1->4 4th, 4->1 3rd; excess over k=1
+    # is 2 + 3 + 2 = 7, so T = 1 - 2 / (n k (2n - 3k - 1)) * 7 = 1 - 2 * 7 / 30 = 8/15.
+    assert trustworthiness(X, Y, 1) == pytest.approx(8 / 15)
+    assert knn_preservation(X, X, k=1) == 1.0 and trustworthiness(X, X, 1) == 1.0
 
 
 def test_overlap_by_hand() -> None:

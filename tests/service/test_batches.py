@@ -225,3 +225,37 @@ def test_api_key_protects_mutating_endpoints(
         assert client.delete(f"/batches/{job_id}").status_code == 401
         assert client.get(f"/batches/{job_id}").status_code == 200  # reading stays open
         wait_done(client, job_id)
+
+
+def test_a_jobs_results_stay_pinned_in_a_full_store_until_the_job_is_deleted(
+    data_dir: Path, tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]
+) -> None:
+    # the smallest store, read from disk, and no response cache: every answer is the store's
+    overrides = {"cache_max_bytes": 2**20, "memory_cache_bytes": 0, "response_cache_entries": 0}
+    with app_client(data_dir, tmp_path, *warm_pools, **overrides) as client:
+        store = client.app.state.engine.store  # type: ignore[attr-defined]
+        # another job's result, pinned, fills the store past its bound: from here on every
+        # unpinned result is evicted as soon as anything is stored
+        store.execute(
+            "INSERT INTO job_items VALUES ('other-job', 0, 'p', 'umap', 'other', 'done', NULL,"
+            " NULL, NULL)"
+        )
+        store.put("other", np.zeros((2**17, 2), dtype=np.float32), {})  # 1 MiB
+        assert store.get("other") is not None and store.stats()["bytes"] > 2**20
+        job_id = submit(client, preambles="all", projectors=["tsne"], seed=21).json()["id"]
+        assert wait_done(client, job_id)["done"] == 10
+
+        def exported_rows() -> int:
+            body = client.get(f"/batches/{job_id}/results", params={"format": "parquet"})
+            return pl.read_parquet(io.BytesIO(body.content)).height
+
+        def view_is_cached() -> bool:
+            params = {"preamble": SEED_PREAMBLE, "seed": 21}
+            return bool(client.get(f"/projections/{DEMO_ID}/tsne", params=params).json()["cached"])
+
+        assert exported_rows() == 10 * 40  # every item was kept while the job ran
+        store.put("unpinned", np.zeros((1000, 2), dtype=np.float32), {})  # evicts what it can
+        assert exported_rows() == 10 * 40 and view_is_cached()  # finished, still pinned
+        assert client.delete(f"/batches/{job_id}").json()["state"] == "deleted"  # unpins
+        store.put("unpinned-2", np.zeros((1000, 2), dtype=np.float32), {})
+        assert not view_is_cached()  # evicted: computed again

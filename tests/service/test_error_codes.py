@@ -1,7 +1,8 @@
 """Every error code the README documents, triggered for real: a server on loopback
 (``python -m service``) with the test plugin's failing projectors (tests/broken_projector.py)
-in its own registry and its workers', and servers that cannot start. The last test holds the
-README to it: a documented code that no test asserts fails the suite."""
+in its own registry and its workers' (the ``plugin_server`` fixture, tests/conftest.py), and
+servers that cannot start. The last test holds the README to it: a documented code that no
+test asserts fails the suite."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,23 +19,6 @@ from broken_reasons import FAILING_REASON, REASON
 from support import DEMO10, DEMO_ID, REPO, SEED_PREAMBLE, Server, free_port
 
 TESTS = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def plugin_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A real server whose registry holds the broken projectors (a plugin, as a user's own
-    projector module would be), with a batch limit of 5 items."""
-    server = Server(
-        DEMO10,
-        tmp_path_factory.mktemp("plugin-state"),
-        CLUSTVIZ_PLUGINS='["broken_projector"]',
-        CLUSTVIZ_WARM="[]",  # the broken projectors are not warmed: their failure is the test
-        CLUSTVIZ_MAX_BATCH_ITEMS="5",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
-    )
-    server.start()
-    yield server
-    server.stop()
 
 
 def project(server: Server, projector: str, **extra: object) -> httpx.Response:

@@ -101,10 +101,24 @@ def test_a_replaced_dataset_file_is_never_answered_from_the_cache(
         assert after.json()["points"] != before.json()["points"]
 
 
-def test_the_cache_is_bounded(tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]) -> None:
+def test_the_cache_is_bounded_and_drops_the_least_recently_used(
+    tmp_path: Path, warm_pools: tuple[WorkerPool, WorkerPool]
+) -> None:
     with app_client(DEMO10, tmp_path, *warm_pools, response_cache_entries=2) as client:
         cache = client.app.state.response_cache  # type: ignore[attr-defined]
-        for seed in range(4):
-            for _ in range(2):
+
+        def served_from_cache(seed: int) -> bool:
+            hits = cache.hits
+            assert client.get(f"{URL}&seed={seed}").status_code == 200
+            return cache.hits == hits + 1
+
+        for seed in (0, 1):
+            for _ in range(2):  # computed, then stored here from the result store
                 client.get(f"{URL}&seed={seed}")
+        assert served_from_cache(0)  # 0 is now more recent than 1
+        for _ in range(2):
+            client.get(f"{URL}&seed=2")  # stored: 1, the least recently used, leaves
         assert cache.stats()["entries"] == 2
+        assert served_from_cache(0) and served_from_cache(2)
+        assert not served_from_cache(1)  # answered by the app (and stored again: 0 leaves)
+        assert served_from_cache(1) and not served_from_cache(0)

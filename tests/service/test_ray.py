@@ -49,16 +49,15 @@ def test_a_real_job_runs_on_a_local_ray_instance(data_dir: Path, tmp_path: Path)
             json={"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne", "seed": 5},
         ).json()
         assert single["cached"] is True and len(single["points"]) == 40
-        bad = client.post(
-            "/projections",
-            json={
-                "dataset": DEMO_ID,
-                "preamble": SEED_PREAMBLE,
-                "projector": "tsne",
-                "params": {"perplexity": 3},
-                "seed": 6,
-            },
-        )
-        assert bad.status_code == 200  # computed on Ray, not cached
-        assert bad.json()["cached"] is False
+
+        def project(**params: object):  # type: ignore[no-untyped-def]
+            body = {"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne"}
+            return client.post("/projections", json={**body, "params": params, "seed": 6})
+
+        fresh = project(perplexity=3)  # valid, and new: computed on Ray, not cached
+        assert fresh.status_code == 200, fresh.text
+        assert fresh.json()["cached"] is False and fresh.json()["params"]["perplexity"] == 3
+        bad = project(perplexity=0)  # t-SNE's perplexity must be > 0: refused before Ray
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["code"] == "invalid_params" and "perplexity=0" in bad.json()["detail"]
     assert not ray.is_initialized()  # the lifespan shut the local instance down

@@ -105,3 +105,79 @@ def test_a_jobs_coordinates_are_read_in_pages_in_item_order(tmp_path: Path) -> N
         assert item.preamble == f"p{item.index}" and item.projector == "umap"
         np.testing.assert_array_equal(item.embedding, np.full((3, 2), item.index))
     assert list(store.iter_job_coords("other")) == []
+
+
+def _pin(store: ResultStore, job_id: str, keys: list[str]) -> None:
+    """List ``keys`` as a job's finished items, as the job manager records them."""
+    rows = [(job_id, i, f"p{i}", "umap", k, "done", None, None, 0.1) for i, k in enumerate(keys)]
+    store.execute_many("INSERT INTO job_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def test_a_jobs_results_are_pinned_until_the_job_is_removed(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "s.sqlite3", max_bytes=3000, memory_bytes=0)
+    embedding = np.zeros((100, 2), dtype=np.float32)  # 800 bytes each: room for three
+    for key in ["a", "b", "c"]:
+        store.put(key, embedding, {})
+    _pin(store, "job", ["a"])  # a, the least recently used, is a job's result
+    store.put("d", embedding, {})
+    assert store.get("a") is not None  # pinned: b, the next oldest, left instead
+    assert store.get("b") is None and store.get("c") is not None and store.get("d") is not None
+    store.put("e", embedding, {})  # a was just read, c is the oldest unpinned
+    assert store.get("c") is None and store.get("a") is not None
+    store.execute("DELETE FROM job_items WHERE job_id = ?", ("job",))  # the job is removed
+    store.get("d")
+    store.get("e")  # a is the least recently used again, and no longer pinned
+    store.put("f", embedding, {})
+    assert store.get("a") is None
+    assert [store.get(key) is not None for key in "def"] == [True, True, True]
+
+
+def test_a_store_of_pinned_results_grows_past_its_bound_rather_than_drop_them(
+    tmp_path: Path,
+) -> None:
+    store = ResultStore(tmp_path / "s.sqlite3", max_bytes=2000, memory_bytes=0)
+    embedding = np.zeros((100, 2), dtype=np.float32)
+    _pin(store, "job", ["a", "b", "c"])  # listed before they are stored
+    for key in ["a", "b", "c"]:
+        store.put(key, embedding, {})
+    store.put_image("x.png", "image/png", bytes(500))  # unpinned: dropped first
+    assert store.get_image("x.png") is None
+    assert all(store.get(key) is not None for key in "abc")
+    assert store.stats()["bytes"] > store.max_bytes
+
+
+def test_the_memory_front_serves_hits_and_forgets_what_the_disk_evicts(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = ResultStore(path, max_bytes=3000, memory_bytes=10**6)  # the front holds everything
+    embedding = np.zeros((100, 2), dtype=np.float32)
+    for key in ["a", "b", "c"]:
+        store.put(key, embedding + ord(key), {"key": key})
+    first = store.get("b")
+    assert first is not None and store.get("b") is first  # the same object: from memory
+    store.put("d", embedding, {})  # the disk evicts a: the front must not answer it either
+    assert store.get("a") is None
+    store.put("b", embedding - 1, {"key": "b2"})  # replaced: the front holds the new value
+    again = store.get("b")
+    assert again is not None and again.meta == {"key": "b2"}
+    np.testing.assert_array_equal(again.embedding, embedding - 1)
+    _drop_from_disk(path)  # what is left is served from memory alone
+    assert [store.get(key) is not None for key in "bcd"] == [True, True, True]
+    reopened = ResultStore(path, max_bytes=3000, memory_bytes=10**6)  # a new process's front
+    assert reopened.get("b") is None
+
+
+def test_a_hit_served_from_memory_counts_as_a_use_when_the_disk_evicts(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path / "s.sqlite3", max_bytes=3000, memory_bytes=10**6)
+    embedding = np.zeros((100, 2), dtype=np.float32)  # 803 bytes each: room for three
+    for key in ["a", "b", "c"]:
+        store.put(key, embedding, {})
+    for _ in range(3):
+        assert store.get("a") is not None  # hot, and answered from memory every time
+    store.put("d", embedding, {})  # b is the least recently used, not a
+    assert store.get("b") is None and store.get("a") is not None
+    images = ResultStore(tmp_path / "i.sqlite3", max_bytes=3000, memory_bytes=10**6)
+    for key in ["x", "y", "z"]:  # 900 bytes each: room for three
+        images.put_image(key, "image/png", bytes(900 - len(key)))
+    assert images.get_image("x") is not None  # from memory
+    images.put_image("w", "image/png", bytes(899))
+    assert images.get_image("y") is None and images.get_image("x") is not None
