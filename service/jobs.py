@@ -187,7 +187,7 @@ class JobManager:
         async def run_window(window: list[tuple[int, str, str]]) -> None:
             work = []
             lane_items: list[tuple[int, ResolvedRequest]] = []
-            pins: list[tuple[str, str, int]] = []
+            pins: list[tuple[int, str]] = []
             for position, (index, preamble, projector) in enumerate(window):
                 if position % 64 == 63:
                     await asyncio.sleep(0)  # resolving thousands of items: let requests in
@@ -203,18 +203,12 @@ class JobManager:
                     await self._record(job_id, [(index, None, exc)], time.perf_counter())
                     await self._notify(live)
                     continue
-                pins.append((request.key, job_id, index))
+                pins.append((index, request.key))
                 if request.spec.runner == "lane":
                     lane_items.append((index, request))
                 else:
                     work.append(run_item(index, request))
-            # Pinned before they run: in a store full of pinned results, a result would be
-            # evicted as soon as it is stored, before its item is marked done with its key.
-            await self.store.run(
-                self.store.execute_many,
-                "UPDATE job_items SET key = ? WHERE job_id = ? AND idx = ?",
-                pins,
-            )
+            await self.job_store.pin(job_id, pins)
             size = max(1, self.lane_chunk)
             work += [
                 run_lane_chunk(lane_items[start : start + size])

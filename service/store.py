@@ -446,6 +446,18 @@ class JobStore:
         )
         return [(int(index), str(preamble), str(projector)) for index, preamble, projector in rows]
 
+    async def pin(self, job_id: str, keys: Sequence[tuple[int, str]]) -> None:
+        """Give items ``(index, result key)`` their key before they run: the result is pinned
+        from the moment it is stored (in a store full of pinned results it would otherwise be
+        evicted before its item is marked done)."""
+        rows = [(key, job_id, index) for index, key in keys]
+        if rows:
+            await self._results.run(
+                self._results.execute_many,
+                "UPDATE job_items SET key = ? WHERE job_id = ? AND idx = ?",
+                rows,
+            )
+
     async def record(self, job_id: str, outcomes: Sequence[ItemOutcome], seconds: float) -> None:
         """Mark items done (with their result's key) or failed (with the reason), one
         transaction per kind; ``seconds`` is each one's share of the time they took."""

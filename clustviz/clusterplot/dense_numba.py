@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clustviz.clusterplot.init import EXAGGERATION
 from clustviz.clusterplot.optimize import OverlapTarget, SoftOverlap, dense_terms
 
 __all__ = ["numba_gradient_layout", "numba_neighbour_embedding"]
@@ -50,7 +51,7 @@ def numba_neighbour_embedding(
     n = Y0.shape[1]
     valid = mask.unsqueeze(1) & mask.unsqueeze(2) & ~torch.eye(n, dtype=torch.bool)
     out = np.empty(Y0.shape, np.float64)
-    loops.neighbour_embedding(_f64(Y0), _f64(P), _f64(valid), steps, lr, 4.0, out)
+    loops.neighbour_embedding(_f64(Y0), _f64(P), _f64(valid), steps, lr, EXAGGERATION, out)
     return torch.from_numpy(out).to(Y0.dtype) * mask.unsqueeze(-1)
 
 

@@ -84,6 +84,10 @@ def knn_kl(Y: torch.Tensor, P: torch.Tensor, mask: torch.Tensor, exaggeration: f
     return exaggeration * attraction + normaliser
 
 
+#: Early exaggeration of the neighbour embedding's first quarter (both backends)
+EXAGGERATION = 4.0
+
+
 def neighbour_embedding(
     Y0: torch.Tensor,
     P: torch.Tensor,
@@ -91,7 +95,7 @@ def neighbour_embedding(
     *,
     steps: int,
     lr: float,
-    exaggeration: float = 4.0,
+    exaggeration: float = EXAGGERATION,
 ) -> torch.Tensor:
     """Adam on ``KL(P || Q)`` from ``Y0 (B, n, 2)``; early exaggeration for the first quarter.
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from support import DEMO10, app_client, make_rows, write_dataset
 
-from clustviz.workers import WorkerPool
+from clustviz.workers import WorkerPool, WorkerSettings
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +35,12 @@ def client(
         assert pool.wait_ready(300), pool.status()
         test_client.app.state.engine.catalog.check_all()  # type: ignore[attr-defined]
         yield test_client
+
+
+@pytest.fixture
+def cold_pool() -> Iterator[WorkerPool]:
+    """A worker without warm-up (no numba here: t-SNE only), cheap to kill and restart."""
+    pool = WorkerPool(1, WorkerSettings(warm=()), default_timeout=60).start()
+    assert pool.wait_ready(60)
+    yield pool
+    pool.close()

@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -16,16 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from support import DEMO10, DEMO_ID, SEED_PREAMBLE, app_client
 
-from clustviz.workers import WorkerPool, WorkerSettings
-
-
-@pytest.fixture
-def cold_pool() -> Iterator[WorkerPool]:
-    """A worker without warm-up (no numba here: t-SNE only), cheap to kill and restart."""
-    pool = WorkerPool(1, WorkerSettings(warm=()), default_timeout=60).start()
-    assert pool.wait_ready(60)
-    yield pool
-    pool.close()
+from clustviz.workers import WorkerPool
 
 
 def tsne(client: TestClient, **extra: object):  # type: ignore[no-untyped-def]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pytest
 from support import DEMO10, DEMO_ID, SEED_PREAMBLE, app_client
 
 import service.store
-from clustviz.workers import WorkerPool, WorkerSettings
+from clustviz.workers import WorkerPool
 
 #: ``(thread id, statement)`` of every statement run on a traced connection.
 Trace = list[tuple[int, str]]
@@ -49,15 +48,6 @@ def trace(monkeypatch: pytest.MonkeyPatch) -> Trace:
 
     monkeypatch.setattr(service.store, "connect", traced)
     return statements
-
-
-@pytest.fixture
-def cold_pool() -> Iterator[WorkerPool]:
-    """A worker without warm-up (t-SNE only: no numba to compile)."""
-    pool = WorkerPool(1, WorkerSettings(warm=()), default_timeout=60).start()
-    assert pool.wait_ready(60)
-    yield pool
-    pool.close()
 
 
 def test_no_sqlite_statement_runs_on_the_event_loop(
