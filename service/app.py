@@ -36,11 +36,11 @@ from service.engine import Engine
 from service.errors import error_response, install_error_handlers
 from service.jobs import JobManager
 from service.microcache import ResponseCache, ResponseCacheMiddleware
+from service.results import ResultStore
 from service.routes import batches, datasets, health, projections
 from service.routes.health import library_versions_report
 from service.schemas import ErrorResponse
 from service.settings import Settings
-from service.store import ResultStore
 
 __all__ = ["create_app"]
 

@@ -25,7 +25,7 @@ from clustviz.metrics import layout_metrics
 from clustviz.pools import TaskPool
 from clustviz.projectors import DEFAULT_SEED, ProjectorSpec, build_params, get_spec
 from clustviz.render import plot_title
-from service.store import ResultStore, StoredProjection
+from service.results import ResultStore, StoredProjection
 
 __all__ = ["Engine", "Projection", "ResolvedRequest"]
 
