@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from clustviz.labels import dense_labels
+
 __all__ = [
     "cluster_overlap_discrepancy",
     "knn_preservation",
@@ -98,7 +100,7 @@ def cluster_overlap_discrepancy(
 
 
 def _overlap(high: np.ndarray, low: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    _, local = np.unique(labels, return_inverse=True)
+    _, local = dense_labels(labels)
     C = int(local.max()) + 1
     diff = np.abs(_cluster_shares(high, local, C) - _cluster_shares(low, local, C))
     if C < 2:
@@ -114,7 +116,7 @@ def silhouette(Y: np.ndarray, labels: np.ndarray) -> float:
     the mean distance to the other members of i's cluster and ``b_i`` the smallest mean distance
     to another cluster; 0 for a point alone in its cluster.
     """
-    _, local = np.unique(labels, return_inverse=True)
+    _, local = dense_labels(labels)
     C, n = int(local.max()) + 1, len(Y)
     if C < 2 or n <= C:
         return float("nan")

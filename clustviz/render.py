@@ -15,6 +15,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from clustviz.labels import dense_labels
+
 __all__ = ["cluster_colors", "make_plot", "plot_title", "render_plot"]
 
 ImageFormat = Literal["png", "svg"]
@@ -56,7 +58,7 @@ def make_plot(
     ``(cluster_id, [polygon (m, 2), ...])`` drawn as blobs in the cluster's colour."""
     import plotnine as p9
 
-    order = np.unique(cluster_ids)
+    order, _ = dense_labels(cluster_ids)
     palette = dict(zip((str(c) for c in order), cluster_colors(len(order)), strict=True))
     levels = [str(c) for c in order]
     points = pd.DataFrame(

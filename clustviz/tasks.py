@@ -69,26 +69,31 @@ def project(
 ) -> dict[str, Any]:
     """Run one projection; the embedding, the parameters actually used, notes, timing and, with
     ``with_metrics``, the quality scores (``metrics`` is None without: a batch item's scores
-    are made when it is first viewed)."""
+    are made when it is first viewed).
+
+    A ``lane`` projector's item (one sent to the CPU pool when the service runs without a device
+    lane) takes :func:`project_many`'s path, as one item: one producer of its extras."""
     from clustviz.metrics import layout_metrics
 
+    if get_spec(name).runner == "lane":
+        if labels is None:
+            raise ValueError(f"projector {name!r} needs labels")
+        (one,) = project_many(name, params, [(X, labels)], [with_metrics])
+        return one
     projector = get_projector(name, **params)
     started = time.perf_counter()
     Y = projector.fit_transform(X, labels if get_spec(name).uses_labels else None)
     seconds = time.perf_counter() - started
-    out: dict[str, Any] = {
+    return {
         "embedding": Y,
         "params_used": projector.params_used_.model_dump(mode="json"),
         "notes": list(projector.notes_),
         "seconds": seconds,
-        "metrics": None,
+        "metrics": (layout_metrics(X, Y, labels) if labels is not None else {})
+        if with_metrics
+        else None,
+        "extras": None,
     }
-    if with_metrics:
-        out["metrics"] = layout_metrics(X, Y, labels) if labels is not None else {}
-    result = getattr(projector, "result_", None)
-    if result is not None:
-        out["extras"] = _clusterplot_extras(result, _hull_dicts(result.hulls))
-    return out
 
 
 def project_many(
@@ -103,7 +108,6 @@ def project_many(
     (``extras["hulls"]`` and ``metrics`` are None; see :func:`hulls`): a batch stores layouts,
     and blobs and scores are made only for the ones viewed.
     """
-    from clustviz.clusterplot import layout_hulls
     from clustviz.metrics import layout_metrics
 
     projector = get_projector(name, **params)
@@ -119,10 +123,7 @@ def project_many(
             "seconds": seconds,
             "metrics": layout_metrics(X, result.embedding, labels) if want else None,
             "extras": _clusterplot_extras(
-                result,
-                _hull_dicts(layout_hulls(result.embedding, labels, result.params_used))
-                if want
-                else None,
+                result, _blobs(result.embedding, labels, result.params_used) if want else None
             ),
         }
         for (X, labels), result, want in zip(items, results, wanted, strict=True)
@@ -131,20 +132,24 @@ def project_many(
 
 def hulls(params: dict[str, Any], embedding: np.ndarray, labels: np.ndarray) -> list[dict]:
     """The cluster blobs of a stored clusterplot layout (as ``extras["hulls"]``)."""
-    from clustviz.clusterplot import ClusterPlotParams, layout_hulls
+    from clustviz.clusterplot import ClusterPlotParams
 
-    return _hull_dicts(layout_hulls(embedding, labels, ClusterPlotParams(**params)))
+    return _blobs(embedding, labels, ClusterPlotParams(**params))
+
+
+def _blobs(embedding: np.ndarray, labels: np.ndarray, params: Any) -> list[dict[str, Any]]:
+    """The one producer of a layout's cluster blobs in the service (fits are run without them:
+    ``compute_hulls=False``), as JSON-ready dicts with the point labels they outline."""
+    from clustviz.clusterplot import layout_hulls
+
+    return [
+        {"label": int(hull.label), "polygons": [np.asarray(p).tolist() for p in hull.polygons]}
+        for hull in layout_hulls(embedding, labels, params)
+    ]
 
 
 def _as_dict(params: Any) -> dict[str, Any]:
     return params.model_dump(mode="json") if hasattr(params, "model_dump") else dict(params)
-
-
-def _hull_dicts(hulls: Sequence[Any]) -> list[dict[str, Any]]:
-    return [
-        {"label": int(hull.label), "polygons": [np.asarray(p).tolist() for p in hull.polygons]}
-        for hull in hulls
-    ]
 
 
 def _clusterplot_extras(result: Any, hulls: list[dict[str, Any]] | None) -> dict[str, Any]:

@@ -32,15 +32,16 @@ from clustviz.lane import DeviceLane
 from clustviz.pools import TaskPool
 from clustviz.projectors import projectors_run_by
 from clustviz.workers import WorkerPool, WorkerSettings
+from service.bodies import ProjectionBodies
 from service.engine import Engine
 from service.errors import error_response, install_error_handlers
 from service.jobs import JobManager
 from service.microcache import ResponseCache, ResponseCacheMiddleware
+from service.results import ResultStore
 from service.routes import batches, datasets, health, projections
 from service.routes.health import library_versions_report
 from service.schemas import ErrorResponse
 from service.settings import Settings
-from service.store import ResultStore
 
 __all__ = ["create_app"]
 
@@ -108,6 +109,8 @@ def create_app(
     settings = settings or Settings()
     for module in settings.plugins:  # their projectors join this process's registry
         importlib.import_module(module)
+    # made here, not in the lifespan: the response cache asks it whether an answer is current
+    catalog = DataCatalog(settings.data_dir, max_loaded=settings.max_loaded_datasets)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,7 +129,6 @@ def create_app(
                 started.start()
         else:
             own_pool, own_lane_pool = pool, lane_pool
-        catalog = DataCatalog(settings.data_dir, max_loaded=settings.max_loaded_datasets)
         store = await asyncio.to_thread(  # opening it runs SQL: not on the event loop
             ResultStore,
             settings.store_path,
@@ -198,7 +200,10 @@ def create_app(
     )
     app.state.settings = settings
     app.state.started = time.monotonic()
-    app.state.response_cache = ResponseCache(max_entries=settings.response_cache_entries)
+    app.state.response_cache = ResponseCache(
+        catalog.is_current, max_entries=settings.response_cache_entries
+    )
+    app.state.bodies = ProjectionBodies()
     install_error_handlers(app)
     # Innermost first: CORS (outer) adds its headers to cached answers too.
     app.add_middleware(ResponseCacheMiddleware, cache=app.state.response_cache)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from clustviz.errors import ClustvizError
+from service.bodies import ProjectionBodies
 from service.engine import Engine
 from service.settings import Settings
 
@@ -25,7 +26,12 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_bodies(request: Request) -> ProjectionBodies:
+    return request.app.state.bodies
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
+BodiesDep = Annotated[ProjectionBodies, Depends(get_bodies)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
+from cachetools import LRUCache
 
 from clustviz.data import DataCatalog, Dataset, PreambleView
 from clustviz.errors import InvalidInputError, UnavailableError
@@ -25,12 +26,13 @@ from clustviz.metrics import layout_metrics
 from clustviz.pools import TaskPool
 from clustviz.projectors import DEFAULT_SEED, ProjectorSpec, build_params, get_spec
 from clustviz.render import plot_title
-from service.store import ResultStore, StoredProjection
+from service.results import ResultStore, StoredProjection
 
 __all__ = ["Engine", "Projection", "ResolvedRequest"]
 
 MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml"}
-MEMO_ENTRIES = 4096
+MEMO_ENTRIES = 4096  # resolved requests remembered (the cached hot path skips validation)
+TABLE_ENTRIES = 16  # datasets' preamble tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ class Engine:
         timeout: float,
         max_queue: int,
         max_points: int,
+        memo_entries: int = MEMO_ENTRIES,
     ) -> None:
         self.catalog = catalog
         self.store = store
@@ -81,30 +84,21 @@ class Engine:
         self.max_queue = max_queue
         self.max_points = max_points
         self._inflight: dict[str, asyncio.Future[StoredProjection]] = {}
-        self._preamble_tables: dict[str, pl.DataFrame] = {}
-        self._resolved: OrderedDict[str, ResolvedRequest] = OrderedDict()
-        self._fragments: OrderedDict[str, str] = OrderedDict()
-
-    def points_fragment(self, key: str, build: Callable[[], str]) -> str:
-        """The serialized points (and hulls) of a projection, built once per key: they never
-        change for a key, and serializing 40 points is most of a cached answer's cost."""
-        fragment = self._fragments.get(key)
-        if fragment is None:
-            fragment = self._fragments[key] = build()
-            if len(self._fragments) > MEMO_ENTRIES:
-                self._fragments.popitem(last=False)
-        else:
-            self._fragments.move_to_end(key)
-        return fragment
+        # threads (the preamble listing runs in one) share this memo: under a lock
+        self._preamble_tables: LRUCache[str, pl.DataFrame] = LRUCache(maxsize=TABLE_ENTRIES)
+        self._tables_lock = threading.Lock()
+        # the event loop alone reads and writes this one
+        self._resolved: LRUCache[str, ResolvedRequest] = LRUCache(maxsize=max(1, memo_entries))
 
     def preamble_table(self, dataset: Dataset) -> pl.DataFrame:
-        """The dataset's preamble summaries, computed once per content fingerprint."""
-        table = self._preamble_tables.get(dataset.fingerprint)
+        """The dataset's preamble summaries, computed once per content fingerprint (a blocking
+        call: routes run it in a thread)."""
+        with self._tables_lock:
+            table = self._preamble_tables.get(dataset.fingerprint)
         if table is None:
-            table = dataset.preamble_summaries()
-            if len(self._preamble_tables) > 16:
-                self._preamble_tables.clear()
-            self._preamble_tables[dataset.fingerprint] = table
+            table = dataset.preamble_summaries()  # outside the lock: seconds at clamp scale
+            with self._tables_lock:
+                self._preamble_tables[dataset.fingerprint] = table
         return table
 
     async def dataset(self, dataset_id: str) -> Dataset:
@@ -133,7 +127,7 @@ class Engine:
             sort_keys=True,
             default=str,
         )
-        memo = self._resolved.get(signature)
+        memo = self._resolved.get(signature)  # a hit becomes the most recently used
         if memo is not None:
             loaded = self.catalog.get_if_loaded(dataset_id)
             if loaded is memo.dataset:
@@ -146,9 +140,7 @@ class Engine:
             params=params,
             seed=seed,
         )
-        self._resolved[signature] = resolved
-        if len(self._resolved) > MEMO_ENTRIES:
-            self._resolved.popitem(last=False)
+        self._resolved[signature] = resolved  # the least recently used one leaves past the bound
         return resolved
 
     async def _resolve(
@@ -321,11 +313,11 @@ class Engine:
             return hit[0], hit[1], key
         view = request.view
         embedding = projection.stored.embedding
-        hulls = []
         extras = projection.stored.meta.get("extras") or {}
-        local_to_global = np.unique(view.cluster_ids)
-        for hull in extras.get("hulls", []):
-            hulls.append((int(local_to_global[hull["label"]]), hull["polygons"]))
+        hulls = [
+            (int(view.clusters[hull["label"]]), hull["polygons"])
+            for hull in extras.get("hulls") or []
+        ]
         title, caption = plot_title(view.preamble, request.spec.title, request.dataset.name)
         body = await asyncio.wrap_future(
             self.pool.submit(

@@ -1,7 +1,7 @@
 """A batch job's points, exported as a stream: parquet and Arrow IPC in row groups, NDJSON.
 
 The export reads the job's finished items with their stored coordinates a page at a time
-(:meth:`service.store.ResultStore.iter_job_coords`), gathers each page's dataset rows in one
+(:meth:`service.job_store.JobStore.iter_coords`), gathers each page's dataset rows in one
 ``take``, and writes the page as one row group / record batch / block of lines before reading
 the next. The server holds one page, never the whole table.
 """
@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 
 from clustviz.data import Dataset
 from clustviz.errors import NotFoundError
+from service.job_store import JobCoords, JobStore
 from service.memory import release_unused_memory
-from service.store import JobCoords, ResultStore
 
 __all__ = ["MEDIA_TYPES", "RESULT_SCHEMA", "ExportRequest", "ResultFormat", "export_results"]
 
@@ -49,9 +49,9 @@ _DATASET_COLUMNS = ("preamble", "guess", "token_id", "cluster_id")
 
 @dataclass(frozen=True, slots=True)
 class ExportRequest:
-    """What one export reads: the store, the job, its dataset, items per row group."""
+    """What one export reads: the jobs' store, the job, its dataset, items per row group."""
 
-    store: ResultStore
+    jobs: JobStore
     job_id: str
     dataset: Dataset
     chunk_items: int = 2048  # 40-point preambles: ~80k rows per row group
@@ -94,7 +94,7 @@ def result_batches(request: ExportRequest) -> Iterator[pa.RecordBatch]:
     base = pa.Table.from_arrays(
         [dataset.rows[name].to_arrow() for name in _DATASET_COLUMNS], names=list(_DATASET_COLUMNS)
     ).cast(pa.schema([RESULT_SCHEMA.field(name) for name in _DATASET_COLUMNS]))
-    for page in request.store.iter_job_coords(request.job_id, page_items=request.chunk_items):
+    for page in request.jobs.iter_coords(request.job_id, page_items=request.chunk_items):
         batch = _batch(base, dataset, page)
         if batch.num_rows:
             yield batch

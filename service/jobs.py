@@ -1,6 +1,6 @@
 """Batch jobs: many preambles × several projectors, durable, resumable, with progress.
 
-A job and its items live in the result store's SQLite file (:class:`service.store.JobStore`:
+A job and its items live in the result store's SQLite file (:class:`service.job_store.JobStore`:
 its statements run on the store's thread, never on the event loop). An item is marked done
 only after its result is stored, in the same database: after a SIGKILL, a restarted server
 finds every finished item intact and resumes the job from the pending ones on its own.
@@ -26,8 +26,9 @@ from clustviz.errors import ClustvizError, InvalidInputError, NotFoundError
 from clustviz.projectors import DEFAULT_SEED, get_spec
 from service.engine import Engine, ResolvedRequest
 from service.export import ExportRequest, ResultFormat, export_results
+from service.job_store import ItemOutcome, JobStore
 from service.memory import release_unused_memory
-from service.store import ItemOutcome, JobStore, ResultStore
+from service.results import ResultStore
 
 __all__ = ["JobManager", "end_event_id"]
 
@@ -320,7 +321,7 @@ class JobManager:
         projector, x, y — as Parquet, Arrow IPC or NDJSON, streamed (see service.export)."""
         spec = await self.job_store.spec(job_id)
         dataset = await self.engine.dataset(spec["dataset"])
-        return export_results(ExportRequest(self.store, job_id, dataset), fmt)
+        return export_results(ExportRequest(self.job_store, job_id, dataset), fmt)
 
     async def shutdown(self) -> None:
         tasks = [live.task for live in self._live.values() if live.task and not live.task.done()]

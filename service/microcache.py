@@ -10,8 +10,10 @@ Correctness:
 - Only answers the app marks with ``x-clustviz-cacheable: <dataset id> <content fingerprint>``
   are stored: projections already in the result store (so a stored body says ``"cached":
   true``) and rendered plots. Errors and 304s never are.
-- Every hit re-checks that the dataset loaded now has that fingerprint; a replaced file (new
-  fingerprint) or an unloaded dataset sends the request through the app again.
+- Every hit asks ``is_current(dataset id, fingerprint)`` (the data catalog's
+  :meth:`~clustviz.data.DataCatalog.is_current`) whether the dataset loaded now has that
+  fingerprint; a replaced file (new fingerprint) or an unloaded dataset sends the request
+  through the app again. That function is all the cache knows of the app.
 - The key is the raw path and query string; ``If-None-Match`` is answered with 304 here too.
   For ``POST /projections`` it is the query string, the ``Accept`` header and the raw body
   (bodies over ``max_request`` bytes are not cached): the same request, byte for byte.
@@ -20,10 +22,11 @@ Correctness:
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import LRUCache
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["CACHEABLE_HEADER", "ResponseCache", "ResponseCacheMiddleware"]
@@ -43,16 +46,27 @@ class _Entry:
     fingerprint: str
 
 
+#: ``is_current(dataset_id, fingerprint)``: whether an answer made from that content is still
+#: the answer (the dataset loaded now has that fingerprint).
+Freshness = Callable[[str, str], bool]
+
+
 class ResponseCache:
     """The stored answers and their counters (shared by the middleware and /health)."""
 
     def __init__(
-        self, max_entries: int = 1024, max_body: int = 2 * 1024 * 1024, max_request: int = 4096
+        self,
+        is_current: Freshness,
+        max_entries: int = 1024,
+        max_body: int = 2 * 1024 * 1024,
+        max_request: int = 4096,
     ) -> None:
+        self.is_current = is_current
         self.max_entries = max_entries
         self.max_body = max_body
         self.max_request = max_request
-        self.entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        # a hit becomes the most recently used; past the bound the least recently used leaves
+        self.entries: LRUCache[bytes, _Entry] = LRUCache(maxsize=max(1, max_entries))
         self.hits = 0
         self.misses = 0
 
@@ -85,8 +99,7 @@ class ResponseCacheMiddleware:
             await self.app(scope, receive, send)
             return
         entry = self.cache.entries.get(key)
-        if entry is not None and self._fresh(scope, entry):
-            self.cache.entries.move_to_end(key)
+        if entry is not None and self.cache.is_current(entry.dataset_id, entry.fingerprint):
             self.cache.hits += 1
             await self._replay(scope, entry, send)
             return
@@ -94,12 +107,6 @@ class ResponseCacheMiddleware:
             del self.cache.entries[key]
         self.cache.misses += 1
         await self.app(scope, receive, self._recorder(key, send))
-
-    @staticmethod
-    def _fresh(scope: Scope, entry: _Entry) -> bool:
-        engine = scope["app"].state.engine
-        dataset = engine.catalog.get_if_loaded(entry.dataset_id)
-        return dataset is not None and dataset.fingerprint == entry.fingerprint
 
     async def _replay(self, scope: Scope, entry: _Entry, send: Send) -> None:
         if entry.etag is not None:
@@ -144,9 +151,6 @@ class ResponseCacheMiddleware:
         self.cache.entries[key] = _Entry(
             headers, b"".join(state["chunks"]), etag, dataset_id, fingerprint
         )
-        self.cache.entries.move_to_end(key)
-        while len(self.cache.entries) > self.cache.max_entries:
-            self.cache.entries.popitem(last=False)
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[list[Message], bytes | None]:

@@ -40,6 +40,9 @@ def test_demo_fixture_loads_as_float32_with_o1_views() -> None:
     assert sorted(set(view.labels.tolist())) == list(range(view.n_clusters))
     order = np.argsort(view.cluster_ids, kind="stable")
     assert np.all(np.diff(view.labels[order]) >= 0)
+    # and back: a label's global id
+    np.testing.assert_array_equal(view.clusters[view.labels], view.cluster_ids)
+    assert view.clusters.tolist() == sorted(set(view.cluster_ids.tolist()))
     # rows match the parquet's order and values
     raw = pl.read_parquet(next((DEMO10 / "embeddings").glob("*.parquet")))
     first = raw.filter(pl.col("preamble") == SEED_PREAMBLE)
@@ -188,3 +191,20 @@ def test_catalog_keeps_at_most_max_loaded_dropping_the_least_recently_used(
     assert catalog.get_if_loaded(a.id) is first_a and catalog.get_if_loaded(c.id) is not None
     assert catalog.get(b.id) is not None  # loaded again on demand: a goes now
     assert catalog.get_if_loaded(a.id) is None and catalog.get_if_loaded(c.id) is not None
+
+
+def test_a_hit_on_the_hot_path_keeps_a_dataset_loaded(tmp_path: Path) -> None:
+    # The service's cached requests find their dataset with get_if_loaded alone: those reads
+    # are uses too, or the most requested dataset would be the first one dropped.
+    embeddings, clusters = make_rows({"p": 6})
+    for name in "abc":
+        write_dataset(tmp_path / name, embeddings, clusters)
+    catalog = DataCatalog(tmp_path, max_loaded=2)
+    a, b, c = catalog.list()
+    hot = catalog.get(a.id)
+    catalog.get(b.id)
+    assert catalog.get_if_loaded(a.id) is hot  # a is now more recent than b
+    catalog.get(c.id)
+    assert catalog.get_if_loaded(a.id) is hot and catalog.get_if_loaded(b.id) is None
+    assert catalog.is_current(a.id, hot.fingerprint)
+    assert not catalog.is_current(a.id, "another content") and not catalog.is_current(b.id, "")

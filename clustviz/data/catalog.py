@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+
+from cachetools import LRUCache
 
 from clustviz.data.dataset import Dataset
 from clustviz.data.discovery import DatasetSource, discover_datasets
@@ -73,7 +74,9 @@ class DataCatalog:
         self._sources: tuple[float, dict[str, DatasetSource]] | None = None
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
-        self._loaded: OrderedDict[str, tuple[tuple[int, ...], Dataset]] = OrderedDict()
+        # (files' stat, dataset); a read (the hot path's too) makes it the most recently used,
+        # and past ``max_loaded`` the least recently used one is dropped
+        self._loaded: LRUCache[str, tuple[tuple[int, ...], Dataset]] = LRUCache(max_loaded)
         self._checked: dict[str, _Checked] = {}
 
     def sources(self) -> dict[str, DatasetSource]:
@@ -109,6 +112,12 @@ class DataCatalog:
             hit = self._loaded.get(dataset_id)
         return hit[1] if hit is not None and hit[0] == _stat(source) else None
 
+    def is_current(self, dataset_id: str, fingerprint: str) -> bool:
+        """Whether the dataset loaded now (files unchanged) has content ``fingerprint``: an
+        answer made from that content is still the answer. False when it is not loaded."""
+        dataset = self.get_if_loaded(dataset_id)
+        return dataset is not None and dataset.fingerprint == fingerprint
+
     def get(self, dataset_id: str) -> Dataset:
         """The loaded dataset; ``NotFoundError`` if unknown, ``InvalidInputError`` if malformed."""
         source = self._source(dataset_id)
@@ -116,7 +125,6 @@ class DataCatalog:
         with self._lock:
             hit = self._loaded.get(dataset_id)
             if hit is not None and hit[0] == stat:
-                self._loaded.move_to_end(dataset_id)
                 return hit[1]
             checked = self._checked.get(dataset_id)
             if checked is not None and checked.stat == stat and checked.error is not None:
@@ -148,9 +156,6 @@ class DataCatalog:
                     n_clusters=dataset.n_clusters_total(),
                 )
                 self._loaded[dataset_id] = (stat, dataset)
-                self._loaded.move_to_end(dataset_id)
-                while len(self._loaded) > self.max_loaded:
-                    self._loaded.popitem(last=False)
             return dataset
 
     def _source(self, dataset_id: str) -> DatasetSource:

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 
 from clustviz.errors import NotFoundError
+from clustviz.labels import dense_labels
 
 __all__ = ["Dataset", "PreambleView", "preamble_id"]
 
@@ -26,8 +27,9 @@ class PreambleView:
     together in the file (the usual case) it is a window on the dataset's embeddings, not a
     copy, so thousands of views (a whole-dataset batch) cost no embedding memory. ``labels``
     re-indexes the global ``cluster_ids`` (up to hundreds, sparse per preamble) to
-    ``0..n_clusters-1`` in increasing global id, so a cluster keeps its colour across projectors
-    of the same preamble.
+    ``0..n_clusters-1`` in increasing global id (:func:`clustviz.labels.dense_labels`), so a
+    cluster keeps its colour across projectors of the same preamble; ``clusters[label]`` is a
+    label's global id.
     """
 
     preamble: str
@@ -37,6 +39,7 @@ class PreambleView:
     logits: np.ndarray
     cluster_ids: np.ndarray
     labels: np.ndarray
+    clusters: np.ndarray  # (n_clusters,): the global id of each label, increasing
 
     @property
     def n_points(self) -> int:
@@ -44,7 +47,7 @@ class PreambleView:
 
     @property
     def n_clusters(self) -> int:
-        return int(self.labels.max()) + 1 if self.labels.size else 0
+        return len(self.clusters)
 
 
 @dataclass(slots=True)
@@ -106,7 +109,7 @@ class Dataset:
         X = X.view()
         X.flags.writeable = False  # shared with the dataset (and with every other view)
         cluster_ids = part["cluster_id"].to_numpy()
-        _, labels = np.unique(cluster_ids, return_inverse=True)
+        clusters, labels = dense_labels(cluster_ids)
         return PreambleView(
             preamble=preamble,
             X=X,
@@ -114,7 +117,8 @@ class Dataset:
             token_ids=part["token_id"].to_numpy(),
             logits=part["logit"].to_numpy(),
             cluster_ids=cluster_ids,
-            labels=labels.astype(np.int64),
+            labels=labels,
+            clusters=clusters,
         )
 
     def preamble_summaries(self) -> pl.DataFrame:

@@ -8,11 +8,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from clustviz.data import preamble_id
 from clustviz.errors import InvalidInputError
 from clustviz.keys import image_key
-from service.deps import EngineDep
-from service.engine import Engine, Projection
+from service.deps import BodiesDep, EngineDep
+from service.engine import Engine
 from service.microcache import CACHEABLE_HEADER
 from service.schemas import (
     DEMO_DATASET,
@@ -41,77 +40,6 @@ CACHE_CONTROL = "public, max-age=60, stale-while-revalidate=600"
 
 Size = Annotated[float, Query(gt=1, le=30, description="inches")]
 Dpi = Annotated[int, Query(ge=30, le=300)]
-
-
-def _to_response(engine: Engine, projection: Projection) -> Response:
-    """The JSON body of a ProjectionResponse, serialized directly: the cached path skips model
-    validation and re-serialization of 40 points, most of a cached request's cost."""
-    request = projection.request
-    meta = projection.stored.meta
-    fragment = engine.points_fragment(
-        request.key,
-        lambda: json.dumps(_points_and_hulls(projection), separators=(",", ":"))[1:-1],
-    )
-    view = request.view
-    head = {
-        "dataset": request.dataset.id,
-        "preamble": view.preamble,
-        "preamble_id": preamble_id(view.preamble),
-        "projector": request.spec.name,
-        "seed": request.seed,
-        "params": meta["params_used"],
-        "notes": request.notes,
-        "device": meta.get("device", "cpu"),
-        "cached": projection.cached,
-        "key": request.key,
-        "n_points": view.n_points,
-        "n_clusters": view.n_clusters,
-        "timings": {
-            "compute_ms": round(meta["seconds"] * 1000, 3),
-            "total_ms": projection.total_ms,
-        },
-        "metrics": meta.get("metrics", {}),
-    }
-    body = json.dumps(head, separators=(",", ":"))[:-1] + "," + fragment + "}"
-    return Response(body, media_type="application/json")
-
-
-def _points_and_hulls(projection: Projection) -> dict[str, Any]:
-    request = projection.request
-    view = request.view
-    meta = projection.stored.meta
-    embedding = projection.stored.embedding
-    extras = meta.get("extras") or {}
-    global_ids = sorted({int(c) for c in view.cluster_ids})
-    points = [
-        {
-            "guess": guess,
-            "token_id": int(token_id),
-            "logit": float(logit),
-            "cluster_id": int(cluster_id),
-            "label": int(label),
-            "x": float(x),
-            "y": float(y),
-        }
-        for guess, token_id, logit, cluster_id, label, (x, y) in zip(
-            view.guesses,
-            view.token_ids,
-            view.logits,
-            view.cluster_ids,
-            view.labels,
-            embedding.tolist(),
-            strict=True,
-        )
-    ]
-    hulls = None
-    overlap = None
-    if "hulls" in extras:
-        hulls = [
-            {"cluster_id": global_ids[hull["label"]], "polygons": hull["polygons"]}
-            for hull in extras["hulls"]
-        ]
-        overlap = {"before": extras["discrepancy_before"], "after": extras["discrepancy_after"]}
-    return {"points": points, "hulls": hulls, "overlap": overlap}
 
 
 def _wants_image(accept: str | None) -> Literal["png", "svg"] | None:
@@ -157,6 +85,7 @@ async def create_projection(
     body: ProjectionRequest,
     request: Request,
     engine: EngineDep,
+    bodies: BodiesDep,
     width: Size = 8.0,
     height: Size = 6.0,
     dpi: Dpi = 100,
@@ -182,7 +111,7 @@ async def create_projection(
             projection, fmt, width=width, height=height, dpi=dpi
         )
         return Response(image, media_type=media_type, headers={"ETag": _etag(key)} | mark)
-    answer = _to_response(engine, projection)
+    answer = bodies.response(projection)
     if projection.cached:
         answer.headers.update(mark)
     return answer
@@ -268,6 +197,7 @@ async def get_projection(
     projector: RegisteredProjector,
     request: Request,
     engine: EngineDep,
+    bodies: BodiesDep,
     preamble: PreambleText = None,
     preamble_id: PreambleId = None,
     seed: Seed = None,
@@ -283,7 +213,7 @@ async def get_projection(
         return Response(status_code=304, headers=headers)
     engine.ensure_capacity()
     projection = await engine.project(resolved)
-    answer = _to_response(engine, projection)
+    answer = bodies.response(projection)
     answer.headers.update(headers)
     if projection.cached:  # a stored body must say "cached": true to every later reader
         answer.headers[CACHEABLE_HEADER] = f"{resolved.dataset.id} {resolved.dataset.fingerprint}"

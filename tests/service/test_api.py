@@ -280,3 +280,13 @@ def test_clusterplot_works_before_the_device_is_known(
         assert (
             body["hulls"] and body["overlap"]["after"]["mean"] <= body["overlap"]["before"]["mean"]
         )
+        # each blob is named by its cluster's global id and drawn around that cluster's points
+        xy = np.array([[p["x"], p["y"]] for p in body["points"]])
+        ids = np.array([p["cluster_id"] for p in body["points"]])
+        margin = 0.05 * np.ptp(xy, axis=0)
+        for hull in body["hulls"]:
+            members = xy[ids == hull["cluster_id"]]
+            assert len(members), hull["cluster_id"]
+            corners = np.concatenate([np.asarray(polygon) for polygon in hull["polygons"]])
+            low, high = corners.min(0) - margin, corners.max(0) + margin
+            assert np.all((low <= members.mean(0)) & (members.mean(0) <= high)), hull["cluster_id"]

@@ -96,8 +96,8 @@ def test_every_format_holds_the_whole_table(client: TestClient, job: str) -> Non
 def test_chunks_become_row_groups_and_batches_in_item_order(client: TestClient, job: str) -> None:
     expected = whole_table(client, job)
     dataset = client.app.state.engine.catalog.get(DEMO_ID)  # type: ignore[attr-defined]
-    store = client.app.state.engine.store  # type: ignore[attr-defined]
-    request = ExportRequest(store, job, dataset, chunk_items=3)  # 20 items: 7 chunks
+    jobs = client.app.state.jobs.job_store  # type: ignore[attr-defined]
+    request = ExportRequest(jobs, job, dataset, chunk_items=3)  # 20 items: 7 chunks
     pieces = list(export_results(request, "parquet"))
     assert len(pieces) == 8  # one row group each, then the footer
     parquet = pq.ParquetFile(io.BytesIO(b"".join(pieces)))
@@ -112,8 +112,8 @@ def test_chunks_become_row_groups_and_batches_in_item_order(client: TestClient, 
 
 def test_a_job_without_finished_items_exports_an_empty_table(client: TestClient) -> None:
     dataset = client.app.state.engine.catalog.get(DEMO_ID)  # type: ignore[attr-defined]
-    store = client.app.state.engine.store  # type: ignore[attr-defined]
-    request = ExportRequest(store, "no-such-job", dataset)
+    jobs = client.app.state.jobs.job_store  # type: ignore[attr-defined]
+    request = ExportRequest(jobs, "no-such-job", dataset)
     frame = pl.read_parquet(io.BytesIO(b"".join(export_results(request, "parquet"))))
     assert frame.height == 0 and frame.schema == pl.Schema(SCHEMA)
     arrow = pl.read_ipc_stream(io.BytesIO(b"".join(export_results(request, "arrow"))))

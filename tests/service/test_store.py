@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.store import ResultStore
+from service.job_store import JobStore
+from service.results import ResultStore
 
 
 def test_round_trip_and_persistence(tmp_path: Path) -> None:
@@ -98,13 +99,14 @@ def test_a_jobs_coordinates_are_read_in_pages_in_item_order(tmp_path: Path) -> N
         rows.append(("job", index, f"p{index}", "umap", f"k{index}", state, None, None, None))
     store.execute_many("INSERT INTO job_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     store.put("k5", np.full((3, 2), np.nan, dtype=np.float32), {})  # corrupt: left out
-    pages = list(store.iter_job_coords("job", page_items=2))
+    jobs = JobStore(store)
+    pages = list(jobs.iter_coords("job", page_items=2))
     assert [[item.index for item in page] for page in pages] == [[0, 1], [2, 3], [6]]
     assert [len(page) for page in pages] == [2, 2, 1]  # the page that held item 5 as well
     for item in (item for page in pages for item in page):
         assert item.preamble == f"p{item.index}" and item.projector == "umap"
         np.testing.assert_array_equal(item.embedding, np.full((3, 2), item.index))
-    assert list(store.iter_job_coords("other")) == []
+    assert list(jobs.iter_coords("other")) == []
 
 
 def _pin(store: ResultStore, job_id: str, keys: list[str]) -> None:

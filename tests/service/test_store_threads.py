@@ -1,5 +1,5 @@
 """No SQL runs on the event loop: every statement the stores run, traced through the one place
-they open connections (``service.store.connect``), while a real app runs a batch job, follows
+they open connections (``service.database.connect``), while a real app runs a batch job, follows
 its events, exports it, serves projections and a plot, cancels and deletes, starts and stops."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from support import DEMO10, DEMO_ID, SEED_PREAMBLE, app_client
 
-import service.store
+import service.database
 from clustviz.workers import WorkerPool
 
 #: ``(thread id, statement)`` of every statement run on a traced connection.
@@ -41,12 +41,12 @@ def tracing_factory(trace: Trace) -> type[sqlite3.Connection]:
 def trace(monkeypatch: pytest.MonkeyPatch) -> Trace:
     statements: Trace = []
     factory = tracing_factory(statements)
-    connect = service.store.connect
+    connect = service.database.connect
 
     def traced(database: str | Path, **options: Any) -> sqlite3.Connection:
         return connect(database, factory=factory, **options)
 
-    monkeypatch.setattr(service.store, "connect", traced)
+    monkeypatch.setattr(service.database, "connect", traced)
     return statements
 
 
