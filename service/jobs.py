@@ -35,6 +35,9 @@ __all__ = ["JobManager", "end_event_id"]
 logger = logging.getLogger("clustviz.jobs")
 ACTIVE = ("queued", "running")
 WINDOW_ITEMS = 2048  # items resolved and in flight at once (several lane chunks)
+# Longest stretch the event loop spends resolving a window's items before it serves others: a
+# budget in time, not in items (an item's cost varies with the machine's load).
+RESOLVE_SLICE_S = 0.002
 
 
 @dataclass(slots=True)
@@ -189,9 +192,11 @@ class JobManager:
             work = []
             lane_items: list[tuple[int, ResolvedRequest]] = []
             pins: list[tuple[int, str]] = []
-            for position, (index, preamble, projector) in enumerate(window):
-                if position % 64 == 63:
+            paused = time.perf_counter()
+            for index, preamble, projector in window:
+                if time.perf_counter() - paused > RESOLVE_SLICE_S:
                     await asyncio.sleep(0)  # resolving thousands of items: let requests in
+                    paused = time.perf_counter()
                 try:
                     request = await self.engine.resolve(
                         dataset_id=spec["dataset"],
