@@ -23,6 +23,7 @@ import numpy as np
 
 __all__ = [
     "cluster_overlap_discrepancy",
+    "continuity",
     "knn_preservation",
     "layout_metrics",
     "silhouette",
@@ -69,6 +70,11 @@ def trustworthiness(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
     """scikit-learn's trustworthiness, ``k`` clamped below ``n / 2`` as it requires."""
     k = max(1, min(k, (len(X) - 1) // 2))
     return _trustworthiness(_order(X), _knn(Y, k))
+
+
+def continuity(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
+    """Trustworthiness of ``X`` as seen from ``Y``: high-D neighbours kept in 2-D."""
+    return trustworthiness(Y, X, k)
 
 
 def _trustworthiness(order_x: np.ndarray, low: np.ndarray) -> float:

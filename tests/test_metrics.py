@@ -7,6 +7,7 @@ import pytest
 
 from clustviz.metrics import (
     cluster_overlap_discrepancy,
+    continuity,
     knn_preservation,
     layout_metrics,
     silhouette,
@@ -110,6 +111,11 @@ def test_agrees_with_scikit_learn(seed: int) -> None:
         assert trustworthiness(X, Y, k) == pytest.approx(
             sk_trustworthiness(X, Y, n_neighbors=min(k, (n - 1) // 2)), abs=1e-9
         )
+        # continuity: the same measure seen from the layout (true neighbours torn apart)
+        assert continuity(X, Y, k) == pytest.approx(
+            sk_trustworthiness(Y, X, n_neighbors=min(k, (n - 1) // 2)), abs=1e-9
+        )
+        assert continuity(X, X, k) == pytest.approx(1.0)
     Y[0] = Y[1]  # a coincident pair
     expected = silhouette_score(Y, labels) if len(np.unique(labels)) > 1 else math.nan
     assert silhouette(Y, labels) == pytest.approx(expected, rel=1e-5, abs=1e-6, nan_ok=True)
