@@ -10,6 +10,10 @@ Boundaries kept here, not in TorchDR's hands:
 * Neighbours: FAISS's exact (``Flat``) index, on the host unless ``faiss-gpu`` is installed;
   the plain-torch backend builds the full ``n × n`` distance matrix, which a map cannot afford.
 * No duplicate pass (``process_duplicates``): it sorts a copy of the whole input.
+* Threads: on the CPU, torch runs on one thread during the fit and the transform: its
+  reductions split over threads sum in another order, and the optimisation amplifies that
+  into another map. On CUDA, TorchDR's scatter-adds are atomic: a CUDA map is of the same
+  quality run to run, not the same bits.
 """
 
 from __future__ import annotations
@@ -37,6 +41,20 @@ def _seeded(device: Any, seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices, device_type=device.type):
         torch.manual_seed(seed)
         yield
+
+
+@contextmanager
+def _one_cpu_thread(device: Any) -> Iterator[None]:
+    """Torch on one thread inside the block on the CPU (process-wide: restored on exit)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @contextmanager
@@ -84,11 +102,12 @@ class TorchDRUMAPMethod(MapMethod):
             verbose=False,
         )
         self.X_fit_ = X  # TorchDR's transform needs the fitted rows again, in the same order
-        with _quiet(), _seeded(self.device_, params.random_state):
+        with _quiet(), _one_cpu_thread(self.device_), _seeded(self.device_, params.random_state):
             return _numpy(self.model_.fit_transform(X))
 
     def _transform(self, X: np.ndarray, progress: StageProgress) -> np.ndarray:
-        with _quiet(), _seeded(self.device_, self.params.random_state):
+        seed = self.params.random_state
+        with _quiet(), _one_cpu_thread(self.device_), _seeded(self.device_, seed):
             return _numpy(self.model_.transform(X, X_train=self.X_fit_))
 
 

@@ -226,3 +226,17 @@ def test_torchdr_leaves_the_global_generators_alone() -> None:
     assert torch.equal(torch.random.get_rng_state(), torch_state)
     np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)
     assert random.getstate() == python_state
+
+
+def test_torchdr_map_does_not_depend_on_torch_threads(
+    maps: dict[tuple[str, str], GlobalMap],
+) -> None:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        coords = run("torchdr_umap", "sample").coords
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(coords, maps["torchdr_umap", "sample"].coords)
