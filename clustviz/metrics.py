@@ -28,6 +28,7 @@ __all__ = [
     "layout_metrics",
     "silhouette",
     "trustworthiness",
+    "trustworthiness_continuity",
 ]
 
 
@@ -75,6 +76,13 @@ def trustworthiness(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
 def continuity(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
     """Trustworthiness of ``X`` as seen from ``Y``: high-D neighbours kept in 2-D."""
     return trustworthiness(Y, X, k)
+
+
+def trustworthiness_continuity(X: np.ndarray, Y: np.ndarray, k: int = 10) -> tuple[float, float]:
+    """Both at once, from one neighbour ordering per space (half the cost of the two calls)."""
+    k = max(1, min(k, (len(X) - 1) // 2))
+    order_x, order_y = _order(X), _order(Y)
+    return _trustworthiness(order_x, order_y[:, :k]), _trustworthiness(order_y, order_x[:, :k])
 
 
 def _trustworthiness(order_x: np.ndarray, low: np.ndarray) -> float:

@@ -12,6 +12,7 @@ from clustviz.metrics import (
     layout_metrics,
     silhouette,
     trustworthiness,
+    trustworthiness_continuity,
 )
 
 
@@ -116,6 +117,10 @@ def test_agrees_with_scikit_learn(seed: int) -> None:
             sk_trustworthiness(Y, X, n_neighbors=min(k, (n - 1) // 2)), abs=1e-9
         )
         assert continuity(X, X, k) == pytest.approx(1.0)
+        assert trustworthiness_continuity(X, Y, k) == (
+            trustworthiness(X, Y, k),
+            continuity(X, Y, k),
+        )
     Y[0] = Y[1]  # a coincident pair
     expected = silhouette_score(Y, labels) if len(np.unique(labels)) > 1 else math.nan
     assert silhouette(Y, labels) == pytest.approx(expected, rel=1e-5, abs=1e-6, nan_ok=True)

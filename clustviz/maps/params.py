@@ -12,6 +12,7 @@ the projector's UMAP, and ``pacmap`` is the projector's PaCMAP (the notebook's p
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Literal, Self
 
 from pydantic import Field
@@ -67,13 +68,16 @@ class OpenTSNEMapParams(ProjectorParams):
         changes = self._clamp(
             notes,
             n,
-            perplexity=min(self.perplexity, round((n - 1) / 3, 4)),
+            perplexity=min(self.perplexity, _third(n - 1)),
             transform_k=transform_k,
-            transform_perplexity=min(
-                self.transform_perplexity, round(min(transform_k, n - 1) / 3, 4)
-            ),
+            transform_perplexity=min(self.transform_perplexity, _third(min(transform_k, n - 1))),
         )
         return self.model_copy(update=changes), notes
+
+
+def _third(count: int) -> float:
+    """``count / 3`` rounded *down* to 4 decimals: 3 × it never exceeds ``count``."""
+    return math.floor(count / 3 * 10_000) / 10_000
 
 
 class PaCMAPMapParams(PaCMAPParams):

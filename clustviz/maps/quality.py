@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from clustviz.metrics import continuity, knn_preservation, trustworthiness
+from clustviz.metrics import knn_preservation, trustworthiness_continuity
 from clustviz.projectors.base import DEFAULT_SEED
 
 __all__ = ["QUALITY_K", "QUALITY_PREAMBLES", "QUALITY_ROWS", "map_quality"]
@@ -41,16 +41,36 @@ def map_quality(
     seed: int = DEFAULT_SEED,
 ) -> dict[str, float | int]:
     """Quality figures of the map ``Y (n, 2)`` of ``X (n, d)``; ``preambles`` are the row
-    indices of each preamble (without them, no ``preamble_knn``)."""
+    indices of each preamble (without them, no ``preamble_knn``).
+
+    BLAS runs on one thread here: these are hundreds of small products, which a thread pool
+    slows down by orders of magnitude when the cores are busy.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _quality(X, Y, preambles, k=k, rows=rows, n_preambles=n_preambles, seed=seed)
+
+
+def _quality(
+    X: np.ndarray,
+    Y: np.ndarray,
+    preambles: Sequence[np.ndarray] | None,
+    *,
+    k: int,
+    rows: int,
+    n_preambles: int,
+    seed: int,
+) -> dict[str, float | int]:
     rows_seed, preambles_seed = np.random.SeedSequence(seed).spawn(2)
     n = len(X)
     sample = np.sort(np.random.default_rng(rows_seed).choice(n, min(rows, n), replace=False))
-    X_sample, Y_sample = X[sample], Y[sample]
+    trust, cont = trustworthiness_continuity(X[sample], Y[sample], k)
     out: dict[str, float | int] = {
         "k": k,
         "sample_rows": len(sample),
-        "trustworthiness": trustworthiness(X_sample, Y_sample, k),
-        "continuity": continuity(X_sample, Y_sample, k),
+        "trustworthiness": trust,
+        "continuity": cont,
     }
     usable = [rows for rows in preambles or () if len(rows) > 2]
     if usable:

@@ -123,6 +123,10 @@ def test_parameters_are_clamped_to_the_rows_fitted() -> None:
     assert "n_neighbors clamped from 15 to 8 for n=9" in plan.notes
     plan = plan_map(MapRequest(method="opentsne", fit_on="cluster_means"), n_rows=400, n_clusters=9)
     assert plan.params.perplexity == pytest.approx(8 / 3, abs=1e-3)
+    # openTSNE refuses 3 · perplexity > n - 1, and 3 · round(47 / 3, 4) = 47.0001
+    for n in range(5, 200):
+        used, _ = map_params_model("opentsne")().resolve(n)
+        assert 3 * used.perplexity <= n - 1 and 3 * used.transform_perplexity <= n - 1
     described = plan.describe()
     assert described["fit_on"] == "cluster_means" and "random_state" not in described["params"]
     assert described["seed"] == 1871
