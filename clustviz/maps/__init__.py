@@ -16,6 +16,9 @@ A method is fitted on (``fit_on``):
   size for a method without ``transform``; ``sample`` of ``DEFAULT_SAMPLE_SIZE`` (20,000) rows
   above it.
 
+The default method is ``torchdr_umap`` (``DEFAULT_METHOD``): on CUDA where the device resolves
+to it, on the CPU otherwise.
+
 Modules, one concept each: ``registry`` (specs, parameter lookup), ``params`` (parameter
 models), ``subsets`` (stratified sample, cluster means and positions), ``base`` and one module
 per method (the library adapters), ``fitting`` (request → plan → fit → result, with progress),
@@ -23,6 +26,7 @@ per method (the library adapters), ``fitting`` (request → plan → fit → res
 """
 
 from clustviz.maps.fitting import (
+    DEFAULT_METHOD,
     MapPlan,
     MapProgress,
     MapRequest,
@@ -51,6 +55,7 @@ from clustviz.maps.result import GlobalMap
 
 __all__ = [
     "AUTO_POINTS_MAX",
+    "DEFAULT_METHOD",
     "DEFAULT_SAMPLE_SIZE",
     "DEFAULT_SEED",
     "FIT_ONS",

@@ -55,8 +55,10 @@ __all__ = [
     "plan_map",
 ]
 
-#: The method of a map whose request names none.
-DEFAULT_METHOD = "opentsne"
+#: The method of a map whose request names none: TorchDR's UMAP runs on CUDA where the device
+#: resolves to it, and was the fastest of the four on the CPU too (scripts/bench_maps.py), at
+#: the trustworthiness of umap-learn's.
+DEFAULT_METHOD = "torchdr_umap"
 #: Rows per block of the finiteness check (a whole-array check would allocate n × d bools).
 CHECK_BLOCK_ROWS = 8192
 

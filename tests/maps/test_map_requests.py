@@ -136,3 +136,9 @@ def test_too_few_clusters_to_fit_on_their_means() -> None:
     with pytest.raises(InvalidInputError) as err:
         plan_map(MapRequest(method="umap", fit_on="cluster_means"), n_rows=400, n_clusters=3)
     assert err.value.code == "too_few_points" and "at least 5 clusters, got 3" in err.value.message
+
+
+def test_the_default_map() -> None:
+    plan = plan_map(MapRequest(), n_rows=123_400, n_clusters=300)
+    assert plan.spec.name == "torchdr_umap" and plan.fit_on == "sample"
+    assert plan.describe()["params"]["device"] == "auto"
