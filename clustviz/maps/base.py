@@ -33,6 +33,8 @@ class MapMethod:
 
     def __init__(self, params: ProjectorParams) -> None:
         self.params = params
+        #: Parameters the fit resolved itself (TorchDR's device), reported with the map's.
+        self.resolved_: dict[str, Any] = {}
 
     def fit(
         self, X: np.ndarray, y: np.ndarray | None = None, progress: StageProgress = _ignore

@@ -264,16 +264,19 @@ def _fit_and_place(
     local: np.ndarray,
     targets: np.ndarray | None,
     reporter: _Reporter,
-) -> np.ndarray:
-    """``(n, 2)`` float32: fit what the plan says, place every other row by transform."""
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(n, 2)`` float32: fit what the plan says, place every other row by transform; and the
+    parameters the method resolved itself."""
     method = get_map_method(plan.spec.name, plan.params)
     n = len(X)
     if plan.fit_on == "points":
-        return reporter.run("fit", lambda report: method.fit(X, targets, report))
+        coords = reporter.run("fit", lambda report: method.fit(X, targets, report))
+        return coords, method.resolved_
     if plan.fit_on == "cluster_means":
         means = reporter.run("prepare", lambda _: cluster_means(X, local, int(local.max()) + 1))
         reporter.run("fit", lambda report: method.fit(means, None, report))
-        return reporter.run("place", lambda report: method.transform(X, report))
+        coords = reporter.run("place", lambda report: method.transform(X, report))
+        return coords, method.resolved_
     size = plan.sample_size
     assert size is not None
     coords = np.empty((n, 2), dtype=np.float32)
@@ -286,7 +289,7 @@ def _fit_and_place(
     if rest.any():
         X_rest = X[rest]
         coords[rest] = reporter.run("place", lambda report: method.transform(X_rest, report))
-    return coords
+    return coords, method.resolved_
 
 
 def fit_map(
@@ -316,7 +319,13 @@ def fit_map(
     reporter = _Reporter(progress, _weights(plan.fit_on))
     targets = cluster_ids.astype(np.int64) if plan.supervised else None
     # the fitted model (index, affinities, copies of rows) is freed when this returns
-    coords = _fit_and_place(plan, X, local, targets, reporter)
+    coords, resolved = _fit_and_place(plan, X, local, targets, reporter)
+    params_used = plan.describe()
+    notes = list(plan.notes)
+    for name, value in resolved.items():
+        if params_used["params"][name] != value:
+            notes.append(f"{name} {params_used['params'][name]} resolved to {value!r}")
+            params_used["params"][name] = value
     positions = cluster_positions(coords, local, len(ids))
     quality = reporter.run("quality", lambda _: map_quality(X, coords, preambles))
     reporter.timings["total"] = round(time.perf_counter() - started, 4)
@@ -326,8 +335,8 @@ def fit_map(
         coords=coords,
         cluster_ids=ids,
         cluster_positions=positions,
-        params_used=plan.describe(),
-        notes=plan.notes,
+        params_used=params_used,
+        notes=notes,
         n_fitted=plan.n_fitted,
         timings=reporter.timings,
         quality=quality,

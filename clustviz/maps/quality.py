@@ -72,7 +72,7 @@ def _quality(
         "trustworthiness": trust,
         "continuity": cont,
     }
-    usable = [rows for rows in preambles or () if len(rows) > 2]
+    usable = [members for members in preambles or () if len(members) > 2]
     if usable:
         rng = np.random.default_rng(preambles_seed)
         chosen = np.sort(rng.choice(len(usable), min(n_preambles, len(usable)), replace=False))

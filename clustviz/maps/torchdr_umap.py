@@ -66,14 +66,22 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _with_progress(model_class: type, progress: StageProgress) -> Any:
-    """A subclass of TorchDR's UMAP that reports each optimisation step (TorchDR's hook)."""
+def _reporting(model_class: type) -> Any:
+    """A subclass of TorchDR's UMAP that reports each optimisation step to ``report`` (set on
+    the instance: the fit's stage, then the placing stage)."""
 
     class ReportingUMAP(model_class):
-        def on_training_step_end(self) -> Any:
+        report: StageProgress
+
+        def on_training_step_end(self) -> Any:  # TorchDR's hook, once per fit step
             result = super().on_training_step_end()
-            progress((int(self.n_iter_) + 1) / self.max_iter)
+            self.report((int(self.n_iter_) + 1) / self.max_iter)
             return result
+
+        def _sample_transform_neg_indices(self, *args: Any) -> Any:
+            # once per transform step (the transform loop has no hook); n_iter_ is the step
+            self.report((int(self.n_iter_) + 1) / self._get_max_iter_transform())
+            return super()._sample_transform_neg_indices(*args)
 
     return ReportingUMAP
 
@@ -87,7 +95,8 @@ class TorchDRUMAPMethod(MapMethod):
 
         params = self.params
         self.device_ = resolve_device(params.device)
-        self.model_ = _with_progress(UMAP, progress)(
+        self.resolved_["device"] = str(self.device_)
+        self.model_ = _reporting(UMAP)(
             n_components=2,
             n_neighbors=params.n_neighbors,
             min_dist=params.min_dist,
@@ -101,11 +110,13 @@ class TorchDRUMAPMethod(MapMethod):
             distributed=False,
             verbose=False,
         )
+        self.model_.report = progress
         self.X_fit_ = X  # TorchDR's transform needs the fitted rows again, in the same order
         with _quiet(), _one_cpu_thread(self.device_), _seeded(self.device_, params.random_state):
             return _numpy(self.model_.fit_transform(X))
 
     def _transform(self, X: np.ndarray, progress: StageProgress) -> np.ndarray:
+        self.model_.report = progress
         seed = self.params.random_state
         with _quiet(), _one_cpu_thread(self.device_), _seeded(self.device_, seed):
             return _numpy(self.model_.transform(X, X_train=self.X_fit_))

@@ -159,12 +159,11 @@ def test_supervised_umap_pulls_clusters_apart() -> None:
     assert separation(True) > separation(False) + 0.2
 
 
-def test_progress_reports_every_stage_and_never_goes_back() -> None:
+@pytest.mark.parametrize("method", ["opentsne", "torchdr_umap"])
+def test_progress_reports_every_stage_and_never_goes_back(method: str) -> None:
     reports: list[MapProgress] = []
     X, cluster_ids = blobs()
-    request = MapRequest(
-        method="opentsne", fit_on="sample", sample_size=160, params=FAST["opentsne"]
-    )
+    request = MapRequest(method=method, fit_on="sample", sample_size=160, params=FAST[method])
     fit_map(X, cluster_ids, request, progress=reports.append)
     fractions = [report.fraction for report in reports]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -177,7 +176,7 @@ def test_progress_reports_every_stage_and_never_goes_back() -> None:
         "quality",
         "done",
     ]
-    # openTSNE reports its iterations: fitting and placing move between their start and end
+    # both report their iterations: fitting and placing move between their start and end
     for stage in ("fit", "place"):
         assert [r for r in reports if r.stage == stage and 0.0 < r.stage_fraction < 1.0]
 
@@ -240,3 +239,20 @@ def test_torchdr_map_does_not_depend_on_torch_threads(
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_array_equal(coords, maps["torchdr_umap", "sample"].coords)
+
+
+def test_the_device_a_torchdr_map_ran_on_is_reported(
+    maps: dict[tuple[str, str], GlobalMap],
+) -> None:
+    result = maps["torchdr_umap", "points"]
+    assert result.params_used["params"]["device"] == "cpu"  # FAST asks for the CPU
+    assert not [note for note in result.notes if "device" in note]
+    auto = fit_map(
+        *blobs(),
+        MapRequest(method="torchdr_umap", fit_on="points", params={"max_iter": 20}),
+    )
+    import torch
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert auto.params_used["params"]["device"] == expected
+    assert f"device auto resolved to {expected!r}" in auto.notes
