@@ -16,8 +16,8 @@ A method is fitted on (``fit_on``):
   size for a method without ``transform``; ``sample`` of ``DEFAULT_SAMPLE_SIZE`` (20,000) rows
   above it.
 
-The default method is ``torchdr_umap`` (``DEFAULT_METHOD``): on CUDA where the device resolves
-to it, on the CPU otherwise.
+The default method is ``umap`` (``DEFAULT_METHOD``, umap-learn: the fastest on the CPU);
+``torchdr_umap`` runs on CUDA where the device resolves to it.
 
 Modules, one concept each: ``registry`` (specs, parameter lookup), ``params`` (parameter
 models), ``subsets`` (stratified sample, cluster means and positions), ``base`` and one module

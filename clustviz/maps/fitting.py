@@ -55,10 +55,10 @@ __all__ = [
     "plan_map",
 ]
 
-#: The method of a map whose request names none: TorchDR's UMAP runs on CUDA where the device
-#: resolves to it, and was the fastest of the four on the CPU too (scripts/bench_maps.py), at
-#: the trustworthiness of umap-learn's.
-DEFAULT_METHOD = "torchdr_umap"
+#: The method of a map whose request names none: umap-learn, the fastest of the four on the CPU
+#: once compiled and at the trustworthiness of the others (scripts/bench_maps.py); it reports
+#: progress per stage only. On a GPU, ``torchdr_umap`` is the method that uses it.
+DEFAULT_METHOD = "umap"
 #: Rows per block of the finiteness check (a whole-array check would allocate n × d bools).
 CHECK_BLOCK_ROWS = 8192
 

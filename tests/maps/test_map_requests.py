@@ -140,5 +140,5 @@ def test_too_few_clusters_to_fit_on_their_means() -> None:
 
 def test_the_default_map() -> None:
     plan = plan_map(MapRequest(), n_rows=123_400, n_clusters=300)
-    assert plan.spec.name == "torchdr_umap" and plan.fit_on == "sample"
-    assert plan.describe()["params"]["device"] == "auto"
+    assert plan.spec.name == "umap" and plan.fit_on == "sample" and plan.n_fitted == 20_000
+    assert plan.describe()["params"]["n_neighbors"] == 15 and not plan.supervised
