@@ -25,10 +25,12 @@ from clustviz.labels import dense_labels
 
 __all__ = [
     "cluster_overlap_discrepancy",
+    "continuity",
     "knn_preservation",
     "layout_metrics",
     "silhouette",
     "trustworthiness",
+    "trustworthiness_continuity",
 ]
 
 
@@ -71,6 +73,18 @@ def trustworthiness(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
     """scikit-learn's trustworthiness, ``k`` clamped below ``n / 2`` as it requires."""
     k = max(1, min(k, (len(X) - 1) // 2))
     return _trustworthiness(_order(X), _knn(Y, k))
+
+
+def continuity(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
+    """Trustworthiness of ``X`` as seen from ``Y``: high-D neighbours kept in 2-D."""
+    return trustworthiness(Y, X, k)
+
+
+def trustworthiness_continuity(X: np.ndarray, Y: np.ndarray, k: int = 10) -> tuple[float, float]:
+    """Both at once, from one neighbour ordering per space (half the cost of the two calls)."""
+    k = max(1, min(k, (len(X) - 1) // 2))
+    order_x, order_y = _order(X), _order(Y)
+    return _trustworthiness(order_x, order_y[:, :k]), _trustworthiness(order_y, order_x[:, :k])
 
 
 def _trustworthiness(order_x: np.ndarray, low: np.ndarray) -> float:

@@ -7,10 +7,12 @@ import pytest
 
 from clustviz.metrics import (
     cluster_overlap_discrepancy,
+    continuity,
     knn_preservation,
     layout_metrics,
     silhouette,
     trustworthiness,
+    trustworthiness_continuity,
 )
 
 
@@ -109,6 +111,15 @@ def test_agrees_with_scikit_learn(seed: int) -> None:
     for k in (1, 5, 10):  # (no ties: their order is each implementation's own)
         assert trustworthiness(X, Y, k) == pytest.approx(
             sk_trustworthiness(X, Y, n_neighbors=min(k, (n - 1) // 2)), abs=1e-9
+        )
+        # continuity: the same measure seen from the layout (true neighbours torn apart)
+        assert continuity(X, Y, k) == pytest.approx(
+            sk_trustworthiness(Y, X, n_neighbors=min(k, (n - 1) // 2)), abs=1e-9
+        )
+        assert continuity(X, X, k) == pytest.approx(1.0)
+        assert trustworthiness_continuity(X, Y, k) == (
+            trustworthiness(X, Y, k),
+            continuity(X, Y, k),
         )
     Y[0] = Y[1]  # a coincident pair
     expected = silhouette_score(Y, labels) if len(np.unique(labels)) > 1 else math.nan
