@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Map-aligned per-preamble layouts, judged honestly (issue: global maps).
 
-On the demo dataset: one global map of every row (umap-learn, seed 1871, or ``--map-from`` a
-saved ``(rows, 2)`` .npy), then for every preamble and projector an *independent* layout moved
-onto the preamble's rows of the map by the best similarity transform (Procrustes: rotation,
-scale, translation), against the *aligned* layout (:func:`clustviz.alignment.align_to_map`).
+On the demo dataset: one global map of every row (:mod:`clustviz.maps`, ``--map-method``, its
+defaults and seed 1871; or ``--map-from`` a saved ``(rows, 2)`` .npy), then for every preamble
+and projector an *independent* layout moved onto the preamble's rows of the map by the best
+similarity transform (Procrustes: rotation, scale, translation), against the *aligned* layout
+(:func:`clustviz.alignment.align_to_map`).
 Prints, per projector, in one run on the same layouts:
 
   * the mean over preambles and clusters of the distance of each cluster's centroid from its
@@ -29,23 +30,17 @@ import numpy as np
 from clustviz.alignment import AlignParams, align_to_map, centroid_offsets, similarity_transform
 from clustviz.data.discovery import discover_datasets
 from clustviz.data.loading import load_dataset
+from clustviz.maps import DEFAULT_METHOD, MapRequest, fit_dataset_map
 from clustviz.metrics import knn_preservation
 from clustviz.projectors import get_projector
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def global_map(X: np.ndarray) -> np.ndarray:
-    import umap
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return umap.UMAP(random_state=1871).fit_transform(X).astype(np.float64)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--projectors", default="umap,tsne,pacmap,trimap,clusterplot")
+    parser.add_argument("--map-method", default=DEFAULT_METHOD)
     parser.add_argument("--map-from", type=Path, help="a saved (rows, 2) .npy of the map")
     parser.add_argument("--weight", type=float, default=AlignParams().weight)
     parser.add_argument("--scale", type=float, default=AlignParams().scale)
@@ -56,13 +51,15 @@ def main() -> None:
     dataset = load_dataset(discover_datasets(REPO / "data")[0])
     started = time.perf_counter()
     if args.map_from:
-        the_map = np.load(args.map_from).astype(np.float64)
+        the_map, source = np.load(args.map_from).astype(np.float64), str(args.map_from)
     else:
-        the_map = global_map(dataset.embeddings)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fitted = fit_dataset_map(dataset, MapRequest(method=args.map_method))
+        the_map, source = fitted.coords.astype(np.float64), f"clustviz.maps {args.map_method}"
     print(
         f"dataset {dataset.name}: {dataset.n_rows} rows, {len(dataset.preambles)} preambles; "
-        f"map {'from ' + str(args.map_from) if args.map_from else 'umap-learn'} "
-        f"({time.perf_counter() - started:.1f} s); {params!r}"
+        f"map {source} ({time.perf_counter() - started:.1f} s); {params!r}"
     )
     own = [
         knn_preservation(dataset.view(p).X, the_map[dataset.row_indices(p)], 10)
