@@ -72,7 +72,9 @@ class MapRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: str = Field(DEFAULT_METHOD, description="A map method (GET /maps/methods lists them).")
+    method: str = Field(
+        DEFAULT_METHOD, description="A map method (available_map_methods() lists them)."
+    )
     fit_on: str = Field(
         "auto",
         description="What the method is fitted on: 'points' (every row), 'cluster_means' (the "

@@ -7,12 +7,11 @@ elsewhere), so it is not offered here: ``fit_on`` cluster_means and sample are r
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 
 from clustviz.maps.base import MapMethod, StageProgress
 from clustviz.maps.params import PaCMAPMapParams
+from clustviz.projectors.pacmap import fit_pacmap
 
 __all__ = ["PaCMAPMethod"]
 
@@ -22,20 +21,4 @@ class PaCMAPMethod(MapMethod):
     params: PaCMAPMapParams
 
     def _fit(self, X: np.ndarray, y: np.ndarray | None, progress: StageProgress) -> np.ndarray:
-        from pacmap import PaCMAP
-
-        # PaCMAP logs a warning for every small-n reorganisation we already clamped and reported.
-        logging.getLogger("pacmap").setLevel(logging.ERROR)
-        params = self.params
-        model = PaCMAP(
-            n_components=2,
-            n_neighbors=params.n_neighbors,
-            MN_ratio=params.MN_ratio,
-            FP_ratio=params.FP_ratio,
-            lr=params.lr,
-            num_iters=params.num_iters,
-            apply_pca=params.apply_pca,
-            random_state=params.random_state,
-            verbose=False,
-        )
-        return model.fit_transform(X, init="pca")
+        return fit_pacmap(X, self.params)

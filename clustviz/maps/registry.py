@@ -3,7 +3,6 @@ parameter models validated without importing any projection library."""
 
 from __future__ import annotations
 
-import importlib
 import typing
 from dataclasses import dataclass
 from functools import cache
@@ -11,6 +10,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any, Literal
 
 from clustviz.errors import InvalidInputError
+from clustviz.projectors import load_target
 from clustviz.projectors.base import DEFAULT_SEED, ProjectorParams
 
 if TYPE_CHECKING:
@@ -127,19 +127,14 @@ def get_map_spec(name: str) -> MapMethodSpec:
     return spec
 
 
-def _load(target: str) -> Any:
-    module, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
 def get_map_method(name: str, params: ProjectorParams) -> MapMethod:
     """The adapter of ``name`` (its library imported now) with already validated ``params``."""
-    return _load(get_map_spec(name).target)(params)
+    return load_target(get_map_spec(name).target)(params)
 
 
 def map_params_model(name: str) -> type[ProjectorParams]:
     """The parameter model of a map method (validates without importing the library)."""
-    return _load(get_map_spec(name).params_target)
+    return load_target(get_map_spec(name).params_target)
 
 
 def build_map_params(name: str, params: dict[str, Any], *, seed: int) -> ProjectorParams:

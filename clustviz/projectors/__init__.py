@@ -27,6 +27,7 @@ __all__ = [
     "get_projector",
     "get_spec",
     "library_versions",
+    "load_target",
     "projectors_run_by",
     "register",
 ]
@@ -135,14 +136,15 @@ def get_spec(name: str) -> ProjectorSpec:
     return spec
 
 
-def _load(target: str) -> Any:
+def load_target(target: str) -> Any:
+    """The object named by a lazy ``"module:attribute"`` target (imports the module)."""
     module, _, attribute = target.partition(":")
     return getattr(importlib.import_module(module), attribute)
 
 
 def params_model(name: str) -> type[ProjectorParams]:
     """The parameter model of a projector (validates and clamps without importing the library)."""
-    return _load(get_spec(name).params_target)
+    return load_target(get_spec(name).params_target)
 
 
 def build_params(name: str, params: dict[str, Any]) -> ProjectorParams:
@@ -166,7 +168,7 @@ def build_params(name: str, params: dict[str, Any]) -> ProjectorParams:
 def get_projector(name: str, **params: Any) -> BaseProjector:
     """A projector instance; ``params`` are validated by its model (unknown names rejected)."""
     spec = get_spec(name)
-    return _load(spec.target)(build_params(name, params))
+    return load_target(spec.target)(build_params(name, params))
 
 
 @cache
