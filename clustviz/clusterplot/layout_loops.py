@@ -1,9 +1,9 @@
-"""The dense path's two optimisations as numba loops, one preamble at a time (the numba
-backend's :meth:`~.backends.NumbaBackend.neighbour_embedding` and
-:meth:`~.backends.NumbaBackend.gradient_layout`).
+"""The numba loops that fit one preamble over all its pairs: the dense path's two optimisations
+(the numba backend's :meth:`~.numba_backend.NumbaBackend.neighbour_embedding` and
+:meth:`~.numba_backend.NumbaBackend.gradient_layout`).
 
 The torch code of the same formulas (:func:`~.init.neighbour_embedding`,
-:func:`~.optimize.gradient_layout`) makes some forty tensor ops a step; on a 40-point preamble
+:func:`~.relaxation.gradient_layout`) makes some forty tensor ops a step; on a 40-point preamble
 each op's dispatch costs more than its arithmetic, so one preamble's 250 steps were mostly
 overhead. Here a step is a few loops over the ``N × N`` pairs of one preamble. Each preamble is
 computed on its own, by one thread, in one order: its answer cannot depend on what it was
@@ -11,7 +11,7 @@ batched with, nor on the thread count. Sums are float64. The tests hold both to 
 oracle and to each other (``tests/clusterplot/test_dense_backends.py``).
 
 Arrays are batched ``(B, ...)`` numpy arrays (padding rows masked out); the per-term arrays are
-those of :class:`~.optimize.SoftOverlap` (an empty ``flat`` means a row is its own group, an
+those of :class:`~.losses.SoftOverlap` (an empty ``flat`` means a row is its own group, an
 empty ``multiplicity`` that no rows are folded).
 """
 
@@ -105,7 +105,7 @@ def _soft_overlap(
     D, rows, radius, pair_weight, flat, n_groups, pairs, target, count, temperature,
     alpha, coef, s, w, off,
 ):  # fmt: skip
-    # loss mean|R - target| of the soft kNN graph (optimize.SoftOverlap) and alpha · dL/dD
+    # loss mean|R - target| of the soft kNN graph (losses.SoftOverlap) and alpha · dL/dD
     # added into coef. Pairs of weight 0 (invalid, or inside one group) add nothing.
     grouped = flat.shape[0] > 0
     G = n_groups if grouped else rows
@@ -157,7 +157,7 @@ def _soft_overlap(
 
 @jit
 def _knn_kl(D, n, P, valid, alpha, coef):
-    # KL(P || Q) of the kNN graph against a t-kernel (init.knn_kl) and alpha · dL/dD into coef
+    # KL(P || Q) of the kNN graph against a t-kernel (losses.knn_kl) and alpha · dL/dD into coef
     total, attraction = 0.0, 0.0
     for i in range(n):
         for j in range(n):
@@ -208,7 +208,7 @@ def gradient_layout(
     P, valid, steps, lr, overlap_weight, label_overlap_weight, knn_weight, temperature,
     radius_every, out, trace,
 ):  # fmt: skip
-    """:func:`~.optimize.gradient_layout`'s Adam over translations ``T`` and per-point moves
+    """:func:`~.relaxation.gradient_layout`'s Adam over translations ``T`` and per-point moves
     ``delta``, preamble by preamble, into ``out (B, n, 2)`` and ``trace (steps, B)``."""
     B, n = Y0.shape[0], Y0.shape[1]
     A, A2 = n_anchors, anchor_rows.shape[1]

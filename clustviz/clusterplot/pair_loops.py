@@ -1,7 +1,8 @@
-"""The numba loops of :class:`~.backends.NumbaBackend` (a module of their own: importing numba
-costs about 0.5 s, paid only when the backend is first used). Arrays are numpy views of the
-torch tensors the backend passes; :class:`~.backends.TorchBackend` computes the same formulas
-with torch ops, and the tests hold both to autograd.
+"""The numba loops of the sparse relaxation's pair terms, over candidate pair lists (the numba
+backend's, :class:`~.numba_backend.NumbaBackend`; a module of their own: importing numba costs
+about 0.5 s, paid only when the backend is first used). Arrays are numpy views of the torch
+tensors the backend passes; :mod:`.pair_losses` computes the same formulas with torch ops, and
+the tests hold both to autograd.
 
 Compiled on first use and cached on disk (``cache=True``; the service points
 ``NUMBA_CACHE_DIR`` at its state dir); the workers' warm-up fit makes them ready before any
