@@ -33,6 +33,7 @@ from clustviz.clusterplot.planar import flat_columns, pairs
 from clustviz.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from clustviz.clusterplot.init import EmbedSettings
     from clustviz.clusterplot.relaxation import RelaxSettings
     from clustviz.clusterplot.targets import KnnEdges, OverlapTarget
 
@@ -47,12 +48,12 @@ class TorchBackend:
     name: ClassVar[str] = "torch"
 
     def neighbour_embedding(
-        self, Y0: torch.Tensor, P: torch.Tensor, mask: torch.Tensor, *, steps: int, lr: float
+        self, Y0: torch.Tensor, P: torch.Tensor, mask: torch.Tensor, settings: EmbedSettings
     ) -> torch.Tensor:
         """The dense path's init: :func:`~.init.neighbour_embedding` of ``Y0 (B, n, 2)``."""
         from clustviz.clusterplot.init import neighbour_embedding
 
-        return neighbour_embedding(Y0, P, mask, steps=steps, lr=lr)
+        return neighbour_embedding(Y0, P, mask, settings)
 
     def gradient_layout(
         self, Y0: torch.Tensor, target: OverlapTarget, settings: RelaxSettings

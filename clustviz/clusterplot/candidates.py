@@ -21,7 +21,6 @@ from clustviz.clusterplot.planar import flat_columns, with_anchors
 from clustviz.clusterplot.targets import SparseTarget
 
 __all__ = [
-    "CANDIDATES",
     "block_nearest_rows",
     "candidate_widths",
     "folded_layout",
@@ -29,10 +28,6 @@ __all__ = [
     "nearest_rows",
 ]
 
-#: 2-D candidates per row, in multiples of k: the soft kNN weight of a pair at twice the kNN
-#: radius is σ(-10) ≈ 5e-5, and about 2k rows lie within it; the rest is margin for the
-#: layout moving between refreshes.
-CANDIDATES = 3.0
 #: The 2-D searches by distance blocks are the GPU's way (the CPU takes a k-d tree): torch's.
 _TORCH = TorchBackend()
 
@@ -63,7 +58,7 @@ def nearest_rows(
 
 
 def layout_candidates(
-    Y: torch.Tensor, target: SparseTarget, workers: int | None = None
+    Y: torch.Tensor, target: SparseTarget, per_k: float, workers: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The relaxation's 2-D candidate lists for the layout ``Y (n, 2)``: ``(n + A2, m_z)``
     nearest folded rows of ``[Y; anchors]`` and ``(n, m_y)`` nearest points, ascending.
@@ -72,7 +67,7 @@ def layout_candidates(
     relaxation's first step and :func:`~.discrepancy.sparse_hard_discrepancy`
     of its starting layout."""
     n = Y.shape[0]
-    return nearest_rows(folded_layout(Y, target), n, *candidate_widths(target, n), workers)
+    return nearest_rows(folded_layout(Y, target), n, *candidate_widths(target, n, per_k), workers)
 
 
 def folded_layout(Y: torch.Tensor, target: SparseTarget) -> torch.Tensor:
@@ -83,13 +78,13 @@ def folded_layout(Y: torch.Tensor, target: SparseTarget) -> torch.Tensor:
     return with_anchors(Yt, flat_columns(pa, A), members, target.anchor_rows).T.contiguous()
 
 
-def candidate_widths(target: SparseTarget, n: int) -> tuple[int, int]:
-    """Candidates per row ``(m_z, m_y)``: of the folded rows and of the points."""
+def candidate_widths(target: SparseTarget, n: int, per_k: float) -> tuple[int, int]:
+    """Candidates per row ``(m_z, m_y)``, ``per_k`` times k (knn_k): of the folded rows and
+    of the points. At 3: the soft kNN weight of a pair at twice the kNN radius is σ(-10) ≈ 5e-5,
+    and about 2k rows lie within it; the rest is margin for the layout moving between
+    refreshes."""
     rows = n + len(target.anchor_rows)
-    return (
-        min(int(CANDIDATES * target.k), rows - 1),
-        min(int(CANDIDATES * target.knn_k), n - 1),
-    )
+    return min(int(per_k * target.k), rows - 1), min(int(per_k * target.knn_k), n - 1)
 
 
 def block_nearest_rows(

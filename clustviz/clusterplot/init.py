@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from clustviz.clusterplot.targets import PointGraph
 
 __all__ = [
-    "EXAGGERATION",
+    "EmbedSettings",
     "affinities_from_knn",
     "centred_gram",
     "knn_affinities",
@@ -88,24 +89,28 @@ def affinities_from_knn(idx: torch.Tensor, edge_mask: torch.Tensor) -> torch.Ten
     return P / P.sum((1, 2), keepdim=True).clamp_min(1e-12)
 
 
-#: Early exaggeration of the neighbour embedding's first quarter (both backends)
-EXAGGERATION = 4.0
+@dataclass(frozen=True, slots=True)
+class EmbedSettings:
+    """The neighbour embedding's settings (every backend's, dense or sampled)."""
+
+    steps: int
+    lr: float
+    #: factor on P over the first quarter of the steps
+    exaggeration: float
 
 
 def neighbour_embedding(
     Y0: torch.Tensor,
     P: torch.Tensor,
     mask: torch.Tensor,
-    *,
-    steps: int,
-    lr: float,
-    exaggeration: float = EXAGGERATION,
+    settings: EmbedSettings,
 ) -> torch.Tensor:
     """Adam on ``KL(P || Q)`` from ``Y0 (B, n, 2)``; early exaggeration for the first quarter.
 
     The gradient is written out (the t-SNE one, no autograd): with ``w = 1 / (1 + D)`` and
     ``S = Σ w``, ``dKL/dD_ij = ex · P_ij w_ij - w_ij² / S``.
     """
+    steps, lr, exaggeration = settings.steps, settings.lr, settings.exaggeration
     n = Y0.shape[1]
     valid = mask.unsqueeze(1) & mask.unsqueeze(2)
     valid = (valid & ~torch.eye(n, dtype=torch.bool, device=Y0.device)).to(Y0.dtype)
@@ -126,8 +131,7 @@ def torch_init(
     mask: torch.Tensor,
     *,
     k: int,
-    steps: int,
-    lr: float,
+    settings: EmbedSettings,
     P: torch.Tensor | None = None,
     gram: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -136,7 +140,7 @@ def torch_init(
     ``P`` (:func:`knn_affinities` of X with this ``k``) and ``gram`` (``X Xᵀ``): pass them if
     the caller has them already."""
     P = knn_affinities(X, mask, k) if P is None else P
-    return neighbour_embedding(pca_init(X, mask, gram), P, mask, steps=steps, lr=lr)
+    return neighbour_embedding(pca_init(X, mask, gram), P, mask, settings)
 
 
 def umap_init(X: np.ndarray, anchors: np.ndarray, *, n_neighbors: int, seed: int) -> np.ndarray:
@@ -193,19 +197,18 @@ def power_pca(
 def sampled_neighbour_embedding(
     points: PointGraph,
     start: torch.Tensor,
+    settings: EmbedSettings,
     *,
-    steps: int,
-    lr: float,
+    negatives: int,
     generator: torch.Generator,
     backend: TorchBackend,
-    negatives: int = 8,
-    exaggeration: float = EXAGGERATION,
 ) -> torch.Tensor:
     """The neighbour embedding of one large preamble, on its kNN edges and ``negatives`` random
     pairs per point and step, from ``start (n, 2)`` (:func:`power_pca`), with early
     exaggeration for the first quarter of the steps."""
+    steps, exaggeration = settings.steps, settings.exaggeration
     Yt = start.T.contiguous()  # planar (2, n)
-    optimiser = Adam([Yt], lr=lr)
+    optimiser = Adam([Yt], lr=settings.lr)
     for step in range(steps):
         grad = torch.zeros_like(Yt)
         backend.kl_grad(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from clustviz.clusterplot.backends import TorchBackend
-from clustviz.clusterplot.init import EXAGGERATION
+from clustviz.clusterplot.init import EmbedSettings
 from clustviz.clusterplot.losses import SoftOverlap, dense_terms
 from clustviz.clusterplot.pair_losses import OverlapPairs
 from clustviz.clusterplot.targets import KnnEdges
@@ -65,13 +65,15 @@ class NumbaBackend(TorchBackend):
         self.dense: ModuleType = layout_loops  # compiled on first use: the warm-up fit
 
     def neighbour_embedding(
-        self, Y0: torch.Tensor, P: torch.Tensor, mask: torch.Tensor, *, steps: int, lr: float
+        self, Y0: torch.Tensor, P: torch.Tensor, mask: torch.Tensor, settings: EmbedSettings
     ) -> torch.Tensor:
         """:func:`~.init.neighbour_embedding` by :func:`~.layout_loops.neighbour_embedding`."""
         n = Y0.shape[1]
         valid = mask.unsqueeze(1) & mask.unsqueeze(2) & ~torch.eye(n, dtype=torch.bool)
         out = np.empty(Y0.shape, np.float64)
-        self.dense.neighbour_embedding(_f64(Y0), _f64(P), _f64(valid), steps, lr, EXAGGERATION, out)
+        self.dense.neighbour_embedding(
+            _f64(Y0), _f64(P), _f64(valid), settings.steps, settings.lr, settings.exaggeration, out
+        )
         return torch.from_numpy(out).to(Y0.dtype) * mask.unsqueeze(-1)
 
     def gradient_layout(

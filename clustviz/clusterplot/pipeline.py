@@ -19,6 +19,7 @@ from clustviz.clusterplot.candidates import layout_candidates
 from clustviz.clusterplot.discrepancy import hard_discrepancy, sparse_hard_discrepancy
 from clustviz.clusterplot.greedy import GreedySettings, greedy_layout
 from clustviz.clusterplot.init import (
+    EmbedSettings,
     pca_init,
     power_pca,
     sampled_neighbour_embedding,
@@ -34,7 +35,7 @@ from clustviz.clusterplot.shapes import ShapeBatch
 from clustviz.clusterplot.targets import overlap_target, point_graph, sparse_target
 from clustviz.clusterplot.threads import Lanes
 
-__all__ = ["FitOutput", "fit_dense", "fit_sparse", "relax_settings"]
+__all__ = ["FitOutput", "embed_settings", "fit_dense", "fit_sparse", "relax_settings"]
 
 #: Called after each stage with its name (the fit's timings).
 Lap = Callable[[str], None]
@@ -51,7 +52,9 @@ class FitOutput:
 
 
 def relax_settings(p: ClusterPlotParams, *, sparse: bool) -> RelaxSettings:
-    """The relaxation's settings in ``p`` (the sparse strategy's radius period if ``sparse``)."""
+    """The relaxation's settings in ``p`` (the sparse strategy's radius period if ``sparse``;
+    its own default: on 1,000 and 3,000 pooled demo guesses, radii every 16 steps gave the same
+    or lower label-level overlap than every 4 and the same kNN preservation, in less time)."""
     return RelaxSettings(
         steps=p.n_steps,
         lr=p.step_size,
@@ -59,11 +62,13 @@ def relax_settings(p: ClusterPlotParams, *, sparse: bool) -> RelaxSettings:
         label_overlap_weight=p.label_overlap_weight,
         knn_weight=p.knn_weight,
         temperature=p.temperature,
-        # on 1,000 and 3,000 pooled demo guesses, radii every 16 steps gave the same or lower
-        # label-level overlap than every 4 (0.0093 and 0.0051 against 0.0096 and 0.0057) and
-        # the same kNN preservation, in less time
-        radius_every=16 if sparse else 8,
+        radius_every=p.sparse_radius_every if sparse else p.radius_every,
     )
+
+
+def embed_settings(p: ClusterPlotParams) -> EmbedSettings:
+    """The torch init's neighbour embedding settings in ``p``."""
+    return EmbedSettings(steps=p.init_steps, lr=p.step_size, exaggeration=p.early_exaggeration)
 
 
 def fit_dense(part: ShapeBatch, p: ClusterPlotParams, backend: TorchBackend, lap: Lap) -> FitOutput:
@@ -77,11 +82,10 @@ def fit_dense(part: ShapeBatch, p: ClusterPlotParams, backend: TorchBackend, lap
                 pca_init(batch.X, batch.mask, part.gram),
                 target.P,
                 batch.mask,
-                steps=p.init_steps,
-                lr=p.step_size,
+                embed_settings(p),
             )
         else:
-            Y0 = umap_layouts(batch, anchors, n_neighbors=15, seed=p.random_state)
+            Y0 = umap_layouts(batch, anchors, n_neighbors=p.umap_n_neighbors, seed=p.random_state)
         lap("init")
         before = hard_discrepancy(Y0, target)
         if p.mode == "gradient":
@@ -109,7 +113,11 @@ def fit_sparse(
     n, A = batch.X.shape[1], int(anchors.count[0])  # its own anchors, not the slots
     generator = torch.Generator(batch.X.device).manual_seed(p.random_state)
     cpu_lanes = batch.X.device.type == "cpu" and torch.get_num_threads() > 1
-    sparse = SparseSettings()
+    sparse = SparseSettings(
+        refresh=p.candidate_refresh,
+        candidates_per_k=p.candidates_per_k,
+        negatives=p.negatives,
+    )
     with torch.no_grad():
         points = point_graph(gram, batch.labels[0], p.knn_k, backend)
         lap("overlap")
@@ -138,18 +146,20 @@ def fit_sparse(
                     lambda: sampled_neighbour_embedding(
                         points,
                         start,
-                        steps=p.init_steps,
-                        lr=p.step_size,
+                        embed_settings(p),
+                        negatives=sparse.negatives,
                         generator=generator,
                         backend=backend,
-                        negatives=sparse.negatives,
                     ),
                 )
         else:
             target = sub_cluster_graph()
-            Y0 = umap_layouts(batch, anchors, n_neighbors=15, seed=p.random_state)[0]
+            Y0 = umap_layouts(batch, anchors, n_neighbors=p.umap_n_neighbors, seed=p.random_state)[
+                0
+            ]
         lap("init")
-        first = layout_candidates(Y0, target)  # the relaxation's first lists serve `before` too
+        # the relaxation's first lists serve `before` too
+        first = layout_candidates(Y0, target, sparse.candidates_per_k)
         before = sparse_hard_discrepancy(Y0, target, first)
         # the relaxation's two independent parts (sub-cluster term; label and kNN terms) run as
         # two lanes, one core each: its ops alone barely use a second core (n = 3000: the terms

@@ -29,11 +29,7 @@ from clustviz.device import resolve_device
 from clustviz.errors import ClustvizError, InvalidInputError, ProjectionFailedError
 from clustviz.projectors.base import BaseProjector, check_input, check_output
 
-__all__ = ["DENSE_MAX_ROWS", "ClusterPlot", "ClusterPlotResult", "layout_hulls"]
-
-#: Above this many rows of ``[X; anchors]`` a preamble takes the sparse strategy
-#: (:func:`~.pipeline.fit_sparse`).
-DENSE_MAX_ROWS = 640
+__all__ = ["ClusterPlot", "ClusterPlotResult", "layout_hulls"]
 #: Points per padded chunk: bounds memory (X alone is chunk × d floats).
 CHUNK_POINTS = 32_768
 #: Pairs per padded chunk, ``B · (2 n_max)²``: the relaxation's ``(B, N, N)`` tensors stay a
@@ -140,14 +136,15 @@ class ClusterPlot(BaseProjector):
             (X, np.unique(labels, return_inverse=True)[1].astype(np.int64)) for X, labels in items
         ]
         results: list[ClusterPlotResult | None] = [None] * len(local)
-        # n + A > DENSE_MAX_ROWS (A ≤ n) is possible from n > DENSE_MAX_ROWS / 2 points
-        alone = [i for i, (X, _) in enumerate(local) if 2 * len(X) > DENSE_MAX_ROWS]
+        # n + A > dense_max_rows (A ≤ n) is possible from n > dense_max_rows / 2 points
+        dense_max_rows = self.params.dense_max_rows
+        alone = [i for i, (X, _) in enumerate(local) if 2 * len(X) > dense_max_rows]
         for i in alone:
             (results[i],) = self._run_chunk([local[i]], setting)
         # equal point counts together, so the anchors' batch needs no padding either
         by_size: dict[int, list[int]] = {}
         for i, (X, _) in enumerate(local):
-            if 2 * len(X) <= DENSE_MAX_ROWS:
+            if 2 * len(X) <= dense_max_rows:
                 by_size.setdefault(len(X), []).append(i)
         threads = torch.get_num_threads() if device.type == "cpu" else 1
         chunks = []
@@ -197,6 +194,7 @@ class ClusterPlot(BaseProjector):
                 threshold=params.birch_threshold,
                 threshold_mode=params.birch_threshold_mode,
                 per_cluster=params.anchors_per_cluster,
+                kmeans_iter=params.kmeans_iter,
                 gram=gram,
             )
         shapes: dict[tuple[int, int, int, int], list[int]] = {}
@@ -234,7 +232,7 @@ class ClusterPlot(BaseProjector):
         sparse = (
             batch.size == 1
             and p.mode == "gradient"
-            and batch.X.shape[1] + int(anchors.count[0]) > DENSE_MAX_ROWS
+            and batch.X.shape[1] + int(anchors.count[0]) > p.dense_max_rows
         )
         out = (fit_sparse if sparse else fit_dense)(part, p, setting.backend, lap)
         del part  # its Gram matrices

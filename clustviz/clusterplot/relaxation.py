@@ -46,17 +46,19 @@ class RelaxSettings:
     knn_weight: float
     temperature: float
     #: steps between two refreshes of the soft-kNN radii
-    radius_every: int = 8
+    radius_every: int
 
 
 @dataclass(frozen=True, slots=True)
 class SparseSettings:
-    """What only the sparse strategy reads."""
+    """What only the sparse strategy reads (its init too: ``negatives``)."""
 
     #: steps between two searches of the 2-D candidate lists
-    refresh: int = 50
+    refresh: int
+    #: 2-D candidates per row, in multiples of k (:func:`~.candidates.candidate_widths`)
+    candidates_per_k: float
     #: random pairs per point and step that estimate the KL normaliser
-    negatives: int = 8
+    negatives: int
 
 
 def gradient_layout(
@@ -175,7 +177,7 @@ def sparse_gradient_layout(
         dense_groups=True,
         backend=backend,
     )
-    m_z, m_y = candidate_widths(target, n)
+    m_z, m_y = candidate_widths(target, n, sparse.candidates_per_k)
     # planar (:mod:`.planar`): coordinates (2, ·), translations T (2, A)
     Y0t = Y0.T.contiguous()
     T = Y0t.new_zeros(2, A)

@@ -171,10 +171,9 @@ def test_backend_is_resolved_once_and_validated() -> None:
         resolve_backend("jit", CPU)
 
 
-def test_a_large_fit_compiles_nothing_more(make_blobs, monkeypatch) -> None:
+def test_a_large_fit_compiles_nothing_more(make_blobs) -> None:
     """The numba loops are compiled for the types a fit passes when they are first made
     ready (a new specialisation would compile at request time, a second or more)."""
-    import clustviz.clusterplot.projector as projector
     from clustviz.clusterplot import ClusterPlot, pair_loops
 
     names = ["overlap_arguments", "overlap_rest", "kl_attraction", "kl_repulsion", "random_others",
@@ -182,9 +181,10 @@ def test_a_large_fit_compiles_nothing_more(make_blobs, monkeypatch) -> None:
     numba_loops()
     loops = [getattr(pair_loops, name) for name in names]
     before = [len(loop.signatures) for loop in loops]
-    monkeypatch.setattr(projector, "DENSE_MAX_ROWS", 10)  # the large path
     X, labels = make_blobs(30, 5, dim=16, spread=1.0, seed=1)
-    model = ClusterPlot(init_steps=20, n_steps=20, birch_threshold=4.0, device="cpu")
+    model = ClusterPlot(  # dense_max_rows: the large path
+        init_steps=20, n_steps=20, birch_threshold=4.0, device="cpu", dense_max_rows=16
+    )
     model.fit_transform(X, labels)
     assert model.result_.backend == "numba"
     assert [len(loop.signatures) for loop in loops] == before
@@ -228,11 +228,12 @@ def test_large_relaxation_in_lanes_equals_serial(make_blobs, backend) -> None:
         steps=30, lr=0.05, temperature=0.1, overlap_weight=3.0, label_overlap_weight=1.0,
         knn_weight=0.1, radius_every=16,
     )  # fmt: skip
+    sparse = SparseSettings(refresh=50, candidates_per_k=3.0, negatives=8)
     layouts = []
     for parallel in (False, True):
         with Lanes(parallel) as lanes:
             Y, _ = sparse_gradient_layout(
-                start, target, settings, SparseSettings(),
+                start, target, settings, sparse,
                 generator=torch.Generator().manual_seed(0), lanes=lanes, backend=backend,
             )  # fmt: skip
             layouts.append(Y)

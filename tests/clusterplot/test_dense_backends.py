@@ -9,7 +9,7 @@ import torch
 from test_optimize import _lm_like, _target_and_init
 
 from clustviz.clusterplot.backends import TorchBackend
-from clustviz.clusterplot.init import neighbour_embedding
+from clustviz.clusterplot.init import EmbedSettings, neighbour_embedding
 from clustviz.clusterplot.losses import reference_loss
 from clustviz.clusterplot.numba_backend import NumbaBackend
 from clustviz.clusterplot.relaxation import RelaxSettings
@@ -45,8 +45,9 @@ def test_numba_neighbour_embedding_follows_the_torch_one(make_blobs) -> None:
     shape = (*batch.X.shape[:2], 2)
     Y0 = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     Y0 = Y0 * batch.mask.unsqueeze(-1)
-    expected = neighbour_embedding(Y0, target.P, batch.mask, steps=12, lr=0.05)
-    got = NumbaBackend().neighbour_embedding(Y0, target.P, batch.mask, steps=12, lr=0.05)
+    settings = EmbedSettings(steps=12, lr=0.05, exaggeration=4.0)
+    expected = neighbour_embedding(Y0, target.P, batch.mask, settings)
+    got = NumbaBackend().neighbour_embedding(Y0, target.P, batch.mask, settings)
     assert (expected - Y0).abs().max() > 0.1
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4 * _extent(expected))
     assert not got[1, 12:].any()  # padding rows stay at 0

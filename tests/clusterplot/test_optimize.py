@@ -47,14 +47,15 @@ def _target_and_init(items, **params):
     from clustviz.clusterplot import ClusterPlotParams
     from clustviz.clusterplot.anchors import compute_anchors
     from clustviz.clusterplot.batch import pad_batch
-    from clustviz.clusterplot.init import torch_init
+    from clustviz.clusterplot.init import EmbedSettings, torch_init
     from clustviz.clusterplot.targets import overlap_target
 
     p = ClusterPlotParams(**params)
     batch = pad_batch(items, torch.device("cpu"))
     anchors = compute_anchors(batch, "birch", threshold=p.birch_threshold)
     target = overlap_target(batch, anchors, p)
-    Y0 = torch_init(batch.X, batch.mask, k=p.knn_k, steps=30, lr=p.step_size)
+    settings = EmbedSettings(steps=30, lr=p.step_size, exaggeration=p.early_exaggeration)
+    Y0 = torch_init(batch.X, batch.mask, k=p.knn_k, settings=settings)
     return target, Y0, batch
 
 
@@ -94,7 +95,7 @@ def test_hand_written_gradient_matches_autograd(make_blobs, params, folded) -> N
     original = relaxation.Adam
     relaxation.Adam = Capture  # type: ignore[misc]
     try:
-        settings = relaxation.RelaxSettings(steps=1, lr=1e-9, **weights)
+        settings = relaxation.RelaxSettings(steps=1, lr=1e-9, radius_every=8, **weights)
         _, trace = relaxation.gradient_layout(Y0, target, settings)
     finally:
         relaxation.Adam = original  # type: ignore[misc]
@@ -103,15 +104,12 @@ def test_hand_written_gradient_matches_autograd(make_blobs, params, folded) -> N
     torch.testing.assert_close(captured[0][1], expected, rtol=1e-4, atol=1e-6)
 
 
-def test_large_path_lowers_discrepancy(make_blobs, monkeypatch, backend) -> None:
-    import clustviz.clusterplot.projector as projector
-
-    monkeypatch.setattr(projector, "DENSE_MAX_ROWS", 10)  # every preamble takes it
+def test_large_path_lowers_discrepancy(make_blobs, backend) -> None:
     # 40-point preambles: hard-kNN discrepancies move in coarse steps and a fit lowers them on
     # about 4 preambles in 5 (100 preambles: 79 with the numba loops, 81 with torch), so judge
     # it over 30 (here: 21 lowered, mean after / before 0.80)
     items = [_lm_like(make_blobs, seed) for seed in range(30)]
-    model = ClusterPlot(**from_fast, backend=backend.name)
+    model = ClusterPlot(**from_fast, backend=backend.name, dense_max_rows=16)  # all take it
     results = [model.fit_transform_many([item], compute_hulls=False)[0] for item in items]
     lowered = [r.discrepancy_after["mean"] < r.discrepancy_before["mean"] for r in results]
     assert sum(lowered) >= 20
@@ -154,7 +152,7 @@ def test_large_path_targets_equal_the_dense_ones(make_blobs, params, backend) ->
     dense = hard_discrepancy(Y0, target)
     folded = sparse_hard_discrepancy(Y0[0], large)
     # the relaxation's wider candidate lists, sliced, give the same graph
-    shared = sparse_hard_discrepancy(Y0[0], large, layout_candidates(Y0[0], large))
+    shared = sparse_hard_discrepancy(Y0[0], large, layout_candidates(Y0[0], large, 3.0))
     for name, value in folded.items():
         assert value == pytest.approx(float(dense[name][0]), rel=1e-5, abs=1e-6), name
         assert shared[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
