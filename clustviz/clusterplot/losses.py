@@ -7,7 +7,13 @@ Per preamble, ``overlap_weight · mean|R_H - R_L|`` (sub-clusters, soft 2-D kNN 
 
 Here over every pair of a batch of preambles, ``(B, N, N)`` (the dense relaxation and the
 numba backend's loops, which read :class:`DenseTerms`); :mod:`.pair_losses` has the same terms
-over candidate pair lists (the sparse relaxation).
+over candidate pair lists (the sparse relaxation). The soft overlap has these two torch forms
+and one numba form (:func:`~.pair_loops.normalised_overlap`, which both numba loops call): the
+dense form sums its rows as tensor reductions, batched and in a fixed order on any device,
+where the pair-list form scatters into its keys (on a GPU atomic adds, whose order varies: a
+batch written as pair lists would not give the same answer twice). All are held to the
+autograd oracles: :func:`reference_loss` here, ``tests/clusterplot/pair_cases.py`` for the
+pair lists.
 """
 
 from __future__ import annotations
@@ -121,14 +127,15 @@ class SoftOverlap:
             )
             off = edges.view(B, self.G, self.G)  # the diagonal is 0 if removed (pair_weight)
         rows = off.sum(2, keepdim=True)
-        inv_rows = 1.0 / rows.clamp_min(_EPS)
+        # a row at 0 stays 0 and gets no gradient (as in pair_losses and the numba loops)
+        inv_rows = (rows > _EPS) / rows.clamp_min(_EPS)
         R = off * inv_rows * self.pairs
         diff = R - self.target  # 0 off the pairs: no further masking below
         loss = diff.abs().sum((1, 2)) / self.count
         g_R = torch.sign(diff) / self.count.view(B, 1, 1)
         # R_ab = off_ab p_ab / s_a  →  dL/doff_ab = (g_ab p_ab - Σ_b' g_ab' R_ab') / s_a
-        g_off = (g_R - (g_R * R).sum(2, keepdim=True)) * (inv_rows * (rows > _EPS))
-        # (the clamp stops the row-sum path; a dropped in-group pair has w = 0 below)
+        g_off = (g_R - (g_R * R).sum(2, keepdim=True)) * inv_rows
+        # (a dropped in-group pair has w = 0 below)
         g_w = (
             g_off
             if self.flat is None

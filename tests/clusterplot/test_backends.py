@@ -177,7 +177,7 @@ def test_a_large_fit_compiles_nothing_more(make_blobs) -> None:
     from clustviz.clusterplot import ClusterPlot, pair_loops
 
     names = ["overlap_arguments", "overlap_rest", "kl_attraction", "kl_repulsion", "random_others",
-             "smallest", "smallest_in_rows"]  # fmt: skip
+             "smallest", "smallest_in_rows", "normalised_overlap"]  # fmt: skip
     numba_loops()
     loops = [getattr(pair_loops, name) for name in names]
     before = [len(loop.signatures) for loop in loops]
