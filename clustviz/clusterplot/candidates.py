@@ -38,10 +38,9 @@ def nearest_rows(
     """2-D candidates: ``(N, m_z)`` nearest rows of ``Z`` and ``(n, m_y)`` nearest points,
     each row's ascending (so the first ``k`` columns are its kNN).
 
-    On the CPU a k-d tree (scipy) answers in a third of the time of the blockwise distance
-    matrices (25 against 83 ms at N = 3986, m = 48, 2 threads); on a GPU the blocks are the
-    fast way. With ``workers`` ≥ 2 the two searches run at once, one thread each: a query
-    gains little from a second thread (m = 48 at N = 3030: 15.7 → 14.4 ms)."""
+    On the CPU a k-d tree (scipy) answers in about a third of the time of the blockwise
+    distance matrices; on a GPU the blocks are the fast way. With ``workers`` ≥ 2 the two
+    searches run at once, one thread each: a query gains little from a second thread."""
     if Z.device.type != "cpu":
         return block_nearest_rows(Z, n, m_z, m_y)
     points = Z.numpy().astype(np.float64)

@@ -166,8 +166,8 @@ def fit_sparse(
         first = layout_candidates(Y0, target, sparse.candidates_per_k)
         before = sparse_hard_discrepancy(Y0, target, first)
         # the relaxation's two independent parts (sub-cluster term; label and kNN terms) run as
-        # two lanes, one core each: its ops alone barely use a second core (n = 3000: the terms
-        # take 0.33 s one after the other on two threads, 0.20 s in two lanes)
+        # two lanes, one core each: its ops alone barely use a second core (at n = 3000 the
+        # lanes took about 0.6 of the time of the terms one after the other on two threads)
         with Lanes(parallel=cpu_lanes) as lanes:
             Y, trace = sparse_gradient_layout(
                 Y0,
