@@ -1,4 +1,5 @@
-"""Padding many preambles into one batch: ``X (B, n, d)``, ``labels (B, n)``, ``mask (B, n)``."""
+"""Padding many preambles into one batch (``X (B, n, d)``, ``labels (B, n)``, ``mask (B, n)``),
+and what the batched stages share: pairwise distances, the pair gradient, Adam."""
 
 from __future__ import annotations
 

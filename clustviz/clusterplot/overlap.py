@@ -14,11 +14,17 @@ ball, 0 far outside, ≈ k per row, and scale free (``r_i`` scales with the layo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from clustviz.clusterplot.batch import pairwise_sq_dists
 
+if TYPE_CHECKING:
+    from clustviz.clusterplot.backends import TorchBackend
+
 __all__ = [
+    "BLOCK",
     "aggregate_edges",
     "cluster_shares",
     "discrepancy",
@@ -30,13 +36,16 @@ __all__ = [
     "overlap_pair_mask",
     "radius_from_nearest",
     "radius_from_sorted",
+    "smallest_others",
     "soft_edges",
     "soft_radius",
+    "sq_dists_from_dots",
     "sq_dists_from_gram",
 ]
 
 _INF = float("inf")
 _EPS = 1e-12
+BLOCK = 1024  # rows per block of a blockwise kNN (bounds the (block, N) distance matrix)
 
 
 def knn_graph(
@@ -72,6 +81,23 @@ def knn_from_dists(
     rank = torch.arange(k_max, device=dist.device).view(1, 1, k_max)
     edge_mask = (rank < k.view(B, 1, 1)) & mask.unsqueeze(-1)
     return idx, edge_mask
+
+
+def sq_dists_from_dots(
+    dots: torch.Tensor, sq_rows: torch.Tensor, sq_cols: torch.Tensor, *, in_place: bool = False
+) -> torch.Tensor:
+    """Squared distances ``|a|² + |b|² - 2 a·b`` (clamped at 0) from a block of dot products;
+    ``in_place``: ``dots`` is a fresh block to overwrite (no ``(block, N)`` temporaries)."""
+    dist = dots.mul_(-2.0) if in_place else dots.mul(-2.0)
+    return dist.add_(sq_cols).add_(sq_rows.unsqueeze(1)).clamp_min_(0.0)
+
+
+def smallest_others(
+    dist: torch.Tensor, row_ids: torch.Tensor, k: int, backend: TorchBackend
+) -> torch.Tensor:
+    """Indices ``(rows, k)`` of the ``k`` smallest entries per row, self excluded."""
+    dist[torch.arange(len(row_ids), device=dist.device), row_ids] = _INF
+    return backend.smallest_in_rows(dist, k)
 
 
 def aggregate_edges(
@@ -134,7 +160,7 @@ def soft_radius(
     ``dist (B, n, n)``, ``invalid`` (True where a pair does not count), ``k (B,)`` already
     clamped to ``[1, n_b - 1]``. ``topk`` of ``k_max + 1`` rather than a full sort. With
     ``multiplicity (B, n)`` a row stands for that many coincident rows (see
-    :func:`~clustviz.clusterplot.optimize.fold_rows`): column ``j`` counts ``multiplicity[j]``
+    :func:`~clustviz.clusterplot.folding.fold_rows`): column ``j`` counts ``multiplicity[j]``
     times and a row has ``multiplicity[i] - 1`` extra neighbours at distance 0 (its own copies).
     """
     ordered, columns = nearest_sorted(dist, invalid, min(int(k.max()) + 1, dist.shape[2]))

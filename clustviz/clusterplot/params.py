@@ -1,7 +1,9 @@
 """Parameters of the cluster-aware layout (light: imports no torch).
 
 The first block is the seed notebook's ``ClusterPlot(...)`` call, with the same names and
-defaults; the second block is ours (gradient mode, torch init, device). Display-only arguments
+defaults; the second block is ours (gradient mode, torch init, device); the third holds the
+strategies' knobs (dense or sparse relaxation, inits, k-means), so that every value a layout
+depends on is a validated parameter, reported in ``params_used_``. Display-only arguments
 of the original are accepted so the notebook's call validates, and have no effect on the layout.
 """
 
@@ -162,6 +164,65 @@ class ClusterPlotParams(ProjectorParams):
         "'numba' (CPU loops, one preamble at a time; CPU only) or 'auto' (numba on the CPU "
         "where it compiles, torch elsewhere). The two round and sample differently: layouts "
         "of the same quality, not identical ones.",
+    )
+
+    # --- the strategies' knobs (defaults: the values the layouts were tuned with) -------------
+    dense_max_rows: int = Field(
+        640,
+        ge=16,
+        le=4096,
+        description="Gradient mode: a preamble of more rows of [X; anchors] than this is fitted "
+        "alone on neighbour lists (the sparse strategy: candidate pairs, sampled KL); up to it, "
+        "batched over every pair (the dense strategy, O(rows²) per step).",
+    )
+    radius_every: int = Field(
+        8,
+        ge=1,
+        le=5000,
+        description="Gradient mode, dense strategy: steps between two refreshes of the "
+        "(detached) soft-kNN radii.",
+    )
+    sparse_radius_every: int = Field(
+        16,
+        ge=1,
+        le=5000,
+        description="Gradient mode, sparse strategy: steps between two refreshes of the "
+        "soft-kNN radii.",
+    )
+    candidate_refresh: int = Field(
+        50,
+        ge=1,
+        le=5000,
+        description="Sparse strategy: steps between two searches of each row's 2-D candidate "
+        "neighbours.",
+    )
+    candidates_per_k: float = Field(
+        3.0,
+        ge=1.0,
+        le=20.0,
+        description="Sparse strategy: 2-D candidate neighbours per row, in multiples of k "
+        "(knn_k for the point graph).",
+    )
+    negatives: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Sparse strategy: random pairs per point and step that estimate the "
+        "normaliser of the kNN term (torch init and relaxation).",
+    )
+    early_exaggeration: float = Field(
+        4.0,
+        ge=1.0,
+        le=100.0,
+        description="Torch init: factor on the kNN affinities over the first quarter of the "
+        "neighbour embedding's steps.",
+    )
+    kmeans_iter: int = Field(20, ge=1, le=1000, description="k-means anchors: Lloyd iterations.")
+    umap_n_neighbors: int = Field(
+        15,
+        ge=2,
+        le=200,
+        description="UMAP init: n_neighbors (at most the rows of [X; anchors] - 1).",
     )
 
     min_points: ClassVar[int] = 3

@@ -1,6 +1,6 @@
-"""Planar coordinates of the large-n path: ``(2, N)`` tensors, pairs given row by row.
+"""Planar coordinates of the sparse strategy: ``(2, N)`` tensors, pairs given row by row.
 
-Inside the large path's loops a layout is *planar*, ``Zt (2, N)``: pair differences are two
+Inside the sparse strategy's loops a layout is *planar*, ``Zt (2, N)``: pair differences are two
 contiguous ``(R, M)`` planes, and gathers, reductions and scatters run on plain rows (the
 interleaved ``(R, M, 2)`` form measured 4.6× slower for the same pair gradient on the CPU).
 Pairs are given row by row as ``columns (R, M)`` for rows ``0..R-1``; ``flat`` are the columns

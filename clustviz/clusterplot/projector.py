@@ -16,41 +16,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from clustviz.clusterplot.anchors import Anchors, compute_anchors
+from clustviz.clusterplot.anchors import compute_anchors
 from clustviz.clusterplot.backends import TorchBackend, resolve_backend
-from clustviz.clusterplot.batch import PaddedBatch, pad_batch
+from clustviz.clusterplot.batch import pad_batch
 from clustviz.clusterplot.gram import gram_matrix
 from clustviz.clusterplot.hulls import ClusterHull, cluster_hulls
-from clustviz.clusterplot.init import affinities_from_knn, pca_init, umap_init
-from clustviz.clusterplot.lanes import Lanes, one_thread
-from clustviz.clusterplot.large import (
-    DENSE_MAX_ROWS,
-    large_candidates,
-    large_gradient_layout,
-    large_hard_discrepancy,
-    large_init,
-    large_pca,
-    large_point_graph,
-    large_target,
-)
-from clustviz.clusterplot.optimize import (
-    OverlapTarget,
-    greedy_layout,
-    hard_discrepancy,
-)
-from clustviz.clusterplot.overlap import (
-    hard_edges,
-    knn_from_dists,
-    normalise_overlap,
-    sq_dists_from_gram,
-)
 from clustviz.clusterplot.params import ClusterPlotParams
+from clustviz.clusterplot.pipeline import fit_dense, fit_sparse
+from clustviz.clusterplot.shapes import ShapeBatch, select, shape_keys
+from clustviz.clusterplot.threads import one_thread
 from clustviz.device import resolve_device
 from clustviz.errors import ClustvizError, InvalidInputError, ProjectionFailedError
 from clustviz.projectors.base import BaseProjector, check_input, check_output
 
 __all__ = ["ClusterPlot", "ClusterPlotResult", "layout_hulls"]
-
 #: Points per padded chunk: bounds memory (X alone is chunk × d floats).
 CHUNK_POINTS = 32_768
 #: Pairs per padded chunk, ``B · (2 n_max)²``: the relaxation's ``(B, N, N)`` tensors stay a
@@ -157,14 +136,15 @@ class ClusterPlot(BaseProjector):
             (X, np.unique(labels, return_inverse=True)[1].astype(np.int64)) for X, labels in items
         ]
         results: list[ClusterPlotResult | None] = [None] * len(local)
-        # n + A > DENSE_MAX_ROWS (A ≤ n) is possible from n > DENSE_MAX_ROWS / 2 points
-        alone = [i for i, (X, _) in enumerate(local) if 2 * len(X) > DENSE_MAX_ROWS]
+        # n + A > dense_max_rows (A ≤ n) is possible from n > dense_max_rows / 2 points
+        dense_max_rows = self.params.dense_max_rows
+        alone = [i for i, (X, _) in enumerate(local) if 2 * len(X) > dense_max_rows]
         for i in alone:
             (results[i],) = self._run_chunk([local[i]], setting)
         # equal point counts together, so the anchors' batch needs no padding either
         by_size: dict[int, list[int]] = {}
         for i, (X, _) in enumerate(local):
-            if 2 * len(X) <= DENSE_MAX_ROWS:
+            if 2 * len(X) <= dense_max_rows:
                 by_size.setdefault(len(X), []).append(i)
         threads = torch.get_num_threads() if device.type == "cpu" else 1
         chunks = []
@@ -214,32 +194,30 @@ class ClusterPlot(BaseProjector):
                 threshold=params.birch_threshold,
                 threshold_mode=params.birch_threshold_mode,
                 per_cluster=params.anchors_per_cluster,
+                kmeans_iter=params.kmeans_iter,
                 gram=gram,
             )
-        shapes: dict[tuple[int, ...], list[int]] = {}
-        for b, key in enumerate(_shape_keys(batch, anchors)):
+        shapes: dict[tuple[int, int, int, int], list[int]] = {}
+        for b, key in enumerate(shape_keys(batch, anchors)):
             shapes.setdefault(key, []).append(b)
         results: list[ClusterPlotResult | None] = [None] * len(items)
-        for (_, A, A2, C), members in shapes.items():
-            index = torch.tensor(members, device=device)
-            part = _select(batch, anchors, gram, index, A, C)
-            done = self._fit_shape(*part, A2, [items[b] for b in members], setting, params)
+        for key, members in shapes.items():
+            part = select(batch, anchors, gram, torch.tensor(members, device=device), key)
+            done = self._fit_shape(part, [items[b] for b in members], setting, params)
             for b, result in zip(members, done, strict=True):
                 results[b] = result
         return results  # type: ignore[return-value]
 
     def _fit_shape(
         self,
-        batch: PaddedBatch,
-        anchors: Anchors,
-        gram: torch.Tensor,
-        anchor_row_slots: int,
+        part: ShapeBatch,
         items: Sequence[tuple[np.ndarray, np.ndarray]],
         setting: _Setting,
         p: ClusterPlotParams,
     ) -> list[ClusterPlotResult]:
-        """Relax a batch of preambles of one shape into results; ``p``: the parameters
+        """Fit a batch of preambles of one shape into results; ``p``: the parameters
         resolved for their point count."""
+        batch, anchors = part.batch, part.anchors
         compute_hulls = setting.compute_hulls
         device = batch.X.device
         timings: dict[str, float] = {}
@@ -251,18 +229,14 @@ class ClusterPlot(BaseProjector):
             timings[name] = now - clock
             clock = now
 
-        large = (
+        sparse = (
             batch.size == 1
             and p.mode == "gradient"
-            and batch.X.shape[1] + int(anchors.count[0]) > DENSE_MAX_ROWS
+            and batch.X.shape[1] + int(anchors.count[0]) > p.dense_max_rows
         )
-        if large:
-            Y, trace, before, after = _large_fit(batch, anchors, p, lap, gram[0], setting.backend)
-        else:
-            Y, trace, before, after = _dense_fit(
-                batch, anchors, p, lap, gram, setting.backend, anchor_row_slots
-            )
-        del gram
+        out = (fit_sparse if sparse else fit_dense)(part, p, setting.backend, lap)
+        del part  # its Gram matrices
+        Y, trace, before, after = out.Y, out.trace, out.before, out.after
         with torch.no_grad():
             members = torch.zeros_like(anchors.mask, dtype=Y.dtype).scatter_add_(
                 1, anchors.point_anchor, batch.mask.to(Y.dtype)
@@ -281,7 +255,7 @@ class ClusterPlot(BaseProjector):
             "after": {key: t.cpu().numpy() for key, t in after.items()},
         }
         # free the transient device tensors before the CPU-side hulls
-        del batch, anchors, Y, trace, anchor_2d, sums, members
+        del batch, anchors, out, Y, trace, anchor_2d, sums, members
         if device.type == "cuda":
             torch.cuda.empty_cache()
         lap("transfer")
@@ -337,267 +311,4 @@ def layout_hulls(
         outlier_k=params.remove_outliers_k,
         tolerance=params.douglas_peucker_tolerance,
         smooth_iter=params.smooth_iter,
-    )
-
-
-def _gradient_settings(p: ClusterPlotParams) -> dict[str, Any]:
-    """The gradient mode's settings, as both relaxations (dense and large-n) take them."""
-    return {
-        "steps": p.n_steps,
-        "lr": p.step_size,
-        "overlap_weight": p.overlap_weight,
-        "label_overlap_weight": p.label_overlap_weight,
-        "knn_weight": p.knn_weight,
-        "temperature": p.temperature,
-    }
-
-
-def _dense_fit(
-    batch: PaddedBatch,
-    anchors: Any,
-    p: ClusterPlotParams,
-    lap: Any,
-    gram: torch.Tensor,
-    backend: TorchBackend,
-    anchor_row_slots: int | None = None,
-):
-    """The batched path (``(B, N, N)`` tensors): layout, loss trace, discrepancies before/after.
-
-    ``gram``: ``X Xᵀ`` ``(B, n, n)``."""
-    with torch.no_grad():
-        target = _overlap_target(batch, anchors, p, gram, anchor_row_slots)
-        lap("overlap")
-        if p.init == "torch":
-            Y0 = backend.neighbour_embedding(
-                pca_init(batch.X, batch.mask, gram),
-                target.P,
-                batch.mask,
-                steps=p.init_steps,
-                lr=p.step_size,
-            )
-        else:
-            Y0 = _umap_init(batch, anchors.centroids, anchors.count, p)
-        lap("init")
-        before = hard_discrepancy(Y0, target)
-        if p.mode == "gradient":
-            Y, trace = backend.gradient_layout(Y0, target, **_gradient_settings(p))
-        else:
-            Y, trace = greedy_layout(
-                Y0,
-                target,
-                n_iter=p.n_iter,
-                lr=p.learning_rate,
-                batch_size=p.batch_size,
-                top_greedy=p.top_greedy,
-                magnitude_step=p.magnitude_step,
-                seed=p.random_state,
-            )
-        lap("relax")
-        return Y, trace, before, hard_discrepancy(Y, target)
-
-
-def _large_fit(
-    batch: PaddedBatch,
-    anchors: Any,
-    p: ClusterPlotParams,
-    lap: Any,
-    gram: torch.Tensor,
-    backend: TorchBackend,
-):
-    """One large preamble (see :mod:`clustviz.clusterplot.large`), shaped like the dense path's
-    output (batch dimension 1)."""
-    n, A = batch.X.shape[1], int(anchors.count[0])  # its own anchors, not the slots
-    generator = torch.Generator(batch.X.device).manual_seed(p.random_state)
-    cpu_lanes = batch.X.device.type == "cpu" and torch.get_num_threads() > 1
-    with torch.no_grad():
-        points = large_point_graph(gram, batch.labels[0], p.knn_k, backend)
-        lap("overlap")
-
-        def sub_cluster_graph():
-            return large_target(
-                batch.X[0],
-                batch.labels[0],
-                anchors.point_anchor[0],
-                anchors.cluster[0, :A],
-                k=p.k,
-                knn_k=p.knn_k,
-                anchors_in_graph=p.anchors_in_graph,
-                backend=backend,
-                gram=gram,
-                points=points,
-            )
-
-        if p.init == "torch":
-            start = large_pca(batch.X[0], gram, generator)  # before the lanes: all threads
-            # the init needs only the kNN graph of X: the sub-cluster graph (R_H) is made
-            # meanwhile, in the other lane (the init's small ops leave a core idle)
-            with Lanes(parallel=cpu_lanes) as lanes:
-                target, Y0 = lanes.both(
-                    sub_cluster_graph,
-                    lambda: large_init(
-                        points,
-                        start,
-                        steps=p.init_steps,
-                        lr=p.step_size,
-                        generator=generator,
-                        backend=backend,
-                    ),
-                )
-        else:
-            target = sub_cluster_graph()
-            Y0 = _umap_init(batch, anchors.centroids, anchors.count, p)[0]
-        lap("init")
-        first = large_candidates(Y0, target)  # the relaxation's first lists serve `before` too
-        before = large_hard_discrepancy(Y0, target, first)
-        # the relaxation's two independent parts (sub-cluster term; label and kNN terms) run as
-        # two lanes, one core each: its ops alone barely use a second core (n = 3000: the terms
-        # take 0.33 s one after the other on two threads, 0.20 s in two lanes)
-        with Lanes(parallel=cpu_lanes) as lanes:
-            Y, trace = large_gradient_layout(
-                Y0,
-                target,
-                generator=generator,
-                lanes=lanes,
-                backend=backend,
-                candidates=first,
-                **_gradient_settings(p),
-            )
-        after = large_hard_discrepancy(Y, target)
-        lap("relax")
-    as_batch = {key: torch.tensor([value]) for key, value in before.items()}
-    return (
-        Y.view(1, n, 2),
-        trace.view(-1, 1),
-        as_batch,
-        {key: torch.tensor([value]) for key, value in after.items()},
-    )
-
-
-def _overlap_target(
-    batch: PaddedBatch,
-    anchors: Any,
-    p: ClusterPlotParams,
-    gram: torch.Tensor | None = None,
-    anchor_row_slots: int | None = None,
-) -> OverlapTarget:
-    """R_H from the kNN graph of ``Z = [X; anchors]`` (or X), plus the kNN affinities of X.
-
-    Distances come from ``gram = X Xᵀ`` (made here if not given): an anchor is the mean of its
-    members, so ``Z Zᵀ`` follows from it with ``n × n × A`` products, none d-dimensional."""
-    B, A = anchors.mask.shape
-    n = batch.X.shape[1]
-    gram = batch.X @ batch.X.transpose(1, 2) if gram is None else gram
-    arange_a = torch.arange(A, device=batch.X.device).expand(B, A)
-    if p.anchors_in_graph:
-        means = torch.zeros(B, A, n, dtype=gram.dtype, device=gram.device)  # (anchor, point)
-        means.scatter_(1, anchors.point_anchor.unsqueeze(1), batch.mask.unsqueeze(1).to(gram.dtype))
-        means = means / means.sum(2, keepdim=True).clamp_min(1.0)
-        cross = gram @ means.transpose(1, 2)  # (B, n, A): x_i · anchor_a
-        gram_z = torch.cat(
-            [torch.cat([gram, cross], 2), torch.cat([cross.transpose(1, 2), means @ cross], 2)], 1
-        )
-        dist_z = sq_dists_from_gram(gram_z)  # (B, n + A, n + A)
-        Z_mask = torch.cat([batch.mask, anchors.mask], 1)
-        group = torch.cat([anchors.point_anchor, arange_a], 1)
-    else:
-        dist_z, Z_mask, group = sq_dists_from_gram(gram), batch.mask, anchors.point_anchor
-    dist_x = dist_z[:, :n, :n]  # the points come first
-    k = torch.full((B,), p.k, device=batch.X.device)
-    idx, edge_mask = knn_from_dists(dist_z, Z_mask, k)
-    edges = hard_edges(idx, edge_mask, group, A)
-    C = batch.max_clusters
-    knn_k = torch.full((B,), p.knn_k, device=batch.X.device)
-    idx, edge_mask = knn_from_dists(dist_x, batch.mask, knn_k)
-    label_edges = hard_edges(idx, edge_mask, batch.labels, C)
-    return OverlapTarget(
-        R_H=normalise_overlap(edges, anchors.cluster, anchors.mask),
-        M_H=label_edges / label_edges.sum(2, keepdim=True).clamp_min(1e-12),
-        P=affinities_from_knn(idx, edge_mask),
-        point_anchor=anchors.point_anchor,
-        anchor_cluster=anchors.cluster,
-        anchor_mask=anchors.mask,
-        cluster_mask=torch.arange(C, device=batch.X.device).expand(B, C)
-        < batch.n_clusters.unsqueeze(1),
-        mask=batch.mask,
-        labels=batch.labels,
-        k=k,
-        knn_k=knn_k,
-        anchors_in_graph=p.anchors_in_graph,
-        anchor_row_slots=anchor_row_slots,
-    )
-
-
-def _umap_init(
-    batch: PaddedBatch, centroids: torch.Tensor, count: torch.Tensor, p: ClusterPlotParams
-) -> torch.Tensor:
-    """UMAP init, one preamble at a time on the CPU, padded back to ``(B, n, 2)``."""
-    Y0 = torch.zeros(batch.size, batch.X.shape[1], 2)
-    for b in range(batch.size):
-        n, A = int(batch.n_points[b]), int(count[b])
-        Y0[b, :n] = torch.from_numpy(
-            umap_init(
-                batch.X[b, :n].cpu().numpy(),
-                centroids[b, :A].cpu().numpy(),
-                n_neighbors=15,
-                seed=p.random_state,
-            )
-        )
-    return Y0.to(batch.X.device)
-
-
-def slots(size: int, exact_below: int = 16) -> int:
-    """The padded width of a preamble's per-anchor or per-cluster tensors: the next multiple
-    of 8, or its own size up to ``exact_below``. A function of the preamble alone, so its fit
-    has the same shape alone or batched."""
-    return size if size <= exact_below else -(-size // 8) * 8
-
-
-def _shape_keys(batch: PaddedBatch, anchors: Anchors) -> list[tuple[int, ...]]:
-    """Per preamble, the shape of its fit's tensors: points, anchor slots, slots of the
-    anchors of several members (the folded rows, :class:`~.optimize.FoldedRows`) and cluster
-    slots (:func:`slots`)."""
-    members = torch.zeros_like(anchors.mask, dtype=torch.long).scatter_add_(
-        1, anchors.point_anchor, batch.mask.long()
-    )
-    several = ((members > 1) & anchors.mask).sum(1)
-    sizes = torch.stack([batch.n_points, anchors.count, several, batch.n_clusters], 1)
-    # anchors and the folded rows set the sub-cluster graph's neighbour count while they are
-    # few (it is min(k, rows - 1)): exact there; no count depends on the clusters
-    return [
-        (n, slots(A), slots(A2), slots(C, exact_below=0)) for n, A, A2, C in sizes.cpu().tolist()
-    ]
-
-
-def _select(
-    batch: PaddedBatch, anchors: Anchors, gram: torch.Tensor, index: torch.Tensor, A: int, C: int
-) -> tuple[PaddedBatch, Anchors, torch.Tensor]:
-    """The preambles ``index`` of a batch, its anchors and Gram matrices, with ``A`` anchor
-    and ``C`` cluster slots (their shape's, :func:`_shape_keys`)."""
-    part = PaddedBatch(
-        X=batch.X[index],
-        labels=batch.labels[index],
-        mask=batch.mask[index],
-        n_points=batch.n_points[index],
-        n_clusters=batch.n_clusters[index],
-        max_clusters=C,
-    )
-    width = anchors.size
-
-    def fit(t: torch.Tensor, fill: float | bool = 0) -> torch.Tensor:
-        t = t[index, :A]
-        if width >= A:
-            return t
-        pad = t.new_full((len(index), A - width, *t.shape[2:]), fill)
-        return torch.cat([t, pad], 1)
-
-    return (
-        part,
-        Anchors(
-            centroids=fit(anchors.centroids),
-            mask=fit(anchors.mask, False),
-            cluster=fit(anchors.cluster),
-            point_anchor=anchors.point_anchor[index],
-            count=anchors.count[index],
-        ),
-        gram[index],
     )

@@ -95,7 +95,7 @@ _SPECS = {
             ("torch", "numpy", "umap-learn"),
             uses_labels=True,
             runner="lane",
-            # 40 points take the batched path; 700 pass DENSE_MAX_ROWS into the large-n path,
+            # 40 points take the batched path; 700 pass dense_max_rows into the sparse path,
             # whose numba loops compile (or load from numba's cache) on first use
             warm_sizes=(40, 700),
         ),

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from clustviz.clusterplot.backends import OverlapPairs, TorchBackend
+from clustviz.clusterplot.backends import TorchBackend
+from clustviz.clusterplot.pair_losses import OverlapPairs
 
 
 def overlap_case(seed: int, dense: bool, weighted: bool) -> dict:

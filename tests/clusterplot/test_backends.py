@@ -8,14 +8,10 @@ import pytest
 import torch
 from pair_cases import backend_overlap, overlap_case, reference_overlap_loss
 
-from clustviz.clusterplot.backends import (
-    KnnEdges,
-    NumbaBackend,
-    TorchBackend,
-    numba_loops,
-    resolve_backend,
-)
-from clustviz.clusterplot.lanes import Lanes
+from clustviz.clusterplot.backends import TorchBackend, resolve_backend
+from clustviz.clusterplot.numba_backend import NumbaBackend, numba_loops
+from clustviz.clusterplot.targets import KnnEdges
+from clustviz.clusterplot.threads import Lanes
 from clustviz.errors import InvalidInputError
 
 CPU = torch.device("cpu")
@@ -175,20 +171,20 @@ def test_backend_is_resolved_once_and_validated() -> None:
         resolve_backend("jit", CPU)
 
 
-def test_a_large_fit_compiles_nothing_more(make_blobs, monkeypatch) -> None:
+def test_a_large_fit_compiles_nothing_more(make_blobs) -> None:
     """The numba loops are compiled for the types a fit passes when they are first made
     ready (a new specialisation would compile at request time, a second or more)."""
-    import clustviz.clusterplot.projector as projector
-    from clustviz.clusterplot import ClusterPlot, fused_loops
+    from clustviz.clusterplot import ClusterPlot, pair_loops
 
     names = ["overlap_arguments", "overlap_rest", "kl_attraction", "kl_repulsion", "random_others",
-             "smallest", "smallest_in_rows"]  # fmt: skip
+             "smallest", "smallest_in_rows", "normalised_overlap"]  # fmt: skip
     numba_loops()
-    loops = [getattr(fused_loops, name) for name in names]
+    loops = [getattr(pair_loops, name) for name in names]
     before = [len(loop.signatures) for loop in loops]
-    monkeypatch.setattr(projector, "DENSE_MAX_ROWS", 10)  # the large path
     X, labels = make_blobs(30, 5, dim=16, spread=1.0, seed=1)
-    model = ClusterPlot(init_steps=20, n_steps=20, birch_threshold=4.0, device="cpu")
+    model = ClusterPlot(  # dense_max_rows: the large path
+        init_steps=20, n_steps=20, birch_threshold=4.0, device="cpu", dense_max_rows=16
+    )
     model.fit_transform(X, labels)
     assert model.result_.backend == "numba"
     assert [len(loop.signatures) for loop in loops] == before
@@ -208,26 +204,36 @@ def test_lanes_return_in_order_and_raise() -> None:
 def test_large_relaxation_in_lanes_equals_serial(make_blobs, backend) -> None:
     """The two lanes change where the relaxation's parts run, not what they compute (the
     random pairs come from one generator, drawn in one lane); with either backend."""
-    from clustviz.clusterplot import large
     from clustviz.clusterplot.anchors import compute_anchors
     from clustviz.clusterplot.batch import pad_batch
+    from clustviz.clusterplot.init import power_pca
+    from clustviz.clusterplot.relaxation import (
+        RelaxSettings,
+        SparseSettings,
+        sparse_gradient_layout,
+    )
+    from clustviz.clusterplot.targets import sparse_target
 
     X, labels = make_blobs(30, 6, dim=16, spread=1.0, seed=4)
     batch = pad_batch([(X, labels)], CPU)
     anchors = compute_anchors(batch, "birch", threshold=5.0)
     A = anchors.size
-    target = large.large_target(
+    target = sparse_target(
         batch.X[0], batch.labels[0], anchors.point_anchor[0], anchors.cluster[0, :A],
         k=8, knn_k=6, anchors_in_graph=True, backend=backend,
     )  # fmt: skip
     assert len(target.anchor_rows)  # some anchors have rows of their own
-    start = large.large_pca(batch.X[0], batch.X[0] @ batch.X[0].T, torch.Generator().manual_seed(0))
-    weights = {"overlap_weight": 3.0, "label_overlap_weight": 1.0, "knn_weight": 0.1}
+    start = power_pca(batch.X[0], batch.X[0] @ batch.X[0].T, torch.Generator().manual_seed(0))
+    settings = RelaxSettings(
+        steps=30, lr=0.05, temperature=0.1, overlap_weight=3.0, label_overlap_weight=1.0,
+        knn_weight=0.1, radius_every=16,
+    )  # fmt: skip
+    sparse = SparseSettings(refresh=50, candidates_per_k=3.0, negatives=8)
     layouts = []
     for parallel in (False, True):
         with Lanes(parallel) as lanes:
-            Y, _ = large.large_gradient_layout(
-                start, target, steps=30, lr=0.05, temperature=0.1, **weights,
+            Y, _ = sparse_gradient_layout(
+                start, target, settings, sparse,
                 generator=torch.Generator().manual_seed(0), lanes=lanes, backend=backend,
             )  # fmt: skip
             layouts.append(Y)

@@ -81,6 +81,57 @@ def test_params_used_is_what_the_fit_read(make_blobs, n: int) -> None:
     np.testing.assert_array_equal(again, Y)
 
 
+#: Knobs of each strategy, a value other than the default, and the data that reads them: the
+#: dense fit (40 points), the sparse one (700 points: more than dense_max_rows rows), the
+#: k-means anchors and the UMAP init.
+KNOBS = {
+    "dense": {"radius_every": 3, "early_exaggeration": 2.0, "dense_max_rows": 16},
+    "sparse": {
+        "sparse_radius_every": 4,
+        "candidate_refresh": 7,
+        "candidates_per_k": 2.0,
+        "negatives": 3,
+        "early_exaggeration": 2.0,
+        "dense_max_rows": 4096,
+    },
+    "kmeans": {"kmeans_iter": 1},
+    "umap": {"umap_n_neighbors": 4},
+}
+BASE = {
+    "dense": {},
+    "sparse": {},
+    "kmeans": {"anchors_method": "kmeans", "anchors_per_cluster": 4},
+    "umap": {"init": "umap"},
+}
+
+
+@pytest.mark.parametrize("case", list(KNOBS))
+def test_every_knob_is_read_and_reported(make_blobs, case: str) -> None:
+    """Each knob that changes a layout is a parameter: the fit reads it (another value, another
+    layout; a knob of the other strategy changes nothing), params_used_ reports it, and a refit
+    with params_used_ gives the same layout."""
+    X, labels = make_blobs(100, 7, dim=32, spread=3.0, seed=3)  # 700 points, overlapping
+    if case != "sparse":
+        X, labels = X[:40], np.unique(labels[:40], return_inverse=True)[1]
+    if case == "kmeans":  # two clusters of about 20: Lloyd takes a few iterations
+        labels = labels % 2
+    model = ClusterPlot(**FAST, **BASE[case])
+    Y = model.fit_transform(X, labels)
+    used = model.params_used_
+    np.testing.assert_array_equal(ClusterPlot(**used.model_dump()).fit_transform(X, labels), Y)
+    for name, value in KNOBS[case].items():
+        changed = ClusterPlot(**FAST, **BASE[case], **{name: value})
+        Y_changed = changed.fit_transform(X, labels)
+        assert getattr(changed.params_used_, name) == value
+        assert not np.array_equal(Y_changed, Y), name
+    # the other strategy's knobs are not read
+    others = KNOBS["sparse" if case == "dense" else "dense"]
+    unread = {k: v for k, v in others.items() if k not in KNOBS[case] and k != "dense_max_rows"}
+    if case in ("dense", "sparse"):
+        same = ClusterPlot(**FAST, **BASE[case], **unread).fit_transform(X, labels)
+        np.testing.assert_array_equal(same, Y)
+
+
 def test_single_cluster_and_arbitrary_labels(blobs) -> None:
     X, _ = blobs
     Y = ClusterPlot(**FAST).fit_transform(X, np.full(len(X), 7))

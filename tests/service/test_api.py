@@ -73,6 +73,12 @@ def test_projectors_endpoint_lists_schemas(client: TestClient) -> None:
     projectors = {item["name"]: item for item in client.get("/projectors").json()}
     assert set(LIBRARY) <= set(projectors)
     assert projectors["pacmap"]["params_schema"]["properties"]["n_neighbors"]["default"] == 8
+    # every knob that changes a ClusterPlot layout is a parameter, shown with its default
+    knobs = projectors["clusterplot"]["params_schema"]["properties"]
+    assert knobs["dense_max_rows"]["default"] == 640 and knobs["kmeans_iter"]["default"] == 20
+    assert {"negatives", "candidate_refresh", "sparse_radius_every", "umap_n_neighbors"} <= set(
+        knobs
+    )
 
 
 @pytest.mark.parametrize("projector", LIBRARY)

@@ -1,17 +1,21 @@
-"""The dense path's two optimisations as numba loops, one preamble at a time (the numba
-backend's :meth:`~.backends.NumbaBackend.neighbour_embedding` and
-:meth:`~.backends.NumbaBackend.gradient_layout`).
+"""The numba loops that fit one preamble over all its pairs: the dense path's two optimisations
+(the numba backend's :meth:`~.numba_backend.NumbaBackend.neighbour_embedding` and
+:meth:`~.numba_backend.NumbaBackend.gradient_layout`).
 
 The torch code of the same formulas (:func:`~.init.neighbour_embedding`,
-:func:`~.optimize.gradient_layout`) makes some forty tensor ops a step; on a 40-point preamble
+:func:`~.relaxation.gradient_layout`) makes some forty tensor ops a step; on a 40-point preamble
 each op's dispatch costs more than its arithmetic, so one preamble's 250 steps were mostly
 overhead. Here a step is a few loops over the ``N × N`` pairs of one preamble. Each preamble is
 computed on its own, by one thread, in one order: its answer cannot depend on what it was
 batched with, nor on the thread count. Sums are float64. The tests hold both to the autograd
 oracle and to each other (``tests/clusterplot/test_dense_backends.py``).
 
+The soft overlap's normalisation, loss and gradient in the summed edges are
+:func:`~.pair_loops.normalised_overlap`, the one numba definition the candidate-list loops call
+too; here only the pair passes around it.
+
 Arrays are batched ``(B, ...)`` numpy arrays (padding rows masked out); the per-term arrays are
-those of :class:`~.optimize.SoftOverlap` (an empty ``flat`` means a row is its own group, an
+those of :class:`~.losses.SoftOverlap` (an empty ``flat`` means a row is its own group, an
 empty ``multiplicity`` that no rows are folded).
 """
 
@@ -19,6 +23,8 @@ import math
 
 import numpy as np
 from numba import njit
+
+from clustviz.clusterplot.pair_loops import normalised_overlap
 
 jit = njit(nogil=True, cache=True)
 
@@ -103,15 +109,18 @@ def _radii(D, rows, invalid, k, multiplicity, out):
 @jit
 def _soft_overlap(
     D, rows, radius, pair_weight, flat, n_groups, pairs, target, count, temperature,
-    alpha, coef, s, w, off,
+    alpha, coef, s, w, edges, pair_a, g_edge, no_keep,
 ):  # fmt: skip
-    # loss mean|R - target| of the soft kNN graph (optimize.SoftOverlap) and alpha · dL/dD
-    # added into coef. Pairs of weight 0 (invalid, or inside one group) add nothing.
+    # alpha · the loss mean|R - target| of the soft kNN graph (losses.SoftOverlap), its
+    # dL/dD added into coef. The soft edges are summed per group pair (key a · G + b) and
+    # pair_loops.normalised_overlap (shared with the candidate-list loops) makes the loss and
+    # its gradient in them. Pairs of weight 0 (invalid, or inside one group) add nothing.
     grouped = flat.shape[0] > 0
     G = n_groups if grouped else rows
-    for a in range(G):
-        for b in range(G):
-            off[a, b] = 0.0
+    P = G * G
+    for p in range(P):
+        edges[p] = 0.0
+        pair_a[p] = p // G
     for i in range(rows):
         scale = 1.0 / (temperature * radius[i])
         for j in range(rows):
@@ -120,44 +129,25 @@ def _soft_overlap(
             sig = 1.0 / (1.0 + math.exp(-(radius[i] - D[i, j]) * scale))
             s[i, j] = sig
             w[i, j] = sig * pair_weight[i, j]
-            if grouped:
-                cell = flat[i, j]
-                off[cell // n_groups, cell % n_groups] += w[i, j]
-            else:
-                off[i, j] = w[i, j]
-    loss = 0.0
-    for a in range(G):
-        total = 0.0
-        for b in range(G):
-            total += off[a, b]
-        inv = 1.0 / max(total, _EPS)
-        # dL/doff_ab = (g_ab - Σ_b' g_ab' R_ab') / s_a with g = sign(R - target) / count
-        shared = 0.0
-        for b in range(G):
-            R = off[a, b] * inv * pairs[a, b]
-            diff = R - target[a, b]
-            loss += abs(diff)
-            g = (1.0 if diff > 0 else -1.0 if diff < 0 else 0.0) / count
-            off[a, b] = g  # off's row is no longer needed: keep g_R, then g_off, in its place
-            shared += g * R
-        live = inv if total > _EPS else 0.0
-        for b in range(G):
-            off[a, b] = (off[a, b] - shared) * live
+            edges[flat[i, j] if grouped else i * G + j] += w[i, j]
+    loss = normalised_overlap(
+        edges[:P], no_keep, pair_a[:P], pairs.reshape(P), target.reshape(P), G, count, alpha,
+        g_edge[:P],
+    )  # fmt: skip
     for i in range(rows):
         scale = 1.0 / (temperature * radius[i])
         for j in range(rows):
             if pair_weight[i, j] == 0.0:
                 continue
-            cell = flat[i, j] if grouped else i * G + j
-            g_off = off[cell // G, cell % G]
             # dw/dD = -weight · s (1 - s) / (τ r)
-            coef[i, j] += alpha * g_off * w[i, j] * (s[i, j] - 1.0) * scale
-    return loss / count
+            g = g_edge[flat[i, j] if grouped else i * G + j]
+            coef[i, j] += g * w[i, j] * (s[i, j] - 1.0) * scale
+    return loss
 
 
 @jit
 def _knn_kl(D, n, P, valid, alpha, coef):
-    # KL(P || Q) of the kNN graph against a t-kernel (init.knn_kl) and alpha · dL/dD into coef
+    # KL(P || Q) of the kNN graph against a t-kernel (losses.knn_kl) and alpha · dL/dD into coef
     total, attraction = 0.0, 0.0
     for i in range(n):
         for j in range(n):
@@ -208,7 +198,7 @@ def gradient_layout(
     P, valid, steps, lr, overlap_weight, label_overlap_weight, knn_weight, temperature,
     radius_every, out, trace,
 ):  # fmt: skip
-    """:func:`~.optimize.gradient_layout`'s Adam over translations ``T`` and per-point moves
+    """:func:`~.relaxation.gradient_layout`'s Adam over translations ``T`` and per-point moves
     ``delta``, preamble by preamble, into ``out (B, n, 2)`` and ``trace (steps, B)``."""
     B, n = Y0.shape[0], Y0.shape[1]
     A, A2 = n_anchors, anchor_rows.shape[1]
@@ -218,7 +208,9 @@ def gradient_layout(
         T, delta = np.zeros((A, 2)), np.zeros((n, 2))
         mT, vT, md, vd = np.zeros((A, 2)), np.zeros((A, 2)), np.zeros((n, 2)), np.zeros((n, 2))
         Z, D, coef = np.empty((N, 2)), np.empty((N, N)), np.empty((N, N))
-        s, w, off = np.empty((N, N)), np.empty((N, N)), np.empty((G, G))
+        s, w = np.empty((N, N)), np.empty((N, N))
+        edges, g_edge, pair_a = np.empty(G * G), np.empty(G * G), np.empty(G * G, np.int64)
+        no_keep = np.empty(0)
         sums, g_Z, g_A = np.empty((A, 2)), np.empty((N, 2)), np.empty((A, 2))
         g_Y, g_T = np.empty((n, 2)), np.empty((A, 2))
         radius_sub, radius_label = np.empty(N), np.empty(n)
@@ -241,14 +233,15 @@ def gradient_layout(
                 _radii(D, N, sub_invalid[b], sub_k[b], sub_multiplicity[b], radius_sub)
                 _radii(D, n, label_invalid[b], label_k[b], sub_multiplicity[b, :0], radius_label)
             coef[:] = 0.0
-            loss = overlap_weight * _soft_overlap(
+            loss = _soft_overlap(
                 D, N, radius_sub, sub_pair_weight[b], sub_flat[b], n_anchors, sub_pairs[b],
-                sub_target[b], sub_count[b], temperature, overlap_weight, coef, s, w, off,
+                sub_target[b], sub_count[b], temperature, overlap_weight, coef, s, w,
+                edges, pair_a, g_edge, no_keep,
             )  # fmt: skip
-            loss += label_overlap_weight * _soft_overlap(
+            loss += _soft_overlap(
                 D, n, radius_label, label_pair_weight[b], label_flat[b], n_clusters,
                 label_pairs[b], label_target[b], label_count[b], temperature,
-                label_overlap_weight, coef, s, w, off,
+                label_overlap_weight, coef, s, w, edges, pair_a, g_edge, no_keep,
             )  # fmt: skip
             if knn_weight > 0:
                 loss += knn_weight * _knn_kl(D, n, P[b], valid[b], knn_weight, coef)

@@ -1,9 +1,10 @@
-"""Two independent parts of an optimisation step at once on a multi-core CPU.
+"""CPU threads of a fit: torch on one thread (:func:`one_thread`), and two independent parts of
+an optimisation step at once (:class:`Lanes`).
 
-The large-n loops are a few hundred small torch ops per step over 10⁴–10⁵ pairs. Splitting
-each op over OpenMP threads barely pays (n = 3000: 1.17× from a second core, every op waits
-on a barrier); running two *independent* parts of a step (e.g. the sub-cluster overlap term
-and the point terms) on two Python threads, each op on one core, does. Torch releases the GIL
+The sparse relaxation's loops are a few hundred small torch ops per step over 10⁴–10⁵ pairs.
+Splitting each op over OpenMP threads barely pays (n = 3000: 1.17× from a second core, every op
+waits on a barrier); running two *independent* parts of a step (e.g. the sub-cluster overlap
+term and the point terms) on two Python threads, each op on one core, does. Torch releases the GIL
 inside its ops, so the threads overlap.
 """
 

@@ -1,7 +1,8 @@
-"""The numba loops of :class:`~.backends.NumbaBackend` (a module of their own: importing numba
-costs about 0.5 s, paid only when the backend is first used). Arrays are numpy views of the
-torch tensors the backend passes; :class:`~.backends.TorchBackend` computes the same formulas
-with torch ops, and the tests hold both to autograd.
+"""The numba loops of the sparse relaxation's pair terms, over candidate pair lists (the numba
+backend's, :class:`~.numba_backend.NumbaBackend`; a module of their own: importing numba costs
+about 0.5 s, paid only when the backend is first used). Arrays are numpy views of the torch
+tensors the backend passes; :mod:`.pair_losses` computes the same formulas with torch ops, and
+the tests hold both to autograd.
 
 Compiled on first use and cached on disk (``cache=True``; the service points
 ``NUMBA_CACHE_DIR`` at its state dir); the workers' warm-up fit makes them ready before any
@@ -36,7 +37,7 @@ def overlap_rest(
     # multiplicities) when given
     R, M = cand.shape
     P = target.shape[0]
-    has_weight, has_keep = weight.shape[0] > 0, keep.shape[0] > 0
+    has_weight = weight.shape[0] > 0
     # soft edges summed per group pair. A row's pairs come sorted by key, so equal keys are
     # summed in a register: one add into `edges` per run, not a chain of dependent adds into
     # the same slot (3× faster)
@@ -49,31 +50,8 @@ def overlap_rest(
                 key, run = inverse[t], 0.0
             run += s[t] * weight[t] if has_weight else s[t]
         edges[key] += run
-    # row-normalised; rows at 0 get no gradient
-    rows = np.zeros(n_groups, np.float64)
-    for p in range(P):
-        if has_keep:
-            edges[p] *= keep[p]
-        rows[pair_a[p]] += edges[p]
-    inv_rows = np.zeros(n_groups, np.float64)
-    for g in range(n_groups):
-        if rows[g] > 1e-12:
-            inv_rows[g] = 1.0 / rows[g]
-    # loss Σ |R - target| / count; its gradient through the row normalisation
-    per_pair = factor / max(count, 1.0)
-    loss = 0.0
-    g_R = np.empty(P, np.float64)
-    row_dot = np.zeros(n_groups, np.float64)
-    for p in range(P):
-        R_p = edges[p] * inv_rows[pair_a[p]] * cross[p]
-        delta = R_p - target[p]
-        loss += abs(delta)
-        g_R[p] = per_pair * np.sign(delta)
-        row_dot[pair_a[p]] += g_R[p] * R_p
     g_edge = np.empty(P, np.float32)
-    for p in range(P):
-        g = (g_R[p] - row_dot[pair_a[p]]) * inv_rows[pair_a[p]]
-        g_edge[p] = g * keep[p] if has_keep else g
+    loss = normalised_overlap(edges, keep, pair_a, cross, target, n_groups, count, factor, g_edge)
     # dL/dD_ij = g_edge · w (s - 1) / (T r), pulled along z_i - z_j (float32, as the layout)
     one = np.float32(1.0)
     for i in range(R):
@@ -92,6 +70,42 @@ def overlap_rest(
             gy += py
         grad[0, i] -= gx
         grad[1, i] -= gy
+    return loss
+
+
+@jit
+def normalised_overlap(edges, keep, pair_a, cross, target, n_groups, count, factor, g_edge):
+    # The soft-overlap term from its soft edges summed per group pair, the one definition both
+    # numba loops use (over candidate lists above, over every pair in layout_loops): key p is
+    # the pair (pair_a[p], b); R_p = keep_p edges_p / (row sum of keep · edges) · cross_p
+    # (a row at 0 stays 0 and gets no gradient); the loss is factor · Σ |R - target| / count,
+    # and g_edge_p (written) its derivative in edges_p. keep (or an empty array: keep all) is
+    # applied to edges in place.
+    P = edges.shape[0]
+    has_keep = keep.shape[0] > 0
+    rows = np.zeros(n_groups, np.float64)
+    for p in range(P):
+        if has_keep:
+            edges[p] *= keep[p]
+        rows[pair_a[p]] += edges[p]
+    inv_rows = np.zeros(n_groups, np.float64)
+    for g in range(n_groups):
+        if rows[g] > 1e-12:
+            inv_rows[g] = 1.0 / rows[g]
+    # its gradient through the row normalisation
+    per_pair = factor / max(count, 1.0)
+    loss = 0.0
+    g_R = np.empty(P, np.float64)
+    row_dot = np.zeros(n_groups, np.float64)
+    for p in range(P):
+        R_p = edges[p] * inv_rows[pair_a[p]] * cross[p]
+        delta = R_p - target[p]
+        loss += abs(delta)
+        g_R[p] = per_pair * np.sign(delta)
+        row_dot[pair_a[p]] += g_R[p] * R_p
+    for p in range(P):
+        g = (g_R[p] - row_dot[pair_a[p]]) * inv_rows[pair_a[p]]
+        g_edge[p] = g * keep[p] if has_keep else g
     return loss * per_pair
 
 
