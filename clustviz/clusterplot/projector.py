@@ -27,6 +27,7 @@ from clustviz.clusterplot.shapes import ShapeBatch, select, shape_keys
 from clustviz.clusterplot.threads import one_thread
 from clustviz.device import resolve_device
 from clustviz.errors import ClustvizError, InvalidInputError, ProjectionFailedError
+from clustviz.labels import dense_labels
 from clustviz.projectors.base import BaseProjector, check_input, check_output
 
 __all__ = ["ClusterPlot", "ClusterPlotResult", "layout_hulls"]
@@ -132,9 +133,7 @@ class ClusterPlot(BaseProjector):
         device = resolve_device(self.params.device)
         # the backend is chosen once per fit and passed down
         setting = _Setting(device, resolve_backend(self.params.backend, device), compute_hulls)
-        local = [
-            (X, np.unique(labels, return_inverse=True)[1].astype(np.int64)) for X, labels in items
-        ]
+        local = [(X, dense_labels(labels)[1]) for X, labels in items]
         results: list[ClusterPlotResult | None] = [None] * len(local)
         # n + A > dense_max_rows (A ≤ n) is possible from n > dense_max_rows / 2 points
         dense_max_rows = self.params.dense_max_rows
@@ -303,10 +302,9 @@ def layout_hulls(
     A separate step so a caller can draw them later (a batch stores layouts; blobs are made
     when a layout is first viewed). Hull labels are ``0..C-1`` in sorted order of ``labels``.
     """
-    local = np.unique(labels, return_inverse=True)[1]
     return cluster_hulls(
         embedding,
-        local,
+        dense_labels(labels)[1],
         alpha=params.alpha,
         outlier_k=params.remove_outliers_k,
         tolerance=params.douglas_peucker_tolerance,
