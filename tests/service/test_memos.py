@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,9 +44,15 @@ def small_engine(tmp_path: Path, memo_entries: int) -> Iterator[Engine]:
 
 
 def resolve(engine: Engine, seed: int, projector: str = "tsne") -> ResolvedRequest:
-    return asyncio.run(
-        engine.resolve(dataset_id=DEMO_ID, projector=projector, preamble=SEED_PREAMBLE, seed=seed)
-    )
+    # On a thread of its own: the browser tests' session-long Playwright keeps an event loop
+    # running on the main thread, where asyncio.run refuses to start another.
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(
+            asyncio.run,
+            engine.resolve(
+                dataset_id=DEMO_ID, projector=projector, preamble=SEED_PREAMBLE, seed=seed
+            ),
+        ).result()
 
 
 def test_resolved_requests_keep_the_most_recently_used(tmp_path: Path) -> None:
