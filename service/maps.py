@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 from cachetools import LRUCache
 
-from clustviz.data import Dataset, DataCatalog
+from clustviz.data import DataCatalog, Dataset
 from clustviz.errors import ClustvizError, NotFoundError
 from clustviz.maps import MapRequest, map_library_versions, plan_map
 from clustviz.maps.tasks import read_progress

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from clustviz.projectors import ProjectorName, available_projectors
 from clustviz.maps import DEFAULT_METHOD, DEFAULT_SAMPLE_SIZE
 from clustviz.maps import DEFAULT_SEED as DEFAULT_MAP_SEED
+from clustviz.projectors import ProjectorName, available_projectors
 
 DEMO_DATASET = "smollm2-135m-instruct-layer7-c50-fc37d2fe"
 DEMO_PREAMBLE = "Students were outraged over the administration's new"

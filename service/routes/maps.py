@@ -109,9 +109,14 @@ async def map_events(
     status = await maps.status(map_id)  # 404 as JSON, before the stream starts
     text = (last_event_id or "").strip()
     after = int(text) if text.isdigit() else None
-    if after is not None and after >= end_event_id(status) and status["state"] not in (
-        "queued",
-        "running",
+    if (
+        after is not None
+        and after >= end_event_id(status)
+        and status["state"]
+        not in (
+            "queued",
+            "running",
+        )
     ):
         return Response(status_code=204)
     return StreamingResponse(
