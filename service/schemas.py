@@ -268,7 +268,14 @@ class MapCreate(BaseModel):
         json_schema_extra={
             "examples": [
                 {"dataset": DEMO_DATASET, "method": "opentsne"},
-                {"dataset": DEMO_DATASET, "method": "umap", "supervised": True, "seed": 3},
+                {
+                    "dataset": DEMO_DATASET,
+                    "method": "opentsne",
+                    "fit_on": "sample",
+                    "sample_size": 200,
+                    "params": {"n_iter": 200},
+                    "seed": 3,
+                },
             ]
         },
     )
