@@ -31,7 +31,7 @@ from cachetools import LRUCache
 from clustviz.data import DataCatalog, Dataset
 from clustviz.errors import ClustvizError, NotFoundError
 from clustviz.maps import MapRequest, map_library_versions, plan_map
-from clustviz.maps.tasks import read_progress
+from clustviz.maps.tasks import cancel_path, read_progress
 from clustviz.pools import TaskPool
 from service.engine import Engine
 from service.map_store import ACTIVE, MapStore, StoredMap
@@ -146,6 +146,7 @@ class MapManager:
             self.progress_dir.mkdir(parents=True, exist_ok=True)
             progress_path = self.progress_dir / f"{map_id}.json"
             progress_path.unlink(missing_ok=True)  # a killed run's last report
+            cancel_path(progress_path).unlink(missing_ok=True)  # a deleted twin's request
             await self.map_store.start(map_id, now=time.time())
             await self._notify(live)
             future = self.pool.submit(
@@ -204,15 +205,21 @@ class MapManager:
         return await self.map_store.list()
 
     async def delete(self, map_id: str) -> dict[str, Any]:
-        """Remove the map and its coordinates. A running fit is let finish in its worker
-        (the pool cannot stop one task), and what it returns is not stored."""
+        """Remove the map and its coordinates. A running fit is asked to stop (at its next
+        progress report); whatever it returns is not stored."""
         status = await self.map_store.status(map_id)
         await self.map_store.delete(map_id)
+        if status["state"] == "running":
+            await asyncio.to_thread(self._request_cancel, map_id)
         self._coords.pop(map_id, None)
         live = self._live.pop(map_id, None)
         if live is not None:
             await self._notify(live)
         return {**status, "state": "deleted"}
+
+    def _request_cancel(self, map_id: str) -> None:
+        self.progress_dir.mkdir(parents=True, exist_ok=True)
+        cancel_path(self.progress_dir / f"{map_id}.json").touch()
 
     async def points(
         self, map_id: str, preamble: str | None, preamble_id: str | None

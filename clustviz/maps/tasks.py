@@ -4,7 +4,9 @@ The worker loads the dataset itself from its files (a clamp-scale dataset's embe
 hundreds of megabytes: they never cross a pipe), fits the map, and returns its coordinates and
 summary. Progress crosses the process boundary as a small JSON file that the worker replaces
 atomically (write a temporary file, ``os.replace``), at most every ``PROGRESS_EVERY_S``
-seconds and on every change of stage; the server reads the latest one.
+seconds and on every change of stage; the server reads the latest one. The server stops a fit
+by creating the file's ``.cancel`` sibling: the next progress report raises
+:class:`MapCancelledError` (the worker is free again; umap-learn reports at stage ends only).
 """
 
 from __future__ import annotations
@@ -17,12 +19,30 @@ from typing import Any
 
 from clustviz.data.discovery import DatasetSource
 from clustviz.data.loading import load_dataset
-from clustviz.errors import InvalidInputError
+from clustviz.errors import ClustvizError, InvalidInputError
 from clustviz.maps.fitting import MapProgress, MapRequest, fit_dataset_map
 
-__all__ = ["PROGRESS_EVERY_S", "ProgressFile", "fit_source_map", "read_progress"]
+__all__ = [
+    "PROGRESS_EVERY_S",
+    "MapCancelledError",
+    "ProgressFile",
+    "cancel_path",
+    "fit_source_map",
+    "read_progress",
+]
 
 PROGRESS_EVERY_S = 0.2
+
+
+class MapCancelledError(ClustvizError):
+    """The server asked the worker to stop this map's fit (the map was deleted)."""
+
+    default_code = "map_cancelled"
+
+
+def cancel_path(progress_path: Path) -> Path:
+    """The file whose existence asks the fit reporting to ``progress_path`` to stop."""
+    return progress_path.with_name(progress_path.name + ".cancel")
 
 
 class ProgressFile:
@@ -30,10 +50,14 @@ class ProgressFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.cancel = cancel_path(path)
         self._written_at = 0.0
         self._stage: str | None = None
 
     def __call__(self, progress: MapProgress) -> None:
+        if self.cancel.exists():
+            self.cancel.unlink(missing_ok=True)  # seen: the server knows the worker stopped
+            raise MapCancelledError(f"the fit was stopped at stage {progress.stage!r}")
         now = time.monotonic()
         new_stage = progress.stage != self._stage
         if not new_stage and now - self._written_at < PROGRESS_EVERY_S:

@@ -214,8 +214,15 @@ def test_unknown_maps_are_404_and_unfinished_ones_409(server: Server) -> None:
     early = httpx.get(f"{server.url}/maps/{slow}/points")
     assert early.status_code == 409 and early.json()["code"] == "map_not_ready"
     assert "etag" not in early.headers
+    wait_running(server, slow)
     deleted = httpx.delete(f"{server.url}/maps/{slow}")
     assert deleted.status_code == 200 and deleted.json()["state"] == "deleted"
+    # the worker was asked to stop the fit, and did: it removed the request when it saw it
+    cancel = server.state_dir / "map-progress" / f"{slow}.json.cancel"
+    deadline = time.monotonic() + 30
+    while cancel.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not cancel.exists()
     assert httpx.get(f"{server.url}/maps/{slow}").json()["code"] == "map_not_found"
     assert httpx.delete(f"{server.url}/maps/{slow}").json()["code"] == "map_not_found"
 
@@ -231,20 +238,26 @@ def test_delete_removes_a_done_map_and_its_coordinates(server: Server) -> None:
     assert again.status_code == 202 and again.json()["id"] == map_id
 
 
-def test_a_map_killed_mid_fit_is_never_served_half_and_finishes_after_restart(
-    server: Server,
-) -> None:
-    map_id = post(server, params=SLOW, seed=41).json()["id"]
+def wait_running(server: Server, map_id: str) -> dict[str, Any]:
+    """The map's status once its fit is under way (progress past 5 %); every progress seen."""
     deadline = time.monotonic() + 120
     seen: set[float] = set()
     while time.monotonic() < deadline:
         status = httpx.get(f"{server.url}/maps/{map_id}", timeout=10).json()
         seen.add(status["progress"])
-        if status["stage"] == "fit" and status["progress"] > 0.1:
+        if status["stage"] == "fit" and status["progress"] > 0.05:
             break
         time.sleep(0.05)
     assert status["state"] == "running" and status["progress"] < 1, status
-    assert len(seen) >= 2  # the worker's progress reached the server while it ran
+    return {**status, "seen": seen}
+
+
+def test_a_map_killed_mid_fit_is_never_served_half_and_finishes_after_restart(
+    server: Server,
+) -> None:
+    map_id = post(server, params=SLOW, seed=41).json()["id"]
+    status = wait_running(server, map_id)
+    assert len(status["seen"]) >= 2  # the worker's progress reached the server while it ran
     server.kill()
     with sqlite3.connect(server.state_dir / "clustviz.sqlite3") as db:
         state, coords, summary = db.execute(
