@@ -42,6 +42,9 @@ __all__ = ["POINTS_SCHEMA", "MapManager", "MapNotReadyError", "end_event_id"]
 logger = logging.getLogger("clustviz.maps")
 #: How often the server looks at a running map's progress file.
 POLL_S = 0.25
+#: Maps fitted at once: each holds a pool worker for minutes at clamp scale, so the others wait
+#: (queued) and the pool keeps its other workers for projections.
+MAP_CONCURRENCY = 1
 COORDS_ENTRIES = 4  # finished maps' coordinates kept decoded in memory (preamble GETs)
 POINTS_SCHEMA = pa.schema(
     [
@@ -92,6 +95,7 @@ class MapManager:
         self.timeout = timeout
         self.keepalive = keepalive
         self._live: dict[str, _Live] = {}
+        self._slots = asyncio.Semaphore(MAP_CONCURRENCY)
         self._coords: LRUCache[str, StoredMap] = LRUCache(maxsize=COORDS_ENTRIES)
 
     # ---- creation ---------------------------------------------------------------------------
@@ -99,19 +103,8 @@ class MapManager:
     async def create(self, dataset_id: str, request: MapRequest) -> tuple[str, bool]:
         """Validate (404/422), then queue the map unless it exists; ``(id, queued now)``."""
         dataset = await self.engine.dataset(dataset_id)
-        n_clusters = await asyncio.to_thread(dataset.n_clusters_total)
-        plan = plan_map(request, n_rows=dataset.n_rows, n_clusters=n_clusters)
-        described = plan.describe()
-        versions = map_library_versions(plan.spec.name)
-        map_id = map_key(dataset.fingerprint, described, versions)
-        spec = {
-            "dataset": dataset_id,
-            "fingerprint": dataset.fingerprint,
-            "request": request.model_dump(mode="json"),
-            "plan": described,
-            "plan_notes": list(plan.notes),
-            "versions": versions,
-        }
+        # counting clusters and reading library versions: off the event loop
+        map_id, spec = await asyncio.to_thread(_map_spec, dataset, request)
         created = await self.map_store.create(map_id, spec, created=time.time())
         if created:
             self._start(map_id)
@@ -122,7 +115,7 @@ class MapManager:
     def _start(self, map_id: str) -> None:
         live = self._live.setdefault(map_id, _Live())
         if live.task is None or live.task.done():
-            live.task = asyncio.create_task(self._run(map_id), name=f"map-{map_id}")
+            live.task = asyncio.create_task(self._run(map_id, live), name=f"map-{map_id}")
 
     async def resume_all(self) -> list[str]:
         """Start again every map that was queued or running when the server stopped."""
@@ -132,8 +125,11 @@ class MapManager:
             self._start(map_id)
         return map_ids
 
-    async def _run(self, map_id: str) -> None:
-        live = self._live[map_id]
+    async def _run(self, map_id: str, live: _Live) -> None:
+        async with self._slots:  # queued until then
+            await self._fit(map_id, live)
+
+    async def _fit(self, map_id: str, live: _Live) -> None:
         try:
             status = await self.map_store.status(map_id)
             spec = status["spec"]
@@ -293,6 +289,22 @@ class MapManager:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _map_spec(dataset: Dataset, request: MapRequest) -> tuple[str, dict[str, Any]]:
+    """The map's id and stored spec: the request resolved for the dataset (422 if it cannot)."""
+    plan = plan_map(request, n_rows=dataset.n_rows, n_clusters=dataset.n_clusters_total())
+    described = plan.describe()
+    versions = map_library_versions(plan.spec.name)
+    spec = {
+        "dataset": dataset.id,
+        "fingerprint": dataset.fingerprint,
+        "request": request.model_dump(mode="json"),
+        "plan": described,
+        "plan_notes": list(plan.notes),
+        "versions": versions,
+    }
+    return map_key(dataset.fingerprint, described, versions), spec
 
 
 def map_key(fingerprint: str, plan: dict[str, Any], versions: dict[str, str]) -> str:

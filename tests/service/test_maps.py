@@ -258,6 +258,9 @@ def test_a_map_killed_mid_fit_is_never_served_half_and_finishes_after_restart(
     map_id = post(server, params=SLOW, seed=41).json()["id"]
     status = wait_running(server, map_id)
     assert len(status["seen"]) >= 2  # the worker's progress reached the server while it ran
+    waiting = post(server, params=FAST, seed=42).json()["id"]
+    time.sleep(0.5)
+    assert httpx.get(f"{server.url}/maps/{waiting}").json()["state"] == "queued"  # one at a time
     server.kill()
     with sqlite3.connect(server.state_dir / "clustviz.sqlite3") as db:
         state, coords, summary = db.execute(
@@ -269,6 +272,7 @@ def test_a_map_killed_mid_fit_is_never_served_half_and_finishes_after_restart(
     assert restarted.status_code == 409 and restarted.json()["code"] == "map_not_ready"
     status = wait_done(server, map_id)
     assert status["state"] == "done", status
+    assert wait_done(server, waiting)["state"] == "done"  # the queued one resumed too
     points = httpx.get(f"{server.url}/maps/{map_id}/points").json()
     assert points["n"] == 400
     with sqlite3.connect(server.state_dir / "clustviz.sqlite3") as db:
