@@ -3,9 +3,10 @@
 against the clustering TSV, ETag/304, events, every error code, DELETE, and durability across a
 real SIGKILL (a killed fit leaves no coordinates; the restarted server finishes the map).
 
-The method is openTSNE with few iterations: it needs no warm-up in the worker beyond numba's
-on-disk cache (umap-learn would compile for tens of seconds in each fresh worker), and a fit of
-the fixture takes a fraction of a second once that cache is warm.
+The method is openTSNE with few iterations: once numba's on-disk cache (the tests share
+``.cache/numba``) holds its nearest-neighbour functions, a fit of the fixture takes a fraction of
+a second in a fresh worker, where a umap-learn map of it took seconds even with that cache; the
+first run on a machine with an empty cache compiles once, for tens of seconds.
 """
 
 from __future__ import annotations
