@@ -36,9 +36,10 @@ from service.bodies import ProjectionBodies
 from service.engine import Engine
 from service.errors import error_response, install_error_handlers
 from service.jobs import JobManager
+from service.maps import MapManager
 from service.microcache import ResponseCache, ResponseCacheMiddleware
 from service.results import ResultStore
-from service.routes import batches, datasets, health, projections
+from service.routes import batches, datasets, health, maps, projections
 from service.routes.health import library_versions_report
 from service.schemas import ErrorResponse
 from service.settings import Settings
@@ -164,6 +165,16 @@ def create_app(
         )
         app.state.jobs = jobs
         await jobs.resume_all()
+        map_manager = MapManager(
+            engine,
+            store,
+            own_pool,
+            state_dir=settings.state_dir,
+            timeout=settings.map_timeout,
+            keepalive=settings.sse_keepalive_s,
+        )
+        app.state.maps = map_manager
+        await map_manager.resume_all()
         app.state.lane_pool = own_lane_pool
         app.state.versions = library_versions_report()
         # Validate datasets in the background so GET /datasets soon shows real statuses.
@@ -177,6 +188,7 @@ def create_app(
             yield
         finally:
             await jobs.shutdown()
+            await map_manager.shutdown()
             if lane is not None:
                 lane.close()
             for own in reversed(owned):
@@ -222,6 +234,7 @@ def create_app(
     app.include_router(datasets.router)
     app.include_router(projections.router)
     app.include_router(batches.router)
+    app.include_router(maps.router)
 
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

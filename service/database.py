@@ -1,9 +1,9 @@
 """The service's one SQLite database (WAL) in the state dir: its schema, and the one place
 connections are opened.
 
-Results (:mod:`service.results`) and batch jobs (:mod:`service.job_store`) share the file, so
-a job's item is marked done only after its result is stored, and the results a job lists are
-pinned against eviction by a query across both.
+Results (:mod:`service.results`), batch jobs (:mod:`service.job_store`) and global maps
+(:mod:`service.map_store`) share the file, so a job's item is marked done only after its result
+is stored, and the results a job lists are pinned against eviction by a query across both.
 """
 
 from __future__ import annotations
@@ -51,6 +51,22 @@ CREATE TABLE IF NOT EXISTS job_items (
     code TEXT,
     seconds REAL,
     PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS maps (
+    id TEXT PRIMARY KEY,           -- content-addressed: dataset fingerprint + plan + versions
+    spec TEXT NOT NULL,            -- JSON: dataset, its fingerprint, the request, the plan
+    state TEXT NOT NULL,           -- queued | running | done | failed
+    progress REAL NOT NULL,        -- 0..1, the whole map
+    stage TEXT,                    -- prepare | fit | place | quality | done
+    updates INTEGER NOT NULL,      -- changes of state or progress: the events' ids
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    error TEXT,
+    code TEXT,
+    summary TEXT,                  -- JSON (GlobalMap.summary()) once done
+    n INTEGER,                     -- rows, once done
+    coords BLOB                    -- float32 little-endian (n, 2), set with state 'done' only
 );
 CREATE INDEX IF NOT EXISTS job_items_key ON job_items(key);
 CREATE INDEX IF NOT EXISTS projections_lru ON projections(last_used);

@@ -17,11 +17,13 @@ from clustviz.errors import (
     UnavailableError,
 )
 from service.deps import UnauthorizedError
+from service.maps import MapNotReadyError
 
 logger = logging.getLogger("clustviz.service")
 
 STATUS = [
     (NotFoundError, 404),
+    (MapNotReadyError, 409),
     (InvalidInputError, 422),
     (UnavailableError, 503),
     (UnauthorizedError, 401),

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from clustviz.maps import DEFAULT_METHOD, DEFAULT_SAMPLE_SIZE
+from clustviz.maps import DEFAULT_SEED as DEFAULT_MAP_SEED
 from clustviz.projectors import ProjectorName, available_projectors
 
 DEMO_DATASET = "smollm2-135m-instruct-layer7-c50-fc37d2fe"
@@ -255,4 +257,57 @@ class BatchStatus(BaseModel):
     finished: float | None
     elapsed_s: float | None
     errors: list[BatchItemError]
+    links: dict[str, str] = Field(default_factory=dict)
+
+
+class MapCreate(BaseModel):
+    """A global map of every guess of a dataset (see clustviz.maps)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"dataset": DEMO_DATASET, "method": "opentsne"},
+                {
+                    "dataset": DEMO_DATASET,
+                    "method": "opentsne",
+                    "fit_on": "sample",
+                    "sample_size": 200,
+                    "params": {"n_iter": 200},
+                    "seed": 3,
+                },
+            ]
+        },
+    )
+
+    dataset: str = Field(min_length=1, max_length=200)
+    method: str = Field(
+        DEFAULT_METHOD, max_length=100, description="a map method (umap, opentsne, pacmap, ...)"
+    )
+    fit_on: str = Field(
+        "auto", max_length=100, description="points | cluster_means | sample | auto"
+    )
+    supervised: bool = Field(False, strict=True)
+    sample_size: int = Field(
+        DEFAULT_SAMPLE_SIZE, ge=1, description="rows fitted by fit_on='sample' (clamped to n)"
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="the method's parameters")
+    seed: int = Field(DEFAULT_MAP_SEED, ge=0, le=2**32 - 1, strict=True)
+
+
+class MapStatus(BaseModel):
+    """A map's state, progress, parameters used, timings and quality (``summary``, once done)."""
+
+    id: str
+    state: Literal["queued", "running", "done", "failed", "deleted"]
+    stage: str | None
+    progress: float
+    updates: int
+    spec: dict[str, Any]
+    created: float
+    started: float | None
+    finished: float | None
+    elapsed_s: float | None
+    error: dict[str, Any] | None
+    summary: dict[str, Any] | None
     links: dict[str, str] = Field(default_factory=dict)

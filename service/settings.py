@@ -52,6 +52,9 @@ class Settings(BaseSettings):
         description="projectors the CPU workers warm up (default: the registry's pool ones)",
     )
     projection_timeout: float = Field(120.0, gt=0, description="Seconds before a run is stopped.")
+    map_timeout: float = Field(
+        1800.0, gt=0, description="Seconds before a global map's fit is stopped."
+    )
     max_loaded_datasets: int = Field(4, ge=1)
     cache_max_bytes: int = Field(512 * 1024 * 1024, ge=1024 * 1024)
     memory_cache_bytes: int = Field(64 * 2**20, ge=0)  # the store's in-memory front

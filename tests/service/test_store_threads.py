@@ -1,6 +1,7 @@
 """No SQL runs on the event loop: every statement the stores run, traced through the one place
 they open connections (``service.database.connect``), while a real app runs a batch job, follows
-its events, exports it, serves projections and a plot, cancels and deletes, starts and stops."""
+its events, exports it, serves projections and a plot, cancels and deletes, makes a global map
+and serves its points, starts and stops."""
 
 from __future__ import annotations
 
@@ -85,8 +86,20 @@ def test_no_sqlite_statement_runs_on_the_event_loop(
         cancelled = client.post("/batches", json=slow).json()["id"]
         assert client.delete(f"/batches/{cancelled}").json()["state"] == "cancelled"
         assert client.delete(f"/batches/{job_id}").json()["state"] == "deleted"
-    # traced: the jobs' statements, the results' and the images'
-    for table in ("job_items", "projections", "images"):
+        # a global map: created, followed (progress copied to the store), listed, served, deleted
+        params = {"early_exaggeration_iter": 50, "n_iter": 300}
+        body = {"dataset": DEMO_ID, "method": "opentsne", "fit_on": "points", "params": params}
+        map_id = client.post("/maps", json=body).json()["id"]
+        with client.stream("GET", f"/maps/{map_id}/events") as response:
+            events = [line for line in response.iter_lines() if line.startswith("event:")]
+        assert events[-1] == "event: end"
+        assert client.post("/maps", json=body).status_code == 200  # the same map, done
+        assert [item["id"] for item in client.get("/maps").json()] == [map_id]
+        points = client.get(f"/maps/{map_id}/points", params={"preamble": SEED_PREAMBLE})
+        assert points.status_code == 200 and points.json()["n"] == 40
+        assert client.delete(f"/maps/{map_id}").json()["state"] == "deleted"
+    # traced: the jobs' statements, the results', the images' and the maps'
+    for table in ("job_items", "projections", "images", "maps"):
         assert any(table in sql for _, sql in trace), table
     on_loop = [sql for thread, sql in trace if thread == loop_thread]
     assert not on_loop, json.dumps(on_loop, indent=1)

@@ -1,0 +1,170 @@
+"""Global maps: create (content-addressed), follow, list, delete, and fetch points."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+from typing import Annotated, Any, Literal
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from clustviz.maps import MapRequest
+from service.deps import ApiKeyDep
+from service.maps import MapManager, end_event_id, points_table
+from service.schemas import ErrorResponse, MapCreate, MapStatus
+
+router = APIRouter(tags=["maps"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse},
+    404: {"model": ErrorResponse},
+    409: {"model": ErrorResponse, "description": "the map is not done (or its data changed)"},
+    422: {"model": ErrorResponse},
+}
+PointsFormat = Literal["json", "parquet", "arrow"]
+MEDIA_TYPES: dict[str, str] = {
+    "json": "application/json",
+    "parquet": "application/vnd.apache.parquet",
+    "arrow": "application/vnd.apache.arrow.stream",
+}
+# A map's id names its content (dataset fingerprint, plan, library versions): its points never
+# change, but a deleted map's id may be made again, so clients revalidate with the ETag.
+CACHE_CONTROL = "public, max-age=60"
+
+
+def get_maps(request: Request) -> MapManager:
+    return request.app.state.maps
+
+
+MapsDep = Annotated[MapManager, Depends(get_maps)]
+
+
+def _with_links(status: dict[str, Any]) -> MapStatus:
+    base = f"/maps/{status['id']}"
+    links = {"self": base, "events": f"{base}/events", "points": f"{base}/points?format=parquet"}
+    return MapStatus(**status, links=links)
+
+
+@router.post(
+    "/maps",
+    status_code=202,
+    response_model=MapStatus,
+    responses={**ERRORS, 200: {"model": MapStatus, "description": "the map is already done"}},
+    dependencies=[ApiKeyDep],
+)
+async def create_map(body: MapCreate, maps: MapsDep, response: Response) -> MapStatus:
+    """Validate, then queue the map (``202`` with links), unless the same map (same data, plan
+    and libraries) exists: then its status, ``200`` when it is done."""
+    request = MapRequest(**body.model_dump(exclude={"dataset"}))
+    map_id, _ = await maps.create(body.dataset, request)
+    status = await maps.status(map_id)
+    response.headers["Location"] = f"/maps/{map_id}"
+    if status["state"] == "done":
+        response.status_code = 200
+    return _with_links(status)
+
+
+@router.get("/maps", response_model=list[MapStatus])
+async def list_maps(maps: MapsDep) -> list[MapStatus]:
+    """Every map, newest first."""
+    return [_with_links(status) for status in await maps.list()]
+
+
+@router.get("/maps/{map_id}", response_model=MapStatus, responses=ERRORS)
+async def get_map(map_id: str, maps: MapsDep) -> MapStatus:
+    """State, stage, progress, the request and plan (``spec``), and once done the summary:
+    parameters used, notes, timings, quality."""
+    return _with_links(await maps.status(map_id))
+
+
+@router.delete(
+    "/maps/{map_id}", response_model=MapStatus, responses=ERRORS, dependencies=[ApiKeyDep]
+)
+async def delete_map(map_id: str, maps: MapsDep) -> MapStatus:
+    """Remove the map and its coordinates."""
+    return _with_links(await maps.delete(map_id))
+
+
+@router.get(
+    "/maps/{map_id}/events",
+    responses={
+        **ERRORS,
+        200: {"content": {"text/event-stream": {}}},
+        204: {"description": "the client already had the end event (its Last-Event-ID)"},
+    },
+    response_class=StreamingResponse,
+)
+async def map_events(
+    map_id: str,
+    maps: MapsDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Progress as Server-Sent Events (``progress`` on each stored change, ``end`` when done
+    or failed), each with an ``id:``; ``Last-Event-ID`` resumes after it."""
+    status = await maps.status(map_id)  # 404 as JSON, before the stream starts
+    text = (last_event_id or "").strip()
+    after = int(text) if text.isdigit() else None
+    if (
+        after is not None
+        and after >= end_event_id(status)
+        and status["state"]
+        not in (
+            "queued",
+            "running",
+        )
+    ):
+        return Response(status_code=204)
+    return StreamingResponse(
+        maps.events(map_id, after=after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/maps/{map_id}/points",
+    responses={
+        **ERRORS,
+        200: {"content": {media: {} for media in MEDIA_TYPES.values()}},
+        304: {"description": "If-None-Match named this answer's ETag"},
+    },
+    response_class=Response,
+)
+async def map_points(
+    map_id: str,
+    maps: MapsDep,
+    request: Request,
+    preamble: Annotated[str | None, Query(max_length=10_000)] = None,
+    preamble_id: Annotated[str | None, Query(max_length=100)] = None,
+    format: Annotated[PointsFormat, Query()] = "json",
+) -> Response:
+    """One row per guess of the map: ``preamble, guess, token_id, cluster_id, x, y``, every row
+    of the dataset, or one preamble's (by text or id). A done map's answers carry an ``ETag``
+    (``304`` for ``If-None-Match``); ``409 map_not_ready`` before it is done."""
+    stored, dataset, rows = await maps.points(map_id, preamble, preamble_id)
+    selection = "all" if rows is None else f"rows:{dataset.resolve_preamble(preamble, preamble_id)}"
+    digest = hashlib.sha256(f"{map_id}\0{selection}\0{format}".encode()).hexdigest()[:32]
+    headers = {"ETag": f'"{digest}"', "Cache-Control": CACHE_CONTROL}
+    header = request.headers.get("if-none-match", "")
+    if headers["ETag"] in {tag.strip() for tag in header.split(",")} or header.strip() == "*":
+        return Response(status_code=304, headers=headers)
+    # the table and its encoding off the event loop (a whole map: 10⁵ rows)
+    body = await asyncio.to_thread(lambda: _encode(points_table(stored, dataset, rows), format))
+    return Response(body, media_type=MEDIA_TYPES[format], headers=headers)
+
+
+def _encode(table: pa.Table, fmt: PointsFormat) -> bytes:
+    if fmt == "json":
+        return json.dumps({"n": table.num_rows, "points": table.to_pylist()}).encode()
+    sink = io.BytesIO()
+    if fmt == "parquet":
+        pq.write_table(table, sink, compression="zstd")
+    else:
+        with ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    return sink.getvalue()

@@ -1,0 +1,323 @@
+"""Global maps through a real server on loopback (``python -m service``) on the demo fixture
+(400 rows): create → done, content-addressed ids, status, list, points in three formats checked
+against the clustering TSV, ETag/304, events, every error code, DELETE, and durability across a
+real SIGKILL (a killed fit leaves no coordinates; the restarted server finishes the map).
+
+The method is openTSNE with few iterations: once numba's on-disk cache (the tests share
+``.cache/numba``) holds its nearest-neighbour functions, a fit of the fixture takes a fraction of
+a second in a fresh worker, where a umap-learn map of it took seconds even with that cache; the
+first run on a machine with an empty cache compiles once, for tens of seconds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pytest
+from fastapi.testclient import TestClient
+from support import DEMO10, DEMO_ID, SEED_PREAMBLE, Server, app_client
+
+from clustviz.data.dataset import preamble_id
+from clustviz.workers import WorkerPool
+
+FAST = {"early_exaggeration_iter": 50, "n_iter": 100}
+#: A fit that runs for seconds: long enough to be seen running, and killed.
+SLOW = {"early_exaggeration_iter": 250, "n_iter": 4000}
+
+
+@pytest.fixture(scope="module")
+def server(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """This module's own server (its tests SIGKILL it), with no projector to warm."""
+    server = Server(data_dir, tmp_path_factory.mktemp("maps-state"), CLUSTVIZ_WARM="[]")
+    server.start()
+    yield server
+    server.kill()
+
+
+def post(server: Server, **body: Any) -> httpx.Response:
+    payload = {"dataset": DEMO_ID, "method": "opentsne", "fit_on": "points", **body}
+    return httpx.post(server.url + "/maps", json=payload, timeout=60)
+
+
+def wait_done(server: Server, map_id: str, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{server.url}/maps/{map_id}", timeout=10).json()
+        if status["state"] not in ("queued", "running"):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"map {map_id} did not finish; log:\n{server.log_tail()}")
+
+
+def tsv_rows() -> pl.DataFrame:
+    """The fixture's clustering TSV: the rows a map of the dataset must serve."""
+    (tsv,) = (DEMO10 / "clustering").glob("*.tsv")
+    return pl.read_csv(tsv, separator="\t").select("preamble", "guess", "token_id", "cluster_id")
+
+
+@pytest.fixture(scope="module")
+def done_map(server: Server) -> dict[str, Any]:
+    created = post(server, params=FAST)
+    assert created.status_code == 202, created.text
+    body = created.json()
+    assert body["state"] in ("queued", "running")
+    assert body["links"]["points"] == f"/maps/{body['id']}/points?format=parquet"
+    assert created.headers["location"] == f"/maps/{body['id']}"
+    status = wait_done(server, body["id"])
+    assert status["state"] == "done", status
+    return status
+
+
+def test_a_map_is_made_and_reports_what_it_used(done_map: dict[str, Any]) -> None:
+    summary = done_map["summary"]
+    assert (summary["method"], summary["fit_on"], summary["n_rows"]) == ("opentsne", "points", 400)
+    assert summary["params"]["n_iter"] == 100 and summary["seed"] == 1871
+    assert summary["timings"]["total"] > 0 and "fit" in summary["timings"]
+    assert 0.5 < summary["quality"]["trustworthiness"] <= 1
+    assert summary["versions"]["openTSNE"]
+    assert done_map["progress"] == 1.0 and done_map["stage"] == "done"
+    assert done_map["elapsed_s"] > 0 and done_map["error"] is None
+    assert done_map["spec"]["plan"]["params"]["n_iter"] == 100
+
+
+def test_the_same_request_names_the_same_map_and_is_not_refitted(
+    server: Server, done_map: dict[str, Any]
+) -> None:
+    again = post(server, params=FAST)
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == done_map["id"]
+    assert again.json()["finished"] == done_map["finished"]  # not fitted a second time
+    # the defaults spelt out resolve to the same plan: the same map
+    spelt = post(server, params={**FAST, "perplexity": 30.0}, seed=1871)
+    assert spelt.json()["id"] == done_map["id"]
+    other = post(server, params=FAST, seed=7)
+    assert other.status_code == 202 and other.json()["id"] != done_map["id"]
+    assert wait_done(server, other.json()["id"])["state"] == "done"
+    listed = httpx.get(server.url + "/maps", timeout=10).json()
+    ids = [item["id"] for item in listed]
+    assert done_map["id"] in ids and other.json()["id"] in ids
+    assert ids.index(other.json()["id"]) < ids.index(done_map["id"])  # newest first
+
+
+def test_points_in_three_formats_match_the_datasets_rows(
+    server: Server, done_map: dict[str, Any]
+) -> None:
+    url = f"{server.url}/maps/{done_map['id']}/points"
+    expected = tsv_rows()
+    whole = httpx.get(url, timeout=30).json()
+    frame = pl.DataFrame(whole["points"])
+    assert whole["n"] == 400 == frame.height
+    assert frame.columns == ["preamble", "guess", "token_id", "cluster_id", "x", "y"]
+    key = ["preamble", "guess", "token_id", "cluster_id"]
+    assert frame.select(key).sort(key).equals(expected.sort(key))
+    assert np.isfinite(frame["x"].to_numpy()).all() and frame["x"].std() > 0
+    parquet = pl.read_parquet(io.BytesIO(httpx.get(url, params={"format": "parquet"}).content))
+    assert parquet["x"].dtype == pl.Float32
+    assert np.allclose(parquet["x"].to_numpy(), frame["x"].to_numpy())
+    arrow = ipc.open_stream(httpx.get(url, params={"format": "arrow"}).content).read_all()
+    assert arrow.schema.field("y").type == pa.float32()
+    assert np.allclose(arrow.column("y").to_numpy(), frame["y"].to_numpy())
+    one = pl.DataFrame(httpx.get(url, params={"preamble": SEED_PREAMBLE}).json()["points"])
+    rows = expected.filter(pl.col("preamble") == SEED_PREAMBLE)
+    assert one.height == rows.height == 40
+    assert one.select(key).equals(rows)  # the TSV's order is the dataset's row order
+    assert one.equals(frame.filter(pl.col("preamble") == SEED_PREAMBLE))  # the map's own rows
+    by_id = httpx.get(url, params={"preamble_id": preamble_id(SEED_PREAMBLE)}).json()
+    assert pl.DataFrame(by_id["points"]).equals(one)
+
+
+def test_a_done_maps_points_answer_if_none_match_with_304(
+    server: Server, done_map: dict[str, Any]
+) -> None:
+    url = f"{server.url}/maps/{done_map['id']}/points"
+    params = {"preamble": SEED_PREAMBLE}
+    first = httpx.get(url, params=params)
+    etag = first.headers["etag"]
+    again = httpx.get(url, params=params, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    others = {
+        httpx.get(url).headers["etag"],
+        httpx.get(url, params={**params, "format": "parquet"}).headers["etag"],
+    }
+    assert etag not in others and len(others) == 2  # another selection, another answer
+    assert httpx.get(url, headers={"If-None-Match": etag}).status_code == 200
+
+
+def test_events_stream_progress_then_end(server: Server) -> None:
+    map_id = post(server, params=FAST, seed=11).json()["id"]
+    with httpx.stream("GET", f"{server.url}/maps/{map_id}/events", timeout=120) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line.startswith(("id:", "event:"))]
+    events = list(zip(lines[1::2], lines[0::2], strict=True))
+    assert events[-1][0] == "event: end"
+    ids = [int(event_id.removeprefix("id: ")) for _, event_id in events]
+    assert ids == sorted(set(ids))  # increasing, never twice
+    status = httpx.get(f"{server.url}/maps/{map_id}").json()
+    assert status["state"] == "done" and ids[-1] == status["updates"] + 1
+    resumed = httpx.get(
+        f"{server.url}/maps/{map_id}/events", headers={"Last-Event-ID": str(ids[-1])}
+    )
+    assert resumed.status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"method": "nope"}, 422, "unknown_map_method"),
+        ({"fit_on": "everything"}, 422, "unknown_fit_on"),
+        ({"method": "pacmap", "fit_on": "cluster_means"}, 422, "unsupported_fit_on"),
+        ({"supervised": True}, 422, "unsupported_supervised"),
+        ({"params": {"perplexity": -1}}, 422, "invalid_params"),
+        ({"params": {"no_such": 1}}, 422, "invalid_params"),
+        ({"dataset": "nope"}, 404, "dataset_not_found"),
+        ({"seed": -1}, 422, "invalid_request"),
+    ],
+)
+def test_bad_requests_are_refused_before_queueing(
+    server: Server, body: dict[str, Any], status: int, code: str
+) -> None:
+    before = len(httpx.get(server.url + "/maps").json())
+    response = post(server, **body)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
+    assert len(httpx.get(server.url + "/maps").json()) == before  # nothing queued
+
+
+def test_too_few_points_for_the_fit(server: Server) -> None:
+    tiny = next(
+        item["id"]
+        for item in httpx.get(server.url + "/datasets").json()
+        if item.get("n_preambles") == 2
+    )
+    # the tiny dataset has 3 clusters: too few cluster means for openTSNE (at least 5)
+    response = post(server, dataset=tiny, fit_on="cluster_means")
+    assert response.status_code == 422 and response.json()["code"] == "too_few_points"
+    assert "needs at least 5 clusters, got 3" in response.json()["detail"]
+
+
+def test_unknown_maps_are_404_and_unfinished_ones_409(server: Server) -> None:
+    for path in ("", "/points", "/events"):
+        response = httpx.get(f"{server.url}/maps/0123abcd{path}")
+        assert response.status_code == 404 and response.json()["code"] == "map_not_found"
+    slow = post(server, params=SLOW, seed=21).json()["id"]
+    early = httpx.get(f"{server.url}/maps/{slow}/points")
+    assert early.status_code == 409 and early.json()["code"] == "map_not_ready"
+    assert "etag" not in early.headers
+    wait_running(server, slow)
+    deleted = httpx.delete(f"{server.url}/maps/{slow}")
+    assert deleted.status_code == 200 and deleted.json()["state"] == "deleted"
+    # the worker was asked to stop the fit, and did: it removed the request when it saw it
+    cancel = server.state_dir / "map-progress" / f"{slow}.json.cancel"
+    deadline = time.monotonic() + 30
+    while cancel.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not cancel.exists()
+    assert httpx.get(f"{server.url}/maps/{slow}").json()["code"] == "map_not_found"
+    assert httpx.delete(f"{server.url}/maps/{slow}").json()["code"] == "map_not_found"
+
+
+def test_delete_removes_a_done_map_and_its_coordinates(server: Server) -> None:
+    map_id = post(server, params=FAST, seed=31).json()["id"]
+    assert wait_done(server, map_id)["state"] == "done"
+    assert httpx.delete(f"{server.url}/maps/{map_id}").json()["state"] == "deleted"
+    with sqlite3.connect(server.state_dir / "clustviz.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM maps WHERE id = ?", (map_id,)).fetchone() == (0,)
+    assert httpx.get(f"{server.url}/maps/{map_id}/points").json()["code"] == "map_not_found"
+    again = post(server, params=FAST, seed=31)  # made again from scratch
+    assert again.status_code == 202 and again.json()["id"] == map_id
+
+
+def wait_running(server: Server, map_id: str) -> dict[str, Any]:
+    """The map's status once its fit is under way (progress past 5 %); every progress seen."""
+    deadline = time.monotonic() + 120
+    seen: set[float] = set()
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{server.url}/maps/{map_id}", timeout=10).json()
+        seen.add(status["progress"])
+        if status["stage"] == "fit" and status["progress"] > 0.05:
+            break
+        time.sleep(0.05)
+    assert status["state"] == "running" and status["progress"] < 1, status
+    return {**status, "seen": seen}
+
+
+def test_a_map_killed_mid_fit_is_never_served_half_and_finishes_after_restart(
+    server: Server,
+) -> None:
+    map_id = post(server, params=SLOW, seed=41).json()["id"]
+    status = wait_running(server, map_id)
+    assert len(status["seen"]) >= 2  # the worker's progress reached the server while it ran
+    waiting = post(server, params=FAST, seed=42).json()["id"]
+    time.sleep(0.5)
+    assert httpx.get(f"{server.url}/maps/{waiting}").json()["state"] == "queued"  # one at a time
+    server.kill()
+    with sqlite3.connect(server.state_dir / "clustviz.sqlite3") as db:
+        state, coords, summary = db.execute(
+            "SELECT state, coords, summary FROM maps WHERE id = ?", (map_id,)
+        ).fetchone()
+    assert (state, coords, summary) == ("running", None, None)  # no half map
+    server.start()
+    restarted = httpx.get(f"{server.url}/maps/{map_id}/points")
+    assert restarted.status_code == 409 and restarted.json()["code"] == "map_not_ready"
+    status = wait_done(server, map_id)
+    assert status["state"] == "done", status
+    assert wait_done(server, waiting)["state"] == "done"  # the queued one resumed too
+    points = httpx.get(f"{server.url}/maps/{map_id}/points").json()
+    assert points["n"] == 400
+    with sqlite3.connect(server.state_dir / "clustviz.sqlite3") as db:
+        (blob,) = db.execute("SELECT coords FROM maps WHERE id = ?", (map_id,)).fetchone()
+    assert len(blob) == 400 * 2 * 4
+    xy = np.frombuffer(blob, dtype="<f4").reshape(400, 2)
+    assert np.allclose(xy[:, 0], [p["x"] for p in points["points"]])
+
+
+def test_a_changed_dataset_file_makes_its_maps_stale_and_delete_needs_the_key(
+    tmp_path: Path, cold_pool: WorkerPool
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(DEMO10, data)
+    with app_client(data, tmp_path / "state", cold_pool, api_key="k") as client:
+        created = client.post(
+            "/maps",
+            json={"dataset": DEMO_ID, "method": "opentsne", "fit_on": "points", "params": FAST},
+            headers={"X-API-Key": "k"},
+        )
+        assert created.status_code == 202, created.text
+        map_id = created.json()["id"]
+        refused = client.post("/maps", json={"dataset": DEMO_ID})
+        assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
+        assert wait_done_client(client, map_id)["state"] == "done"
+        assert client.get(f"/maps/{map_id}/points").status_code == 200
+        (parquet,) = (data / "embeddings").glob("*.parquet")
+        frame = pl.read_parquet(parquet)
+        frame.with_columns(
+            pl.Series("embedding", frame["embedding"].to_numpy()[::-1].copy())
+        ).write_parquet(parquet)
+        time.sleep(2.1)  # the catalog re-lists the data dir every 2 s
+        stale = client.get(f"/maps/{map_id}/points")
+        assert stale.status_code == 409 and stale.json()["code"] == "map_stale"
+        denied = client.delete(f"/maps/{map_id}")
+        assert denied.status_code == 401 and denied.json()["code"] == "unauthorized"
+        assert client.delete(f"/maps/{map_id}", headers={"X-API-Key": "k"}).status_code == 200
+
+
+def wait_done_client(client: TestClient, map_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(f"/maps/{map_id}").json()
+        if status["state"] not in ("queued", "running"):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(json.dumps(status))
