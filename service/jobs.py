@@ -13,18 +13,17 @@ concurrently pending items into batched ``fit_transform_many`` calls.
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from clustviz.errors import ClustvizError, InvalidInputError, NotFoundError
 from clustviz.projectors import DEFAULT_SEED, get_spec
 from service.engine import Engine, ResolvedRequest
+from service.events import ACTIVE, Changes, event_stream, notify
 from service.export import ExportRequest, ResultFormat, export_results
 from service.job_store import ItemOutcome, JobStore
 from service.memory import release_unused_memory
@@ -33,7 +32,6 @@ from service.results import ResultStore
 __all__ = ["JobManager", "end_event_id"]
 
 logger = logging.getLogger("clustviz.jobs")
-ACTIVE = ("queued", "running")
 WINDOW_ITEMS = 2048  # items resolved and in flight at once (several lane chunks)
 # Longest stretch the event loop spends resolving a window's items before it serves others: a
 # budget in time, not in items (an item's cost varies with the machine's load).
@@ -41,12 +39,10 @@ RESOLVE_SLICE_S = 0.002
 
 
 @dataclass(slots=True)
-class _Live:
+class _Live(Changes):
     """In-memory side of a running job: its task, a change counter for SSE, a cancel flag."""
 
     task: asyncio.Task[None] | None = None
-    version: int = 0
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     cancelled: bool = False
     ended: bool = False  # its final state is stored: streams say so without delay
 
@@ -170,7 +166,7 @@ class JobManager:
                     await self._record(job_id, [(index, request.key, exc)], started)
                 else:
                     await self._record(job_id, [(index, request.key, None)], started)
-                await self._notify(live)
+                await notify(live)
 
         async def run_lane_chunk(chunk: list[tuple[int, ResolvedRequest]]) -> None:
             # submitted together, so the device lane runs them as one batched fit
@@ -186,7 +182,7 @@ class JobManager:
                 for (index, request), outcome in zip(chunk, outcomes, strict=True)
             ]
             await self._record(job_id, rows, started)
-            await self._notify(live)
+            await notify(live)
 
         async def run_window(window: list[tuple[int, str, str]]) -> None:
             work = []
@@ -207,7 +203,7 @@ class JobManager:
                     )
                 except ClustvizError as exc:
                     await self._record(job_id, [(index, None, exc)], time.perf_counter())
-                    await self._notify(live)
+                    await notify(live)
                     continue
                 pins.append((index, request.key))
                 if request.spec.runner == "lane":
@@ -238,7 +234,7 @@ class JobManager:
         await self.job_store.finish(job_id, final, now=time.time())
         live.ended = True
         await asyncio.to_thread(release_unused_memory)  # back near idle after a big job
-        await self._notify(live)
+        await notify(live)
 
     async def _record(
         self,
@@ -257,11 +253,6 @@ class JobManager:
         ]
         await self.job_store.record(job_id, outcomes, seconds)
 
-    async def _notify(self, live: _Live) -> None:
-        async with live.changed:
-            live.version += 1
-            live.changed.notify_all()
-
     # ---- reporting --------------------------------------------------------------------------
 
     async def status(self, job_id: str, *, max_errors: int = 100) -> dict[str, Any]:
@@ -279,32 +270,24 @@ class JobManager:
         (``: keep-alive``) goes out when nothing happened for ``keepalive`` seconds."""
         await self.status(job_id, max_errors=0)  # 404 before the stream
         live = self._live.setdefault(job_id, _Live())
-        sent = -1 if after is None else after
 
-        def changed_since(version: int) -> bool:
-            return live.version != version
+        async def read_status() -> dict[str, Any]:
+            return await self.status(job_id, max_errors=0)
 
-        while True:
-            version = live.version  # before the read: a change during it is not missed
-            status = await self.status(job_id, max_errors=0)
-            finished = status["done"] + status["failed"]
-            if finished > sent:
-                sent = finished
-                yield _sse("progress", finished, status)
-            if status["state"] not in ACTIVE:
-                if sent < end_event_id(status):
-                    yield _sse("end", end_event_id(status), status)
-                return
-            async with live.changed:
-                try:
-                    await asyncio.wait_for(
-                        live.changed.wait_for(functools.partial(changed_since, version)),
-                        self.keepalive,
-                    )
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
+        async def settle() -> None:
             if not live.ended:
                 await asyncio.sleep(0.1)  # coalesce bursts of item completions
+
+        async for event in event_stream(
+            live,
+            read_status,
+            progress_id=lambda status: status["done"] + status["failed"],
+            end_id=end_event_id,
+            keepalive=self.keepalive,
+            after=after,
+            settle=settle,
+        ):
+            yield event
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel an active job (finished items stay); remove a finished one (unpins results)."""
@@ -315,7 +298,7 @@ class JobManager:
                 live.cancelled = True
             await self.job_store.finish(job_id, "cancelled", now=time.time())
             if live is not None:
-                await self._notify(live)
+                await notify(live)
             return await self.status(job_id, max_errors=0)
         await self.job_store.delete(job_id)
         self._live.pop(job_id, None)
@@ -338,8 +321,3 @@ class JobManager:
 def end_event_id(status: dict[str, Any]) -> int:
     """The id of a job's ``end`` event: past every ``progress`` id (at most ``total``)."""
     return int(status["total"]) + 1
-
-
-def _sse(event: str, event_id: int, data: dict[str, Any]) -> str:
-    payload = json.dumps(data, separators=(",", ":"))
-    return f"id: {event_id}\nevent: {event}\ndata: {payload}\n\n"

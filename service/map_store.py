@@ -20,7 +20,6 @@ from service.results import ResultStore
 
 __all__ = ["MapStore", "StoredMap"]
 
-ACTIVE = ("queued", "running")
 _STATUS_COLUMNS = (
     "id, spec, state, progress, stage, updates, created, started, finished, error, code, summary"
 )

@@ -14,13 +14,12 @@ and copies to the database (what status and the event stream report).
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,8 @@ from clustviz.maps import MapRequest, map_library_versions, plan_map
 from clustviz.maps.tasks import cancel_path, read_progress
 from clustviz.pools import TaskPool
 from service.engine import Engine
-from service.map_store import ACTIVE, MapStore, StoredMap
+from service.events import Changes, event_stream, notify
+from service.map_store import MapStore, StoredMap
 from service.results import ResultStore
 
 __all__ = ["POINTS_SCHEMA", "MapManager", "MapNotReadyError", "end_event_id"]
@@ -66,12 +66,10 @@ class MapNotReadyError(ClustvizError):
 
 
 @dataclass(slots=True)
-class _Live:
+class _Live(Changes):
     """In-memory side of a running map: its task, and a change counter for SSE."""
 
     task: asyncio.Task[None] | None = None
-    version: int = 0
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
 
 class MapManager:
@@ -144,7 +142,7 @@ class MapManager:
             progress_path.unlink(missing_ok=True)  # a killed run's last report
             cancel_path(progress_path).unlink(missing_ok=True)  # a deleted twin's request
             await self.map_store.start(map_id, now=time.time())
-            await self._notify(live)
+            await notify(live)
             future = self.pool.submit(
                 "clustviz.maps.tasks:fit_source_map",
                 source,
@@ -166,7 +164,7 @@ class MapManager:
             logger.exception("map %s stopped unexpectedly", map_id)
             message = f"internal error ({type(exc).__name__})"
             await self.map_store.fail(map_id, message, "internal_error", now=time.time())
-        await self._notify(live)
+        await notify(live)
 
     async def _follow(
         self,
@@ -185,12 +183,7 @@ class MapManager:
             if progress is not None and progress != seen:
                 seen = progress
                 await self.map_store.progress(map_id, progress.stage, progress.fraction)
-                await self._notify(live)
-
-    async def _notify(self, live: _Live) -> None:
-        async with live.changed:
-            live.version += 1
-            live.changed.notify_all()
+                await notify(live)
 
     # ---- reporting --------------------------------------------------------------------------
 
@@ -210,7 +203,7 @@ class MapManager:
         self._coords.pop(map_id, None)
         live = self._live.pop(map_id, None)
         if live is not None:
-            await self._notify(live)
+            await notify(live)
         return {**status, "state": "deleted"}
 
     def _request_cancel(self, map_id: str) -> None:
@@ -257,32 +250,22 @@ class MapManager:
         resumed ``after`` an id sends only what follows it."""
         await self.status(map_id)  # 404 before the stream
         live = self._live.setdefault(map_id, _Live())
-        sent = -1 if after is None else after
 
-        def changed_since(version: int) -> bool:
-            return live.version != version
-
-        while True:
-            version = live.version  # before the read: a change during it is not missed
+        async def read_status() -> dict[str, Any] | None:
             try:
-                status = await self.status(map_id)
+                return await self.status(map_id)
             except NotFoundError:  # deleted meanwhile
-                return
-            if status["updates"] > sent:
-                sent = status["updates"]
-                yield _sse("progress", sent, status)
-            if status["state"] not in ACTIVE:
-                if sent < end_event_id(status):
-                    yield _sse("end", end_event_id(status), status)
-                return
-            async with live.changed:
-                try:
-                    await asyncio.wait_for(
-                        live.changed.wait_for(functools.partial(changed_since, version)),
-                        self.keepalive,
-                    )
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
+                return None
+
+        async for event in event_stream(
+            live,
+            read_status,
+            progress_id=lambda status: int(status["updates"]),
+            end_id=end_event_id,
+            keepalive=self.keepalive,
+            after=after,
+        ):
+            yield event
 
     async def shutdown(self) -> None:
         tasks = [live.task for live in self._live.values() if live.task and not live.task.done()]
@@ -329,8 +312,3 @@ def points_table(stored: StoredMap, dataset: Dataset, rows: np.ndarray | None) -
 def end_event_id(status: dict[str, Any]) -> int:
     """The id of a map's ``end`` event: past every ``progress`` id."""
     return int(status["updates"]) + 1
-
-
-def _sse(event: str, event_id: int, data: dict[str, Any]) -> str:
-    payload = json.dumps(data, separators=(",", ":"))
-    return f"id: {event_id}\nevent: {event}\ndata: {payload}\n\n"
