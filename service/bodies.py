@@ -16,6 +16,7 @@ from fastapi import Response
 
 from clustviz.data import preamble_id
 from service.engine import Projection
+from service.maps import Aligned
 
 __all__ = ["ProjectionBodies"]
 
@@ -33,14 +34,16 @@ class ProjectionBodies:
         """Whether the points of projection ``key`` are memoised."""
         return key in self._points
 
-    def response(self, projection: Projection) -> Response:
-        """The answer to a projection request, as ``application/json``."""
+    def response(self, projection: Projection, aligned: Aligned | None = None) -> Response:
+        """The answer to a projection request, as ``application/json``; with ``aligned``, the
+        points are the aligned layout's (in the map's frame, no hulls), never memoised."""
         request = projection.request
         meta = projection.stored.meta
-        points = self._points.get(request.key)  # a hit becomes the most recently used
-        if points is None:
-            points = json.dumps(_points_and_hulls(projection), separators=(",", ":"))[1:-1]
-            self._points[request.key] = points
+        if aligned is not None:
+            points = _serialised_points(projection, aligned)
+        else:
+            memo = self._points.get(request.key)  # a hit becomes the most recently used
+            points = self._points[request.key] = memo or _serialised_points(projection, None)
         view = request.view
         head = {
             "dataset": request.dataset.id,
@@ -59,15 +62,25 @@ class ProjectionBodies:
                 "compute_ms": round(meta["seconds"] * 1000, 3),
                 "total_ms": projection.total_ms,
             },
-            "metrics": meta.get("metrics", {}),
+            "metrics": meta.get("metrics", {}) if aligned is None else aligned.metrics,
+            "aligned_to": None
+            if aligned is None
+            else {"map": aligned.map_id, "params": aligned.params},
         }
         body = json.dumps(head, separators=(",", ":"))[:-1] + "," + points + "}"
         return Response(body, media_type="application/json")
 
 
-def _points_and_hulls(projection: Projection) -> dict[str, Any]:
+def _serialised_points(projection: Projection, aligned: Aligned | None) -> str:
+    """``"points": [...], "hulls": ..., "overlap": ...`` (the body's tail, without braces)."""
+    return json.dumps(_points_and_hulls(projection, aligned), separators=(",", ":"))[1:-1]
+
+
+def _points_and_hulls(projection: Projection, aligned: Aligned | None) -> dict[str, Any]:
     view = projection.request.view
-    extras = projection.stored.meta.get("extras") or {}
+    # hulls were drawn for the layout before alignment: an aligned answer has none
+    extras = (projection.stored.meta.get("extras") or {}) if aligned is None else {}
+    coords = projection.stored.embedding if aligned is None else aligned.coords
     points = [
         {
             "guess": guess,
@@ -84,7 +97,7 @@ def _points_and_hulls(projection: Projection) -> dict[str, Any]:
             view.logits,
             view.cluster_ids,
             view.labels,
-            projection.stored.embedding.tolist(),
+            coords.tolist(),
             strict=True,
         )
     ]

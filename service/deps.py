@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from clustviz.errors import ClustvizError
 from service.bodies import ProjectionBodies
 from service.engine import Engine
+from service.maps import MapManager
 from service.settings import Settings
 
 
@@ -30,7 +31,12 @@ def get_bodies(request: Request) -> ProjectionBodies:
     return request.app.state.bodies
 
 
+def get_maps(request: Request) -> MapManager:
+    return request.app.state.maps
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
+MapsDep = Annotated[MapManager, Depends(get_maps)]
 BodiesDep = Annotated[ProjectionBodies, Depends(get_bodies)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 

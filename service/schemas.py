@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from clustviz.alignment import AlignParams
 from clustviz.maps import DEFAULT_METHOD, DEFAULT_SAMPLE_SIZE
 from clustviz.maps import DEFAULT_SEED as DEFAULT_MAP_SEED
 from clustviz.projectors import ProjectorName, available_projectors
@@ -131,6 +132,17 @@ class ProjectorInfo(BaseModel):
     params_schema: dict[str, Any]
 
 
+class AlignRequest(AlignParams):
+    """A map to align to, and how strongly (clustviz.alignment.AlignParams)."""
+
+    map: str = Field(min_length=1, max_length=64, description="id of a finished map (POST /maps)")
+
+
+class AlignedTo(BaseModel):
+    map: str
+    params: dict[str, Any] = Field(description="the alignment's parameters")
+
+
 class ProjectionRequest(BaseModel):
     """One preamble through one projector. Give the preamble as text or as its id."""
 
@@ -160,6 +172,12 @@ class ProjectionRequest(BaseModel):
     )
     seed: int | None = Field(
         None, ge=0, le=2**32 - 1, strict=True, description="random_state; default 1871"
+    )
+    align: AlignRequest | None = Field(
+        None,
+        description="Align the layout to a finished global map of the same dataset: the "
+        "coordinates come back in the map's frame, each cluster held near its place in the map "
+        "(JSON answers only).",
     )
 
 
@@ -202,6 +220,11 @@ class ProjectionResponse(BaseModel):
     hulls: list[Hull] | None = None
     overlap: dict[str, dict[str, float]] | None = Field(
         None, description="clusterplot: mean/max |R_H - R_L| before and after optimisation"
+    )
+    aligned_to: AlignedTo | None = Field(
+        None,
+        description="the map the points are aligned to (then no hulls: they were drawn "
+        "for the layout before alignment; metrics are the aligned layout's)",
     )
 
 

@@ -11,12 +11,12 @@ from typing import Annotated, Any, Literal
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from clustviz.maps import MapRequest
-from service.deps import ApiKeyDep
-from service.maps import MapManager, end_event_id, points_table
+from service.deps import ApiKeyDep, MapsDep
+from service.maps import end_event_id, points_table
 from service.schemas import ErrorResponse, MapCreate, MapStatus
 
 router = APIRouter(tags=["maps"])
@@ -35,13 +35,6 @@ MEDIA_TYPES: dict[str, str] = {
 # A map's id names its content (dataset fingerprint, plan, library versions): its points never
 # change, but a deleted map's id may be made again, so clients revalidate with the ETag.
 CACHE_CONTROL = "public, max-age=60"
-
-
-def get_maps(request: Request) -> MapManager:
-    return request.app.state.maps
-
-
-MapsDep = Annotated[MapManager, Depends(get_maps)]
 
 
 def _with_links(status: dict[str, Any]) -> MapStatus:

@@ -8,9 +8,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from clustviz.alignment import AlignParams
 from clustviz.errors import InvalidInputError
 from clustviz.keys import image_key
-from service.deps import BodiesDep, EngineDep
+from service.deps import BodiesDep, EngineDep, MapsDep
 from service.engine import Engine
 from service.microcache import CACHEABLE_HEADER
 from service.schemas import (
@@ -86,6 +87,7 @@ async def create_projection(
     request: Request,
     engine: EngineDep,
     bodies: BodiesDep,
+    maps: MapsDep,
     width: Size = 8.0,
     height: Size = 6.0,
     dpi: Dpi = 100,
@@ -100,12 +102,22 @@ async def create_projection(
         params=body.params,
         seed=body.seed,
     )
+    fmt = _wants_image(request.headers.get("accept"))
+    if body.align is not None and fmt is not None:
+        raise InvalidInputError(
+            "align is answered as JSON (the map's frame); ask without Accept: image/*, or "
+            "GET /maps/{id}/plot.png for the map",
+            code="invalid_request",
+        )
     engine.ensure_capacity()
     projection = await engine.project(resolved)
+    if body.align is not None:
+        align = body.align
+        params = AlignParams(**align.model_dump(exclude={"map"}))
+        return bodies.response(projection, await maps.align(projection, align.map, params))
     # the response cache may keep this answer for the same request: an image always, JSON
     # once it says "cached": true
     mark = {CACHEABLE_HEADER: f"{resolved.dataset.id} {resolved.dataset.fingerprint}"}
-    fmt = _wants_image(request.headers.get("accept"))
     if fmt is not None:
         media_type, image, key = await engine.render(
             projection, fmt, width=width, height=height, dpi=dpi

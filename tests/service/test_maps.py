@@ -29,6 +29,8 @@ import pytest
 from fastapi.testclient import TestClient
 from support import DEMO10, DEMO_ID, SEED_PREAMBLE, Server, app_client
 
+from clustviz.alignment import AlignParams, align_to_map, centroid_offsets, similarity_transform
+from clustviz.data import DataCatalog
 from clustviz.data.dataset import preamble_id
 from clustviz.workers import WorkerPool
 
@@ -153,6 +155,71 @@ def test_a_done_maps_points_answer_if_none_match_with_304(
     }
     assert etag not in others and len(others) == 2  # another selection, another answer
     assert httpx.get(url, headers={"If-None-Match": etag}).status_code == 200
+
+
+def test_a_projection_aligned_to_a_map_comes_back_in_its_frame(
+    server: Server, done_map: dict[str, Any]
+) -> None:
+    """POST /projections with align: the layout the server computed alone, aligned to the
+    preamble's rows of the map by clustviz.alignment (checked by computing it here from the
+    same inputs), its clusters nearer their map places than the Procrustes-moved layout."""
+    request = {"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne"}
+    alone = httpx.post(f"{server.url}/projections", json=request, timeout=120)
+    assert alone.status_code == 200, alone.text
+    answer = httpx.post(
+        f"{server.url}/projections",
+        json={**request, "align": {"map": done_map["id"]}},
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    aligned = answer.json()
+    assert aligned["aligned_to"] == {
+        "map": done_map["id"],
+        "params": AlignParams().model_dump(mode="json"),
+    }
+    assert alone.json()["aligned_to"] is None
+    assert aligned["hulls"] is None  # drawn for the layout before alignment
+    guesses = [point["guess"] for point in aligned["points"]]
+    assert guesses == [point["guess"] for point in alone.json()["points"]]
+    layout = np.array([[p["x"], p["y"]] for p in alone.json()["points"]])
+    moved = np.array([[p["x"], p["y"]] for p in aligned["points"]])
+    map_rows = httpx.get(
+        f"{server.url}/maps/{done_map['id']}/points", params={"preamble": SEED_PREAMBLE}
+    ).json()["points"]
+    rows = np.array([[p["x"], p["y"]] for p in map_rows])
+    view = DataCatalog(DEMO10).get(DEMO_ID).view(SEED_PREAMBLE)
+    expected = align_to_map(view.X, view.labels, layout.astype(np.float32), rows)
+    np.testing.assert_allclose(moved, expected, atol=1e-4 * np.ptp(rows))
+    framed = similarity_transform(layout, rows)
+    nearer = centroid_offsets(moved, rows, view.labels).mean()
+    assert nearer < 0.8 * centroid_offsets(framed, rows, view.labels).mean()
+    assert aligned["metrics"] != alone.json()["metrics"]  # the aligned layout's own scores
+
+
+def test_alignment_refusals(server: Server, done_map: dict[str, Any]) -> None:
+    request = {"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne"}
+    url = f"{server.url}/projections"
+    unknown = httpx.post(url, json={**request, "align": {"map": "0" * 16}}, timeout=120)
+    assert unknown.status_code == 404 and unknown.json()["code"] == "map_not_found"
+    as_image = httpx.post(
+        url,
+        json={**request, "align": {"map": done_map["id"]}},
+        headers={"accept": "image/png"},
+        timeout=120,
+    )
+    assert as_image.status_code == 422 and as_image.json()["code"] == "invalid_request"
+    assert "align" in as_image.json()["detail"]
+    bad_weight = httpx.post(url, json={**request, "align": {"map": "x", "weight": -1}})
+    assert bad_weight.status_code == 422 and "weight" in bad_weight.text
+    running = post(server, params=SLOW)
+    assert running.status_code == 202, running.text
+    try:
+        waiting = httpx.post(
+            url, json={**request, "align": {"map": running.json()["id"]}}, timeout=120
+        )
+        assert waiting.status_code == 409 and waiting.json()["code"] == "map_not_ready"
+    finally:
+        httpx.delete(f"{server.url}/maps/{running.json()['id']}", timeout=60)
 
 
 def test_events_stream_progress_then_end(server: Server) -> None:
