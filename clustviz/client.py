@@ -163,7 +163,21 @@ class Client:
         keep-alive comment every 15 s by default), is reopened with ``Last-Event-ID``: the
         stream goes on where it stopped, no event twice, none missed, across a server restart
         too. ``max_retries`` reconnects in a row that bring no event raise the last error."""
-        url = f"/batches/{job_id}/events"
+        return self._events(
+            f"/batches/{job_id}/events",
+            last_event_id=last_event_id,
+            read_timeout=read_timeout,
+            max_retries=max_retries,
+        )
+
+    def _events(
+        self,
+        url: str,
+        *,
+        last_event_id: str | None,
+        read_timeout: float | None,
+        max_retries: int,
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         base = self._http.timeout
         timeout = httpx.Timeout(base.connect, read=read_timeout, write=base.write, pool=base.pool)
         failures = 0
@@ -217,11 +231,7 @@ class Client:
         whole in memory; the format follows the suffix: ``.parquet``, ``.arrow`` (Arrow IPC
         stream) or ``.json`` (newline-delimited). Returns the bytes written."""
         path = Path(path)
-        fmt = RESULT_FORMATS.get(path.suffix.lower())
-        if fmt is None:
-            raise ValueError(
-                f"output path={str(path)!r}: the suffix must be one of {sorted(RESULT_FORMATS)}"
-            )
+        fmt = _result_format(path)
         url = f"/batches/{job_id}/results"
         with self._http.stream("GET", url, params={"format": fmt}) as response:
             self._check_stream(response)
@@ -247,6 +257,107 @@ class Client:
         )
         self.wait(job_id, progress=progress)
         return self.results(job_id)
+
+    # ---- global maps ------------------------------------------------------------------------
+
+    def submit_map(
+        self,
+        dataset: str,
+        *,
+        method: str | None = None,
+        fit_on: str | None = None,
+        supervised: bool = False,
+        sample_size: int | None = None,
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Ask for a global map of every row of ``dataset`` (the server's defaults for what is
+        not given); its status: the same request names the same map, done at once if made."""
+        body: dict[str, Any] = {"dataset": dataset, "supervised": supervised}
+        optional = {"method": method, "fit_on": fit_on, "sample_size": sample_size, "seed": seed}
+        body |= {name: value for name, value in optional.items() if value is not None}
+        if params:
+            body["params"] = params
+        return self._check(self._http.post("/maps", json=body)).json()
+
+    def map_status(self, map_id: str) -> dict[str, Any]:
+        return self._check(self._http.get(f"/maps/{map_id}")).json()
+
+    def wait_map(self, map_id: str, *, progress: bool = True) -> dict[str, Any]:
+        """Follow a map to its end (a tqdm bar of its progress, by stage); its final status."""
+        from tqdm.auto import tqdm
+
+        status = self.map_status(map_id)
+        if status["state"] not in ("queued", "running"):
+            return status
+        bar = tqdm(total=100, disable=not progress, unit="%", desc=map_id)
+        try:
+            for event, data in self._events(
+                f"/maps/{map_id}/events", last_event_id=None, read_timeout=60.0, max_retries=8
+            ):
+                bar.n = round(100 * data["progress"])
+                bar.set_postfix(stage=data["stage"], refresh=False)
+                bar.refresh()
+                status = data
+                if event == "end":
+                    break
+        finally:
+            bar.close()
+        return status
+
+    def map_points(self, map_id: str, *, preamble: str | None = None) -> pl.DataFrame:
+        """A finished map's points (all rows, or one preamble's) as a polars DataFrame:
+        ``preamble, guess, token_id, cluster_id, x, y``."""
+        params = {"format": "parquet", **({"preamble": preamble} if preamble else {})}
+        response = self._http.get(f"/maps/{map_id}/points", params=params)
+        return pl.read_parquet(io.BytesIO(self._check(response).content))
+
+    def download_map(self, map_id: str, path: str | Path) -> int:
+        """A finished map's points written to ``path`` (``.parquet``, ``.arrow`` or ``.json``
+        by its suffix); the bytes written."""
+        path = Path(path)
+        fmt = _result_format(path)
+        with self._http.stream("GET", f"/maps/{map_id}/points", params={"format": fmt}) as response:
+            self._check_stream(response)
+            with path.open("wb") as out:
+                return sum(out.write(chunk) for chunk in response.iter_bytes())
+
+    def map(
+        self,
+        dataset: str,
+        *,
+        method: str | None = None,
+        fit_on: str | None = None,
+        supervised: bool = False,
+        sample_size: int | None = None,
+        params: dict[str, Any] | None = None,
+        seed: int | None = None,
+        progress: bool = True,
+    ) -> pl.DataFrame:
+        """Make (or find) a global map, wait with a progress bar, return its points."""
+        status = self.submit_map(
+            dataset,
+            method=method,
+            fit_on=fit_on,
+            supervised=supervised,
+            sample_size=sample_size,
+            params=params,
+            seed=seed,
+        )
+        final = self.wait_map(status["id"], progress=progress)
+        if final["state"] != "done":
+            error = final.get("error") or {}
+            raise ClientError(409, error.get("code", final["state"]), error.get("detail", ""))
+        return self.map_points(status["id"])
+
+
+def _result_format(path: Path) -> str:
+    fmt = RESULT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"output path={str(path)!r}: the suffix must be one of {sorted(RESULT_FORMATS)}"
+        )
+    return fmt
 
 
 def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str | None, str]]:

@@ -30,6 +30,8 @@ from fastapi.testclient import TestClient
 from support import DEMO10, DEMO_ID, SEED_PREAMBLE, Server, app_client
 
 from clustviz.alignment import AlignParams, align_to_map, centroid_offsets, similarity_transform
+from clustviz.cli import main as cli_main
+from clustviz.client import Client
 from clustviz.data import DataCatalog
 from clustviz.data.dataset import preamble_id
 from clustviz.workers import WorkerPool
@@ -220,6 +222,29 @@ def test_alignment_refusals(server: Server, done_map: dict[str, Any]) -> None:
         assert waiting.status_code == 409 and waiting.json()["code"] == "map_not_ready"
     finally:
         httpx.delete(f"{server.url}/maps/{running.json()['id']}", timeout=60)
+
+
+def test_the_client_and_the_cli_fetch_maps(
+    server: Server, done_map: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"{server.url}/maps/{done_map['id']}/points"
+    served = pl.read_parquet(io.BytesIO(httpx.get(url, params={"format": "parquet"}).content))
+    with Client(server.url) as client:  # the same request: the same map, not fitted again
+        frame = client.map(DEMO_ID, method="opentsne", fit_on="points", params=FAST, progress=False)
+        assert frame.equals(served) and frame.height == 400
+        one = client.map_points(done_map["id"], preamble=SEED_PREAMBLE)
+        assert one.equals(served.filter(pl.col("preamble") == SEED_PREAMBLE))
+    out = tmp_path / "map.arrow"
+    command = ["map", "--url", server.url, "--dataset", DEMO_ID, "--method", "opentsne"]
+    command += ["--fit-on", "points", "--params", json.dumps(FAST), "--quiet"]
+    assert cli_main([*command, "--seed", "5", "-o", str(out)]) == 0  # a new map, followed
+    made = pl.from_arrow(ipc.open_stream(out.read_bytes()).read_all())
+    assert isinstance(made, pl.DataFrame) and made.height == 400
+    assert made.select("preamble", "guess").equals(served.select("preamble", "guess"))
+    assert not np.allclose(made["x"].to_numpy(), served["x"].to_numpy())  # another seed
+    refused = [*command[:5], "--method", "nope", "-o", str(tmp_path / "x.parquet")]
+    assert cli_main(refused) == 2
+    assert "unknown_map_method" in capsys.readouterr().err
 
 
 def test_events_stream_progress_then_end(server: Server) -> None:
