@@ -8,7 +8,7 @@ from typing import Any
 
 from clustviz.projectors import library_versions
 
-__all__ = ["image_key", "projection_key"]
+__all__ = ["image_key", "map_image_key", "projection_key"]
 
 # Bump when clustviz changes a result without a library changing (layout code, clamping rules).
 RESULT_VERSION = "1"
@@ -36,3 +36,12 @@ def projection_key(
 def image_key(projection: str, fmt: str, *, width: float, height: float, dpi: int) -> str:
     """Key of one rendered plot: the projection's key plus format, size and renderer version."""
     return f"{projection}.r{RENDER_VERSION}.{fmt}.{width:g}x{height:g}@{dpi}"
+
+
+def map_image_key(
+    map_id: str, preamble: str, fmt: str, *, width: float, height: float, dpi: int
+) -> str:
+    """Key of one preamble's plot on a global map: the map's id (it names the map's content),
+    a hash of the preamble, format, size and renderer version."""
+    digest = hashlib.sha256(preamble.encode()).hexdigest()[:16]
+    return f"map.{map_id}.{digest}.r{RENDER_VERSION}.{fmt}.{width:g}x{height:g}@{dpi}"

@@ -17,10 +17,14 @@ import pandas as pd
 
 from clustviz.labels import dense_labels
 
-__all__ = ["cluster_colors", "make_plot", "plot_title", "render_plot"]
+__all__ = ["cluster_colors", "make_map_plot", "make_plot", "plot_title", "render_plot"]
 
 ImageFormat = Literal["png", "svg"]
 MAX_TOL_COLORS = 23  # tol_colors.rainbow_discrete refuses more
+#: A map's context layer: every row of the dataset as a small light dot, rasterised (an SVG of
+#: 10⁵ rows keeps one image for them, not one element per dot), with no text.
+CONTEXT_COLOR = "#bdbdbd"
+CONTEXT_SIZE = 0.7
 
 
 def cluster_colors(n_clusters: int) -> list[str]:
@@ -53,9 +57,11 @@ def make_plot(
     title: str,
     caption: str = "",
     hulls: Sequence[tuple[int, Sequence[np.ndarray]]] = (),
+    context: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Any:
     """The ggplot: text per guess coloured by ``cluster_ids``; ``hulls`` are
-    ``(cluster_id, [polygon (m, 2), ...])`` drawn as blobs in the cluster's colour."""
+    ``(cluster_id, [polygon (m, 2), ...])`` drawn as blobs in the cluster's colour; ``context``
+    ``(x, y)`` are drawn first, as small light-grey dots (a global map's other rows)."""
     import plotnine as p9
 
     order, _ = dense_labels(cluster_ids)
@@ -70,6 +76,19 @@ def make_plot(
         }
     )
     plot = p9.ggplot(points, p9.aes(x="x", y="y"))
+    if context is not None:
+        dots = pd.DataFrame(
+            {"x": np.asarray(context[0], dtype=float), "y": np.asarray(context[1], dtype=float)}
+        )
+        plot += p9.geom_point(
+            p9.aes(x="x", y="y"),
+            data=dots,
+            color=CONTEXT_COLOR,
+            size=CONTEXT_SIZE,
+            stroke=0,
+            raster=True,
+            inherit_aes=False,
+        )
     if hulls:
         rows = []
         for group, (cluster_id, polygons) in enumerate(
@@ -111,6 +130,32 @@ def plot_title(preamble: str, projector_title: str, dataset_name: str) -> tuple[
     title = "\n".join([*textwrap.wrap(f"“{preamble} …”", width=64), projector_title])
     caption = "\n".join(textwrap.wrap(f"dataset: {dataset_name}", width=110))
     return title, caption
+
+
+def make_map_plot(
+    map_x: np.ndarray,
+    map_y: np.ndarray,
+    rows: np.ndarray,
+    guesses: Sequence[str],
+    cluster_ids: np.ndarray,
+    *,
+    title: str,
+    caption: str = "",
+) -> Any:
+    """A preamble on a global map: every row of the map (``map_x, map_y``) as light context, the
+    preamble's ``rows`` (indices into the map) as their ``guesses``' text, coloured by
+    ``cluster_ids`` with the per-preamble plots' palette (:func:`make_plot`'s)."""
+    rows = np.asarray(rows)
+    map_x, map_y = np.asarray(map_x), np.asarray(map_y)
+    return make_plot(
+        map_x[rows],
+        map_y[rows],
+        guesses,
+        cluster_ids,
+        title=title,
+        caption=caption,
+        context=(map_x, map_y),
+    )
 
 
 def render_plot(

@@ -14,7 +14,7 @@ import numpy as np
 
 from clustviz.projectors import get_projector, get_spec
 
-__all__ = ["device_name", "hulls", "project", "project_many", "render", "warm_up"]
+__all__ = ["device_name", "hulls", "project", "project_many", "render", "render_map", "warm_up"]
 
 
 def device_name(name: str) -> str:
@@ -180,4 +180,25 @@ def render(
 
     polygons = [(cid, [np.asarray(p, dtype=float) for p in polys]) for cid, polys in hulls]
     plot = make_plot(x, y, guesses, cluster_ids, title=title, caption=caption, hulls=polygons)
+    return render_plot(plot, fmt, width=width, height=height, dpi=dpi)  # type: ignore[arg-type]
+
+
+def render_map(
+    fmt: str,
+    coords: np.ndarray,
+    rows: np.ndarray,
+    guesses: Sequence[str],
+    cluster_ids: np.ndarray,
+    title: str,
+    caption: str,
+    width: float = 8.0,
+    height: float = 6.0,
+    dpi: int = 100,
+) -> bytes:
+    """PNG or SVG bytes of one preamble (``rows``) on a global map (``coords``, (n, 2))."""
+    from clustviz.render import make_map_plot, render_plot
+
+    plot = make_map_plot(
+        coords[:, 0], coords[:, 1], rows, guesses, cluster_ids, title=title, caption=caption
+    )
     return render_plot(plot, fmt, width=width, height=height, dpi=dpi)  # type: ignore[arg-type]

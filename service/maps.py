@@ -30,11 +30,13 @@ from cachetools import LRUCache
 from clustviz.alignment import AlignParams, align_to_map
 from clustviz.data import DataCatalog, Dataset
 from clustviz.errors import ClustvizError, InvalidInputError, NotFoundError
-from clustviz.maps import MapRequest, map_library_versions, plan_map
+from clustviz.keys import map_image_key
+from clustviz.maps import MapRequest, get_map_spec, map_library_versions, plan_map
 from clustviz.maps.tasks import cancel_path, read_progress
 from clustviz.metrics import layout_metrics
 from clustviz.pools import TaskPool
-from service.engine import Engine, Projection
+from clustviz.render import plot_title
+from service.engine import MEDIA_TYPES, Engine, Projection
 from service.events import Changes, event_stream, notify
 from service.map_store import MapStore, StoredMap
 from service.results import ResultStore
@@ -100,6 +102,7 @@ class MapManager:
         self.engine = engine
         self.catalog: DataCatalog = engine.catalog
         self.pool = pool
+        self.store = store  # rendered plots
         self.map_store = MapStore(store)
         self.progress_dir = state_dir / "map-progress"
         self.timeout = timeout
@@ -255,10 +258,8 @@ class MapManager:
         return stored, dataset, dataset.row_indices(text)
 
     async def align(self, projection: Projection, map_id: str, params: AlignParams) -> Aligned:
-        """A projection's layout aligned to map ``map_id`` (a finished map of the same
-        dataset): in the map's frame, each cluster held near its place among the preamble's
-        rows of the map (:func:`clustviz.alignment.align_to_map`), with the aligned layout's
-        quality scores. Computed off the event loop (numpy on one preamble)."""
+        """A projection's layout aligned to a finished map of its dataset, with the aligned
+        layout's scores (:func:`clustviz.alignment.align_to_map`, off the event loop)."""
         request = projection.request
         view = request.view
         stored, _, rows = await self.points(map_id, view.preamble, None)
@@ -278,6 +279,53 @@ class MapManager:
 
         coords, metrics = await asyncio.to_thread(compute)
         return Aligned(map_id, coords, params.model_dump(mode="json"), metrics)
+
+    def plot_key(
+        self, stored: StoredMap, preamble: str, fmt: str, *, width: float, height: float, dpi: int
+    ) -> str:
+        """The image key (and ETag source) of ``preamble``'s plot on the map."""
+        return map_image_key(stored.id, preamble, fmt, width=width, height=height, dpi=dpi)
+
+    async def plot(
+        self,
+        stored: StoredMap,
+        dataset: Dataset,
+        preamble: str,
+        rows: np.ndarray,
+        fmt: str,
+        *,
+        width: float = 8.0,
+        height: float = 6.0,
+        dpi: int = 100,
+    ) -> tuple[str, bytes]:
+        """``(media_type, body)`` of ``preamble``'s guesses on the map (from :meth:`points`):
+        rendered in a pool worker, kept in the result store under :meth:`plot_key`."""
+        key = self.plot_key(stored, preamble, fmt, width=width, height=height, dpi=dpi)
+        hit = await self.store.aget_image(key)
+        if hit is not None:
+            return hit
+        part = dataset.rows[rows]
+        method = get_map_spec(stored.spec["plan"]["method"]).title
+        title, caption = plot_title(preamble, f"{method} global map", dataset.name)
+        body = await asyncio.wrap_future(
+            self.pool.submit(
+                "clustviz.tasks:render_map",
+                fmt,
+                stored.coords,
+                rows,
+                part["guess"].to_list(),
+                part["cluster_id"].to_numpy(),
+                title,
+                caption,
+                width,
+                height,
+                dpi,
+                timeout=self.timeout,
+            )
+        )
+        media_type = MEDIA_TYPES[fmt]
+        await self.store.aput_image(key, media_type, body)
+        return media_type, body
 
     async def events(self, map_id: str, *, after: int | None = None) -> AsyncIterator[str]:
         """Server-Sent Events: ``progress`` on each stored change, then ``end``.

@@ -7,7 +7,7 @@ import numpy as np
 import plotnine as p9
 import pytest
 
-from clustviz.render import cluster_colors, make_plot, plot_title, render_plot
+from clustviz.render import cluster_colors, make_map_plot, make_plot, plot_title, render_plot
 
 
 def sample(n: int = 40, n_clusters: int = 5):  # type: ignore[no-untyped-def]
@@ -70,3 +70,25 @@ def test_title_names_preamble_projector_and_dataset() -> None:
     assert "Students were outraged" in title and title.endswith("UMAP") and "dataset: d" in caption
     with pytest.raises(ValueError, match="fmt"):
         render_plot(make_plot(*sample(), title="t"), "gif")  # type: ignore[arg-type]
+
+
+def test_map_plot_draws_every_row_as_context_under_the_preambles_text() -> None:
+    rng = np.random.default_rng(1)
+    map_x, map_y = rng.normal(size=(2, 1000))
+    rows = np.arange(200, 240)
+    _, _, guesses, cluster_ids = sample()
+    plot = make_map_plot(map_x, map_y, rows, guesses, cluster_ids, title="t", caption="c")
+    dots, text = plot.layers  # context first: the text is drawn over it
+    assert isinstance(dots.geom, p9.geom_point) and isinstance(text.geom, p9.geom_text)
+    assert len(dots.geom.data) == 1000 and "color" not in dots.mapping  # one grey, not by cluster
+    assert dots.raster and dots.geom.aes_params["size"] < 1
+    assert text.mapping["label"] == "guess" and text.mapping["color"] == "cluster_id"
+    assert np.array_equal(plot.data["x"], map_x[rows]) and list(plot.data["guess"]) == guesses
+    # the per-preamble plot's palette, cluster for cluster
+    alone = make_plot(map_x[rows], map_y[rows], guesses, cluster_ids, title="t")
+    colours = {type(scale).__name__: scale for scale in plot.scales}["scale_color_manual"]
+    same = {type(scale).__name__: scale for scale in alone.scales}["scale_color_manual"]
+    assert colours.palette(5) == same.palette(5)
+    svg = render_plot(plot, "svg", width=4, height=3, dpi=50)
+    assert svg.count(b"<image") == 1 and svg.count(b"guess") >= 40
+    assert plt.get_fignums() == []

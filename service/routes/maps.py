@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from clustviz.errors import InvalidInputError
 from clustviz.maps import MapRequest
 from service.deps import ApiKeyDep, MapsDep
 from service.maps import end_event_id, points_table
@@ -27,6 +28,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse},
 }
 PointsFormat = Literal["json", "parquet", "arrow"]
+ImageFormat = Literal["png", "svg"]
+IMAGE_CONTENT = {
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "image/svg+xml": {"schema": {"type": "string"}},
+}
+Size = Annotated[float, Query(gt=1, le=30, description="inches")]
+Dpi = Annotated[int, Query(ge=30, le=300)]
 MEDIA_TYPES: dict[str, str] = {
     "json": "application/json",
     "parquet": "application/vnd.apache.parquet",
@@ -143,12 +151,58 @@ async def map_points(
     selection = "all" if rows is None else f"rows:{dataset.resolve_preamble(preamble, preamble_id)}"
     digest = hashlib.sha256(f"{map_id}\0{selection}\0{format}".encode()).hexdigest()[:32]
     headers = {"ETag": f'"{digest}"', "Cache-Control": CACHE_CONTROL}
-    header = request.headers.get("if-none-match", "")
-    if headers["ETag"] in {tag.strip() for tag in header.split(",")} or header.strip() == "*":
+    if _not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     # the table and its encoding off the event loop (a whole map: 10⁵ rows)
     body = await asyncio.to_thread(lambda: _encode(points_table(stored, dataset, rows), format))
     return Response(body, media_type=MEDIA_TYPES[format], headers=headers)
+
+
+@router.get(
+    "/maps/{map_id}/plot.{fmt}",
+    responses={
+        **ERRORS,
+        200: {"content": IMAGE_CONTENT},
+        304: {"description": "If-None-Match named this answer's ETag"},
+    },
+    response_class=Response,
+)
+async def map_plot(
+    map_id: str,
+    fmt: ImageFormat,
+    maps: MapsDep,
+    request: Request,
+    preamble: Annotated[str | None, Query(max_length=10_000)] = None,
+    preamble_id: Annotated[str | None, Query(max_length=100)] = None,
+    width: Size = 8.0,
+    height: Size = 6.0,
+    dpi: Dpi = 100,
+) -> Response:
+    """One preamble on a done map, for ``<img src>``: every row of the map as light-grey
+    context, the preamble's guesses as text coloured by cluster (the per-preamble plots'
+    palette). Cached, with an ``ETag`` (``304`` for ``If-None-Match``); ``409 map_not_ready``
+    before the map is done."""
+    if preamble is None and preamble_id is None:
+        raise InvalidInputError(
+            "give the preamble as ?preamble=<text> or ?preamble_id=<id>", code="invalid_request"
+        )
+    stored, dataset, rows = await maps.points(map_id, preamble, preamble_id)
+    assert rows is not None  # a preamble was given
+    text = dataset.resolve_preamble(preamble, preamble_id)
+    key = maps.plot_key(stored, text, fmt, width=width, height=height, dpi=dpi)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    headers = {"ETag": f'"{digest}"', "Cache-Control": CACHE_CONTROL}
+    if _not_modified(request, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    media_type, body = await maps.plot(
+        stored, dataset, text, rows, fmt, width=width, height=height, dpi=dpi
+    )
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def _not_modified(request: Request, etag: str) -> bool:
+    header = request.headers.get("if-none-match", "")
+    return etag in {tag.strip() for tag in header.split(",")} or header.strip() == "*"
 
 
 def _encode(table: pa.Table, fmt: PointsFormat) -> bytes:

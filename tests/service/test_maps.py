@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import httpx
 import numpy as np
@@ -247,6 +248,52 @@ def test_the_client_and_the_cli_fetch_maps(
     assert "unknown_map_method" in capsys.readouterr().err
 
 
+def test_a_preamble_on_a_done_map_as_png_and_svg_with_304(
+    server: Server, done_map: dict[str, Any]
+) -> None:
+    url = f"{server.url}/maps/{done_map['id']}/plot"
+    params = {"preamble": SEED_PREAMBLE}
+    png = httpx.get(url + ".png", params=params, timeout=60)
+    assert png.status_code == 200, png.text
+    assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png.content[16:20], "big") == 800  # 8 in × 100 dpi
+    etag = png.headers["etag"]
+    again = httpx.get(url + ".png", params=params, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    by_id = {"preamble_id": preamble_id(SEED_PREAMBLE)}
+    assert httpx.get(url + ".png", params=by_id).headers["etag"] == etag  # one preamble, one key
+    svg = httpx.get(url + ".svg", params=params, timeout=60)
+    assert svg.headers["content-type"].startswith("image/svg+xml") and svg.headers["etag"] != etag
+    root = ElementTree.fromstring(svg.content)
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    nodes = root.iter("{http://www.w3.org/2000/svg}text")
+    texts = {"".join(node.itertext()).strip() for node in nodes}
+    guesses = tsv_rows().filter(pl.col("preamble") == SEED_PREAMBLE)["guess"].to_list()
+    assert {guess.strip() for guess in guesses} <= texts  # every guess of the preamble as text
+    other = tsv_rows().filter(pl.col("preamble") != SEED_PREAMBLE)["guess"].unique().to_list()
+    # numbers are axis ticks too, and "a" is the legend's key glyph of a text layer
+    words = {g for g in set(other) - set(guesses) if not g.lstrip("-").isdigit() and g != "a"}
+    assert len(words) > 100 and not words & texts  # the other rows are dots, not text
+    assert any(SEED_PREAMBLE[:20] in text for text in texts)  # the title names the preamble
+    assert any("openTSNE" in text for text in texts)  # the method
+    assert any(text.startswith("dataset: HuggingFaceTB:SmolLM2-135M") for text in texts)
+    assert b"<image" in svg.content  # the map's rows: one raster image, not a node per dot
+
+
+def test_a_map_plot_needs_a_known_preamble(server: Server, done_map: dict[str, Any]) -> None:
+    url = f"{server.url}/maps/{done_map['id']}/plot.svg"
+    missing = httpx.get(url)
+    assert missing.status_code == 422 and missing.json()["code"] == "invalid_request"
+    assert "preamble" in missing.json()["detail"]
+    for params in ({"preamble": "no such preamble"}, {"preamble_id": "0123"}):
+        unknown = httpx.get(url, params=params)
+        assert unknown.status_code == 404 and unknown.json()["code"] == "preamble_not_found"
+    assert (
+        httpx.get(url.replace(".svg", ".gif"), params={"preamble": SEED_PREAMBLE}).status_code
+        == 422
+    )
+
+
 def test_events_stream_progress_then_end(server: Server) -> None:
     map_id = post(server, params=FAST, seed=11).json()["id"]
     with httpx.stream("GET", f"{server.url}/maps/{map_id}/events", timeout=120) as response:
@@ -300,13 +347,15 @@ def test_too_few_points_for_the_fit(server: Server) -> None:
 
 
 def test_unknown_maps_are_404_and_unfinished_ones_409(server: Server) -> None:
-    for path in ("", "/points", "/events"):
+    plot = f"/plot.png?preamble_id={preamble_id(SEED_PREAMBLE)}"
+    for path in ("", "/points", "/events", plot):
         response = httpx.get(f"{server.url}/maps/0123abcd{path}")
         assert response.status_code == 404 and response.json()["code"] == "map_not_found"
     slow = post(server, params=SLOW, seed=21).json()["id"]
-    early = httpx.get(f"{server.url}/maps/{slow}/points")
-    assert early.status_code == 409 and early.json()["code"] == "map_not_ready"
-    assert "etag" not in early.headers
+    for path in ("/points", plot):
+        early = httpx.get(f"{server.url}/maps/{slow}{path}")
+        assert early.status_code == 409 and early.json()["code"] == "map_not_ready"
+        assert "etag" not in early.headers
     wait_running(server, slow)
     deleted = httpx.delete(f"{server.url}/maps/{slow}")
     assert deleted.status_code == 200 and deleted.json()["state"] == "deleted"
