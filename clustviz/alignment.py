@@ -35,6 +35,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from clustviz.errors import InvalidInputError
+from clustviz.labels import dense_labels
+from clustviz.metrics import nearest_neighbours
 
 __all__ = [
     "AlignParams",
@@ -210,19 +212,16 @@ class _Terms:
 
 def _membership(labels: np.ndarray) -> np.ndarray:
     """``(C, n)``: row ``c`` is ``1 / |c|`` on cluster ``c``'s points (sorted label order)."""
-    _, inverse, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
-    members = np.zeros((len(counts), len(inverse)))
-    members[inverse, np.arange(len(inverse))] = 1.0
-    return members / counts[:, None]
+    clusters, local = dense_labels(labels)
+    members = np.zeros((len(clusters), len(local)))
+    members[local, np.arange(len(local))] = 1.0
+    return members / members.sum(1, keepdims=True)
 
 
 def _knn_graph(X: np.ndarray, k: int) -> np.ndarray:
     """Symmetrised ``k``-NN graph of ``X``, each edge weighing ``1 / (number of edges)``."""
     n = len(X)
-    sq = (X * X).sum(1)
-    dist = sq[:, None] + sq[None, :] - 2.0 * X @ X.T
-    np.fill_diagonal(dist, np.inf)
-    nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
+    nearest = nearest_neighbours(X, k)
     graph = np.zeros((n, n))
     graph[np.repeat(np.arange(n), k), nearest.ravel()] = 1.0
     graph = np.maximum(graph, graph.T)

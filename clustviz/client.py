@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,14 +205,31 @@ class Client:
 
     def wait(self, job_id: str, *, progress: bool = True) -> dict[str, Any]:
         """Follow a job to its end (tqdm bar fed by the event stream); return the final status."""
+        status = self.batch_status(job_id)
+
+        def show(bar: Any, data: dict[str, Any]) -> None:
+            bar.n = data["done"] + data["failed"]
+            bar.set_postfix(failed=data["failed"], refresh=False)
+
+        bar = {"total": status["total"], "unit": "item", "desc": job_id}
+        return self._follow(self.events(job_id), status, bar, show, progress)
+
+    def _follow(
+        self,
+        events: Iterator[tuple[str, dict[str, Any]]],
+        status: dict[str, Any],
+        bar_args: dict[str, Any],
+        show: Callable[[Any, dict[str, Any]], None],
+        progress: bool,
+    ) -> dict[str, Any]:
+        """Read ``events`` to their end, showing each with ``show`` on a tqdm bar; the last
+        status (``status`` if none came)."""
         from tqdm.auto import tqdm
 
-        status = self.batch_status(job_id)
-        bar = tqdm(total=status["total"], disable=not progress, unit="item", desc=job_id)
+        bar = tqdm(disable=not progress, **bar_args)
         try:
-            for event, data in self.events(job_id):
-                bar.n = data["done"] + data["failed"]
-                bar.set_postfix(failed=data["failed"], refresh=False)
+            for event, data in events:
+                show(bar, data)
                 bar.refresh()
                 status = data
                 if event == "end":
@@ -230,16 +247,15 @@ class Client:
         """Stream the job's finished points to ``path`` as the server writes them, never held
         whole in memory; the format follows the suffix: ``.parquet``, ``.arrow`` (Arrow IPC
         stream) or ``.json`` (newline-delimited). Returns the bytes written."""
-        path = Path(path)
+        return self._download(f"/batches/{job_id}/results", Path(path))
+
+    def _download(self, url: str, path: Path) -> int:
+        """``url``'s answer in the format ``path``'s suffix names, streamed to ``path``."""
         fmt = _result_format(path)
-        url = f"/batches/{job_id}/results"
         with self._http.stream("GET", url, params={"format": fmt}) as response:
             self._check_stream(response)
-            written = 0
             with path.open("wb") as out:
-                for chunk in response.iter_bytes():
-                    written += out.write(chunk)
-        return written
+                return sum(out.write(chunk) for chunk in response.iter_bytes())
 
     def batch(
         self,
@@ -285,25 +301,19 @@ class Client:
 
     def wait_map(self, map_id: str, *, progress: bool = True) -> dict[str, Any]:
         """Follow a map to its end (a tqdm bar of its progress, by stage); its final status."""
-        from tqdm.auto import tqdm
-
         status = self.map_status(map_id)
         if status["state"] not in ("queued", "running"):
             return status
-        bar = tqdm(total=100, disable=not progress, unit="%", desc=map_id)
-        try:
-            for event, data in self._events(
-                f"/maps/{map_id}/events", last_event_id=None, read_timeout=60.0, max_retries=8
-            ):
-                bar.n = round(100 * data["progress"])
-                bar.set_postfix(stage=data["stage"], refresh=False)
-                bar.refresh()
-                status = data
-                if event == "end":
-                    break
-        finally:
-            bar.close()
-        return status
+
+        def show(bar: Any, data: dict[str, Any]) -> None:
+            bar.n = round(100 * data["progress"])
+            bar.set_postfix(stage=data["stage"], refresh=False)
+
+        events = self._events(
+            f"/maps/{map_id}/events", last_event_id=None, read_timeout=60.0, max_retries=8
+        )
+        bar = {"total": 100, "unit": "%", "desc": map_id}
+        return self._follow(events, status, bar, show, progress)
 
     def map_points(self, map_id: str, *, preamble: str | None = None) -> pl.DataFrame:
         """A finished map's points (all rows, or one preamble's) as a polars DataFrame:
@@ -315,12 +325,7 @@ class Client:
     def download_map(self, map_id: str, path: str | Path) -> int:
         """A finished map's points written to ``path`` (``.parquet``, ``.arrow`` or ``.json``
         by its suffix); the bytes written."""
-        path = Path(path)
-        fmt = _result_format(path)
-        with self._http.stream("GET", f"/maps/{map_id}/points", params={"format": fmt}) as response:
-            self._check_stream(response)
-            with path.open("wb") as out:
-                return sum(out.write(chunk) for chunk in response.iter_bytes())
+        return self._download(f"/maps/{map_id}/points", Path(path))
 
     def map(
         self,

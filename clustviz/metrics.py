@@ -28,6 +28,7 @@ __all__ = [
     "continuity",
     "knn_preservation",
     "layout_metrics",
+    "nearest_neighbours",
     "silhouette",
     "trustworthiness",
     "trustworthiness_continuity",
@@ -47,8 +48,8 @@ def _order(points: np.ndarray) -> np.ndarray:
     return np.argsort(dist, axis=1, kind="stable")[:, :-1]
 
 
-def _knn(points: np.ndarray, k: int) -> np.ndarray:
-    """Indices ``(n, k)`` of the k nearest other rows."""
+def nearest_neighbours(points: np.ndarray, k: int) -> np.ndarray:
+    """Indices ``(n, k)`` of each row's k nearest other rows (Euclidean; ties: lower index)."""
     return _order(points)[:, :k]
 
 
@@ -59,7 +60,7 @@ def _clamp_k(n: int, k: int) -> int:
 def knn_preservation(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
     """Mean share of each point's ``k`` high-D nearest neighbours kept among its 2-D ones."""
     k = _clamp_k(len(X), k)
-    return _preservation(_knn(X, k), _knn(Y, k))
+    return _preservation(nearest_neighbours(X, k), nearest_neighbours(Y, k))
 
 
 def _preservation(high: np.ndarray, low: np.ndarray) -> float:
@@ -72,7 +73,7 @@ def _preservation(high: np.ndarray, low: np.ndarray) -> float:
 def trustworthiness(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
     """scikit-learn's trustworthiness, ``k`` clamped below ``n / 2`` as it requires."""
     k = max(1, min(k, (len(X) - 1) // 2))
-    return _trustworthiness(_order(X), _knn(Y, k))
+    return _trustworthiness(_order(X), nearest_neighbours(Y, k))
 
 
 def continuity(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
@@ -110,7 +111,7 @@ def cluster_overlap_discrepancy(
 ) -> dict[str, float]:
     """``{"mean", "max"}`` of ``|M_X - M_Y|`` over ordered cluster pairs (0 for one cluster)."""
     k = _clamp_k(len(X), k)
-    return _overlap(_knn(X, k), _knn(Y, k), labels)
+    return _overlap(nearest_neighbours(X, k), nearest_neighbours(Y, k), labels)
 
 
 def _overlap(high: np.ndarray, low: np.ndarray, labels: np.ndarray) -> dict[str, float]:

@@ -39,11 +39,10 @@ class ProjectionBodies:
         points are the aligned layout's (in the map's frame, no hulls), never memoised."""
         request = projection.request
         meta = projection.stored.meta
-        if aligned is not None:
-            points = _serialised_points(projection, aligned)
-        else:
-            memo = self._points.get(request.key)  # a hit becomes the most recently used
-            points = self._points[request.key] = memo or _serialised_points(projection, None)
+        memo = None if aligned is not None else self._points.get(request.key)  # a hit: recent
+        points = memo or _serialised_points(projection, aligned)
+        if aligned is None and memo is None:
+            self._points[request.key] = points
         view = request.view
         head = {
             "dataset": request.dataset.id,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 from typing import Annotated, Any, Literal
@@ -16,6 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from clustviz.errors import InvalidInputError
 from clustviz.maps import MapRequest
+from service.conditional import etag, not_modified
 from service.deps import ApiKeyDep, MapsDep
 from service.maps import end_event_id, points_table
 from service.schemas import ErrorResponse, MapCreate, MapStatus
@@ -149,9 +149,8 @@ async def map_points(
     (``304`` for ``If-None-Match``); ``409 map_not_ready`` before it is done."""
     stored, dataset, rows = await maps.points(map_id, preamble, preamble_id)
     selection = "all" if rows is None else f"rows:{dataset.resolve_preamble(preamble, preamble_id)}"
-    digest = hashlib.sha256(f"{map_id}\0{selection}\0{format}".encode()).hexdigest()[:32]
-    headers = {"ETag": f'"{digest}"', "Cache-Control": CACHE_CONTROL}
-    if _not_modified(request, headers["ETag"]):
+    headers = {"ETag": etag(f"{map_id}\0{selection}\0{format}"), "Cache-Control": CACHE_CONTROL}
+    if not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     # the table and its encoding off the event loop (a whole map: 10⁵ rows)
     body = await asyncio.to_thread(lambda: _encode(points_table(stored, dataset, rows), format))
@@ -190,19 +189,13 @@ async def map_plot(
     assert rows is not None  # a preamble was given
     text = dataset.resolve_preamble(preamble, preamble_id)
     key = maps.plot_key(stored, text, fmt, width=width, height=height, dpi=dpi)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-    headers = {"ETag": f'"{digest}"', "Cache-Control": CACHE_CONTROL}
-    if _not_modified(request, headers["ETag"]):
+    headers = {"ETag": etag(key), "Cache-Control": CACHE_CONTROL}
+    if not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     media_type, body = await maps.plot(
         stored, dataset, text, rows, fmt, width=width, height=height, dpi=dpi
     )
     return Response(body, media_type=media_type, headers=headers)
-
-
-def _not_modified(request: Request, etag: str) -> bool:
-    header = request.headers.get("if-none-match", "")
-    return etag in {tag.strip() for tag in header.split(",")} or header.strip() == "*"
 
 
 def _encode(table: pa.Table, fmt: PointsFormat) -> bytes:

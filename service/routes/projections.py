@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Annotated, Any, Literal
 
@@ -11,6 +10,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from clustviz.alignment import AlignParams
 from clustviz.errors import InvalidInputError
 from clustviz.keys import image_key
+from service.conditional import etag, not_modified
 from service.deps import BodiesDep, EngineDep, MapsDep
 from service.engine import Engine
 from service.microcache import CACHEABLE_HEADER
@@ -50,15 +50,6 @@ def _wants_image(accept: str | None) -> Literal["png", "svg"] | None:
     if "image/svg+xml" in accept:
         return "svg"
     return None
-
-
-def _etag(key: str) -> str:
-    return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
-
-
-def _not_modified(request: Request, etag: str) -> bool:
-    header = request.headers.get("if-none-match", "")
-    return etag in {tag.strip() for tag in header.split(",")} or header.strip() == "*"
 
 
 def _parse_params(params: str | None) -> dict[str, Any]:
@@ -122,7 +113,7 @@ async def create_projection(
         media_type, image, key = await engine.render(
             projection, fmt, width=width, height=height, dpi=dpi
         )
-        return Response(image, media_type=media_type, headers={"ETag": _etag(key)} | mark)
+        return Response(image, media_type=media_type, headers={"ETag": etag(key)} | mark)
     answer = bodies.response(projection)
     if projection.cached:
         answer.headers.update(mark)
@@ -189,8 +180,8 @@ async def get_plot(
         engine, dataset_id, projector, preamble, preamble_id, seed, params
     )
     key = image_key(resolved.key, fmt, width=width, height=height, dpi=dpi)
-    headers = {"ETag": _etag(key), "Cache-Control": CACHE_CONTROL}
-    if _not_modified(request, headers["ETag"]):
+    headers = {"ETag": etag(key), "Cache-Control": CACHE_CONTROL}
+    if not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     engine.ensure_capacity()
     projection = await engine.project(resolved)
@@ -219,9 +210,8 @@ async def get_projection(
     resolved = await _resolve_get(
         engine, dataset_id, projector, preamble, preamble_id, seed, params
     )
-    etag = _etag(resolved.key + ".json")
-    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
-    if _not_modified(request, etag):
+    headers = {"ETag": etag(resolved.key + ".json"), "Cache-Control": CACHE_CONTROL}
+    if not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     engine.ensure_capacity()
     projection = await engine.project(resolved)
