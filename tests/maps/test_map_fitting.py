@@ -9,6 +9,7 @@ import typing
 
 import numpy as np
 import pytest
+import torch
 from support import DEMO10
 
 from clustviz.data import discover_datasets, load_dataset
@@ -214,8 +215,6 @@ def test_torchdr_leaves_the_global_generators_alone() -> None:
     """TorchDR's own seeding would reseed torch, NumPy and Python globally: ours is local."""
     import random
 
-    import torch
-
     torch_state, numpy_state, python_state = (
         torch.random.get_rng_state(),
         np.random.get_state()[1].copy(),
@@ -230,8 +229,6 @@ def test_torchdr_leaves_the_global_generators_alone() -> None:
 def test_torchdr_map_does_not_depend_on_torch_threads(
     maps: dict[tuple[str, str], GlobalMap],
 ) -> None:
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -251,8 +248,31 @@ def test_the_device_a_torchdr_map_ran_on_is_reported(
         *blobs(),
         MapRequest(method="torchdr_umap", fit_on="points", params={"max_iter": 20}),
     )
-    import torch
-
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert auto.params_used["params"]["device"] == expected
     assert f"device auto resolved to {expected!r}" in auto.notes
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("fit_on", ["points", "sample"])
+def test_torchdr_map_on_cuda(maps: dict[tuple[str, str], GlobalMap], fit_on: str) -> None:
+    """The CUDA path of the one GPU map method: it runs on the device, keeps the contract
+    (shape, dtype, row order, finite values) and is as good as the CPU's map of the same blobs.
+    CUDA scatter-adds are atomic, so it is compared by quality, not bit for bit."""
+    cpu = maps["torchdr_umap", fit_on]
+    X, cluster_ids = blobs()
+    request = MapRequest(
+        method="torchdr_umap",
+        fit_on=fit_on,
+        sample_size=160,
+        params=FAST["torchdr_umap"] | {"device": "cuda"},
+    )
+    cuda = fit_map(X, cluster_ids, request, preambles=preambles(len(X)))
+    assert cuda.params_used["params"]["device"].startswith("cuda")
+    assert cuda.coords.shape == (480, 2) and cuda.coords.dtype == np.float32
+    assert np.isfinite(cuda.coords).all()
+    dist = ((cuda.coords[:, None, :] - cuda.cluster_positions[None]) ** 2).sum(-1)
+    assert (cuda.cluster_ids[dist.argmin(1)] == cluster_ids).mean() >= 0.95
+    for measure in ("trustworthiness", "continuity"):
+        assert cuda.quality[measure] >= cpu.quality[measure] - 0.05
