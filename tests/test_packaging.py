@@ -23,6 +23,8 @@ def test_compose_file_declares_cpu_and_gpu_services() -> None:
     ray = compose["services"]["clustviz-ray"]
     assert ray["profiles"] == ["ray"] and ray["environment"]["CLUSTVIZ_EXECUTOR"] == "ray"
     assert "ray-head:6379" in compose["services"]["ray-worker"]["command"][2]
+    for name in ("ray-head", "ray-worker", "clustviz-ray"):  # map progress files: README, Ray
+        assert "clustviz-state:/state" in compose["services"][name]["volumes"]
     assert compose["services"]["ray-head"]["build"]["args"]["EXTRAS"] == "ray"
 
 
