@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib.pyplot as plt
 import numpy as np
 import plotnine as p9
@@ -75,13 +77,12 @@ def test_title_names_preamble_projector_and_dataset() -> None:
 def test_map_plot_draws_every_row_as_context_under_the_preambles_text() -> None:
     rng = np.random.default_rng(1)
     map_x, map_y = rng.normal(size=(2, 1000))
+    map_x[0], map_y[0] = 40.0, -30.0  # an outlier: the panel still holds it
     rows = np.arange(200, 240)
     _, _, guesses, cluster_ids = sample()
     plot = make_map_plot(map_x, map_y, rows, guesses, cluster_ids, title="t", caption="c")
-    dots, text = plot.layers  # context first: the text is drawn over it
-    assert isinstance(dots.geom, p9.geom_point) and isinstance(text.geom, p9.geom_text)
-    assert len(dots.geom.data) == 1000 and "color" not in dots.mapping  # one grey, not by cluster
-    assert dots.raster and dots.geom.aes_params["size"] < 1
+    context, text = plot.layers  # context first: the text is drawn over it
+    assert isinstance(text.geom, p9.geom_text) and "color" not in context.mapping
     assert text.mapping["label"] == "guess" and text.mapping["color"] == "cluster_id"
     assert np.array_equal(plot.data["x"], map_x[rows]) and list(plot.data["guess"]) == guesses
     # the per-preamble plot's palette, cluster for cluster
@@ -89,6 +90,28 @@ def test_map_plot_draws_every_row_as_context_under_the_preambles_text() -> None:
     colours = {type(scale).__name__: scale for scale in plot.scales}["scale_color_manual"]
     same = {type(scale).__name__: scale for scale in alone.scales}["scale_color_manual"]
     assert colours.palette(5) == same.palette(5)
+
+    # drawn: one image under the text, a cell per pixel of the panel, every row counted in it
+    figure = (plot + p9.theme(figure_size=(4, 3), dpi=50)).draw()
+    try:
+        figure.savefig(io.BytesIO(), format="png", dpi=50)  # laid out and drawn
+        ax = figure.axes[0]
+        (image,) = ax.images
+        box = ax.get_window_extent()
+        counts = image.counts
+        assert counts.shape == (round(box.height), round(box.width))
+        assert counts.sum() == 1000 and counts.max() >= 2  # none outside, some pixels shared
+        assert all(image.get_zorder() < label.get_zorder() for label in ax.texts)
+        pixels = np.asarray(image.get_array())
+        filled = pixels[..., 3] > 0
+        assert np.array_equal(filled, counts > 0)  # empty pixels transparent
+        greys = pixels[filled][:, :3]
+        assert np.allclose(greys, greys[:, :1])  # grey: one colour for every cluster
+        one = pixels[counts == 1][:, 0]
+        most = pixels[counts == counts.max()][:, 0]
+        assert one.min() > most.max() > 0.5  # denser is darker, and all of it light
+    finally:
+        plt.close(figure)
     svg = render_plot(plot, "svg", width=4, height=3, dpi=50)
     assert svg.count(b"<image") == 1 and svg.count(b"guess") >= 40
     assert plt.get_fignums() == []
