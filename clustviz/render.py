@@ -27,6 +27,8 @@ MAX_TOL_COLORS = 23  # tol_colors.rainbow_discrete refuses more
 #: with no text. A pixel holding one row is the lightest grey, the densest the darkest (log
 #: scale between them): light enough for the text, and the map's dense parts still show.
 CONTEXT_GREYS = ("#cfcfcf", "#9a9a9a")
+#: How wide a row's dot is, in points (a square of pixels at the image's resolution).
+CONTEXT_DOT_PT = 1.4
 
 
 def cluster_colors(n_clusters: int) -> list[str]:
@@ -148,6 +150,25 @@ def context_image(counts: np.ndarray) -> np.ndarray:
     return image
 
 
+def spread_counts(counts: np.ndarray, width: int) -> np.ndarray:
+    """Each cell's count spread over the ``width`` × ``width`` square of cells around it (a
+    row drawn as a dot of that many pixels): window sums of ``counts``, same shape."""
+    if width <= 1:
+        return counts
+    before = (width - 1) // 2
+    padding = (before, width - 1 - before)
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = padding
+        total = np.cumsum(np.pad(counts, pad), axis=axis)
+        total = np.insert(total, 0, 0, axis=axis)
+        size = counts.shape[axis]
+        counts = np.take(total, np.arange(width, width + size), axis=axis) - np.take(
+            total, np.arange(size), axis=axis
+        )
+    return counts
+
+
 def _context_layer(x: np.ndarray, y: np.ndarray) -> Any:
     """The layer drawing every ``(x, y)`` as :func:`context_image` (its data: the rows' bounding
     box, so that the panel's limits hold every row)."""
@@ -183,7 +204,8 @@ def _context_geom() -> type:
             self.counts = context_counts(
                 self.rows[:, 0], self.rows[:, 1], xlim=(x0, x1), ylim=(y0, y1), shape=shape
             )
-            self.set_data(context_image(self.counts))
+            dot = round(CONTEXT_DOT_PT * self.axes.figure.dpi / 72 * scale)
+            self.set_data(context_image(spread_counts(self.counts, max(1, dot))))
             super().draw(renderer)
 
     class geom_map_context(geom):

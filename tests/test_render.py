@@ -9,7 +9,14 @@ import numpy as np
 import plotnine as p9
 import pytest
 
-from clustviz.render import cluster_colors, make_map_plot, make_plot, plot_title, render_plot
+from clustviz.render import (
+    cluster_colors,
+    make_map_plot,
+    make_plot,
+    plot_title,
+    render_plot,
+    spread_counts,
+)
 
 
 def sample(n: int = 40, n_clusters: int = 5):  # type: ignore[no-untyped-def]
@@ -92,9 +99,9 @@ def test_map_plot_draws_every_row_as_context_under_the_preambles_text() -> None:
     assert colours.palette(5) == same.palette(5)
 
     # drawn: one image under the text, a cell per pixel of the panel, every row counted in it
-    figure = (plot + p9.theme(figure_size=(4, 3), dpi=50)).draw()
+    figure = (plot + p9.theme(figure_size=(4, 3), dpi=100)).draw()
     try:
-        figure.savefig(io.BytesIO(), format="png", dpi=50)  # laid out and drawn
+        figure.savefig(io.BytesIO(), format="png", dpi=100)  # laid out and drawn
         ax = figure.axes[0]
         (image,) = ax.images
         box = ax.get_window_extent()
@@ -104,14 +111,22 @@ def test_map_plot_draws_every_row_as_context_under_the_preambles_text() -> None:
         assert all(image.get_zorder() < label.get_zorder() for label in ax.texts)
         pixels = np.asarray(image.get_array())
         filled = pixels[..., 3] > 0
-        assert np.array_equal(filled, counts > 0)  # empty pixels transparent
+        # each row a dot of 2 × 2 pixels at 100 dpi (1.4 pt); the rest transparent
+        assert np.array_equal(filled, spread_counts(counts, 2) > 0)
         greys = pixels[filled][:, :3]
         assert np.allclose(greys, greys[:, :1])  # grey: one colour for every cluster
-        one = pixels[counts == 1][:, 0]
-        most = pixels[counts == counts.max()][:, 0]
-        assert one.min() > most.max() > 0.5  # denser is darker, and all of it light
+        assert greys.min() > 0.5 and greys.max() > greys.min()  # light; denser is darker
     finally:
         plt.close(figure)
     svg = render_plot(plot, "svg", width=4, height=3, dpi=50)
     assert svg.count(b"<image") == 1 and svg.count(b"guess") >= 40
     assert plt.get_fignums() == []
+
+
+def test_a_rows_dot_is_a_square_of_pixels_clipped_at_the_edges() -> None:
+    counts = np.zeros((6, 7), dtype=np.int64)
+    counts[3, 3], counts[0, 6] = 2, 1
+    spread = spread_counts(counts, 3)
+    assert spread.shape == counts.shape and spread[2:5, 2:5].tolist() == [[2] * 3] * 3
+    assert spread[0:2, 5:7].tolist() == [[1, 1], [1, 1]]  # the corner's dot, clipped
+    assert spread.sum() == 2 * 9 + 4 and spread_counts(counts, 1) is counts
