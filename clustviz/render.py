@@ -1,6 +1,8 @@
 """Plots in the seed notebook's look, with plotnine: each guess drawn as its text, coloured by
 cluster with Paul Tol's discrete rainbow, ``theme_bw``; the cluster plot adds translucent blobs
-(hull polygons) under the text, in the same colour as their cluster's text.
+(hull polygons) under the text, in the same colour as their cluster's text; the map plot puts
+a preamble's text over every row of a global map, drawn as one light-grey image of dots counted
+into the panel's pixels when the figure is drawn (10⁵ rows cost a histogram, not 10⁵ markers).
 
 Functions return bytes (PNG/SVG) or the ``ggplot`` object; no matplotlib figure is left open.
 """
@@ -24,8 +26,8 @@ ImageFormat = Literal["png", "svg"]
 MAX_TOL_COLORS = 23  # tol_colors.rainbow_discrete refuses more
 #: A map's context layer: every row of the dataset counted into the panel's pixels and drawn as
 #: one light-grey image (one histogram instead of 10⁵ markers; an SVG keeps one ``<image>``),
-#: with no text. A pixel holding one row is the lightest grey, the densest the darkest (log
-#: scale between them): light enough for the text, and the map's dense parts still show.
+#: with no text. A pixel under one row's dot is the lightest grey, the pixel under the most dots
+#: the darkest (log scale between them): light enough for the text, and dense parts still show.
 CONTEXT_GREYS = ("#cfcfcf", "#9a9a9a")
 #: How wide a row's dot is, in points (a square of pixels at the image's resolution).
 CONTEXT_DOT_PT = 1.4
