@@ -1,12 +1,15 @@
 """Plots in the seed notebook's look, with plotnine: each guess drawn as its text, coloured by
 cluster with Paul Tol's discrete rainbow, ``theme_bw``; the cluster plot adds translucent blobs
-(hull polygons) under the text, in the same colour as their cluster's text.
+(hull polygons) under the text, in the same colour as their cluster's text; the map plot puts
+a preamble's text over every row of a global map, drawn as one light-grey image of dots counted
+into the panel's pixels when the figure is drawn (10⁵ rows cost a histogram, not 10⁵ markers).
 
 Functions return bytes (PNG/SVG) or the ``ggplot`` object; no matplotlib figure is left open.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import textwrap
 from collections.abc import Sequence
@@ -21,10 +24,13 @@ __all__ = ["cluster_colors", "make_map_plot", "make_plot", "plot_title", "render
 
 ImageFormat = Literal["png", "svg"]
 MAX_TOL_COLORS = 23  # tol_colors.rainbow_discrete refuses more
-#: A map's context layer: every row of the dataset as a small light dot, rasterised (an SVG of
-#: 10⁵ rows keeps one image for them, not one element per dot), with no text.
-CONTEXT_COLOR = "#bdbdbd"
-CONTEXT_SIZE = 0.7
+#: A map's context layer: every row of the dataset counted into the panel's pixels and drawn as
+#: one light-grey image (one histogram instead of 10⁵ markers; an SVG keeps one ``<image>``),
+#: with no text. A pixel under one row's dot is the lightest grey, the pixel under the most dots
+#: the darkest (log scale between them): light enough for the text, and dense parts still show.
+CONTEXT_GREYS = ("#cfcfcf", "#9a9a9a")
+#: How wide a row's dot is, in points (a square of pixels at the image's resolution).
+CONTEXT_DOT_PT = 1.4
 
 
 def cluster_colors(n_clusters: int) -> list[str]:
@@ -61,7 +67,7 @@ def make_plot(
 ) -> Any:
     """The ggplot: text per guess coloured by ``cluster_ids``; ``hulls`` are
     ``(cluster_id, [polygon (m, 2), ...])`` drawn as blobs in the cluster's colour; ``context``
-    ``(x, y)`` are drawn first, as small light-grey dots (a global map's other rows)."""
+    ``(x, y)`` are drawn first, as a light-grey density image (a global map's other rows)."""
     import plotnine as p9
 
     order, _ = dense_labels(cluster_ids)
@@ -77,18 +83,7 @@ def make_plot(
     )
     plot = p9.ggplot(points, p9.aes(x="x", y="y"))
     if context is not None:
-        dots = pd.DataFrame(
-            {"x": np.asarray(context[0], dtype=float), "y": np.asarray(context[1], dtype=float)}
-        )
-        plot += p9.geom_point(
-            p9.aes(x="x", y="y"),
-            data=dots,
-            color=CONTEXT_COLOR,
-            size=CONTEXT_SIZE,
-            stroke=0,
-            raster=True,
-            inherit_aes=False,
-        )
+        plot += _context_layer(*context)
     if hulls:
         rows = []
         for group, (cluster_id, polygons) in enumerate(
@@ -122,6 +117,120 @@ def make_plot(
     plot += p9.labs(title=title, caption=caption, x="x", y="y")
     plot += p9.theme(plot_caption=p9.element_text(size=7, ha="left"))
     return plot
+
+
+def context_counts(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    xlim: tuple[float, float],
+    ylim: tuple[float, float],
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """Rows per cell of a ``shape`` (height, width) grid over ``xlim`` × ``ylim``, row 0 at
+    ``ylim[0]`` (rows outside the limits are left out)."""
+    height, width = shape
+    col = np.floor((np.asarray(x, dtype=float) - xlim[0]) * (width / (xlim[1] - xlim[0])))
+    row = np.floor((np.asarray(y, dtype=float) - ylim[0]) * (height / (ylim[1] - ylim[0])))
+    inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+    cells = row[inside].astype(np.int64) * width + col[inside].astype(np.int64)
+    return np.bincount(cells, minlength=height * width).reshape(height, width)
+
+
+def context_image(counts: np.ndarray) -> np.ndarray:
+    """RGBA (height, width, 4) of :func:`context_counts`: empty cells transparent, the others
+    opaque, from the first of :data:`CONTEXT_GREYS` (one row) to the second (the most rows),
+    on a log scale."""
+    import matplotlib.colors as mcolors
+
+    light, dark = (np.array(mcolors.to_rgb(grey)) for grey in CONTEXT_GREYS)
+    filled = counts > 0
+    share = np.log(np.maximum(counts, 1)) / np.log(max(int(counts.max()), 2))  # 0 for one row
+    image = np.zeros((*counts.shape, 4))
+    image[..., :3] = light + share[..., None] * (dark - light)
+    image[..., 3] = filled
+    return image
+
+
+def spread_counts(counts: np.ndarray, width: int) -> np.ndarray:
+    """Each cell's count spread over the ``width`` × ``width`` square of cells around it (a
+    row drawn as a dot of that many pixels): window sums of ``counts``, same shape."""
+    if width <= 1:
+        return counts
+    before = (width - 1) // 2
+    padding = (before, width - 1 - before)
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = padding
+        total = np.cumsum(np.pad(counts, pad), axis=axis)
+        total = np.insert(total, 0, 0, axis=axis)
+        size = counts.shape[axis]
+        counts = np.take(total, np.arange(width, width + size), axis=axis) - np.take(
+            total, np.arange(size), axis=axis
+        )
+    return counts
+
+
+def _context_layer(x: np.ndarray, y: np.ndarray) -> Any:
+    """The layer drawing every ``(x, y)`` as :func:`context_image` (its data: the rows' bounding
+    box, so that the panel's limits hold every row)."""
+    import plotnine as p9
+
+    xy = np.column_stack([np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)])
+    box = pd.DataFrame(
+        {"x": [xy[:, 0].min(), xy[:, 0].max()], "y": [xy[:, 1].min(), xy[:, 1].max()]}
+    )
+    return _context_geom()(p9.aes(x="x", y="y"), data=box, inherit_aes=False, rows=xy)
+
+
+@functools.cache
+def _context_geom() -> type:
+    """plotnine's geom for the context (made on first use: plotnine is imported lazily)."""
+    from matplotlib.image import AxesImage
+    from plotnine.geoms.geom import geom
+
+    class ContextImage(AxesImage):
+        """The rows counted into the axes' pixels when the figure is drawn, so that one cell is
+        one pixel of the final layout (drawn as is: no resampling blurs the dots)."""
+
+        def __init__(self, ax: Any, rows: np.ndarray, **kwargs: Any) -> None:
+            super().__init__(ax, origin="lower", interpolation="nearest", **kwargs)
+            self.rows = rows
+            self.counts = np.zeros((0, 0), dtype=np.int64)  # rows per pixel, as last drawn
+
+        def draw(self, renderer: Any) -> None:
+            box = self.axes.get_window_extent(renderer)
+            scale = renderer.get_image_magnification()
+            shape = (max(1, round(box.height * scale)), max(1, round(box.width * scale)))
+            x0, x1, y0, y1 = self.get_extent()
+            self.counts = context_counts(
+                self.rows[:, 0], self.rows[:, 1], xlim=(x0, x1), ylim=(y0, y1), shape=shape
+            )
+            dot = round(CONTEXT_DOT_PT * self.axes.figure.dpi / 72 * scale)
+            self.set_data(context_image(spread_counts(self.counts, max(1, dot))))
+            super().draw(renderer)
+
+    class geom_map_context(geom):
+        """Every row of a map (the ``rows`` parameter, (n, 2)) as one image per panel."""
+
+        # plotnine's geoms declare these per class (not ClassVar in its annotations)
+        REQUIRED_AES = {"x", "y"}  # noqa: RUF012
+        DEFAULT_PARAMS = {  # noqa: RUF012
+            "stat": "identity",
+            "position": "identity",
+            "na_rm": False,
+            "rows": None,
+        }
+
+        def draw_panel(self, data: Any, panel_params: Any, coord: Any, ax: Any) -> None:
+            extent = (*panel_params.x.range, *panel_params.y.range)
+            image = ContextImage(
+                ax, self.params["rows"], extent=extent, zorder=self.params["zorder"]
+            )
+            image.set_data(np.zeros((1, 1, 4)))  # drawn at the figure's final size
+            ax.add_image(image)
+
+    return geom_map_context
 
 
 def plot_title(preamble: str, projector_title: str, dataset_name: str) -> tuple[str, str]:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib.pyplot as plt
 import numpy as np
 import plotnine as p9
 import pytest
 
-from clustviz.render import cluster_colors, make_map_plot, make_plot, plot_title, render_plot
+from clustviz.render import (
+    cluster_colors,
+    make_map_plot,
+    make_plot,
+    plot_title,
+    render_plot,
+    spread_counts,
+)
 
 
 def sample(n: int = 40, n_clusters: int = 5):  # type: ignore[no-untyped-def]
@@ -75,13 +84,12 @@ def test_title_names_preamble_projector_and_dataset() -> None:
 def test_map_plot_draws_every_row_as_context_under_the_preambles_text() -> None:
     rng = np.random.default_rng(1)
     map_x, map_y = rng.normal(size=(2, 1000))
+    map_x[0], map_y[0] = 40.0, -30.0  # an outlier: the panel still holds it
     rows = np.arange(200, 240)
     _, _, guesses, cluster_ids = sample()
     plot = make_map_plot(map_x, map_y, rows, guesses, cluster_ids, title="t", caption="c")
-    dots, text = plot.layers  # context first: the text is drawn over it
-    assert isinstance(dots.geom, p9.geom_point) and isinstance(text.geom, p9.geom_text)
-    assert len(dots.geom.data) == 1000 and "color" not in dots.mapping  # one grey, not by cluster
-    assert dots.raster and dots.geom.aes_params["size"] < 1
+    context, text = plot.layers  # context first: the text is drawn over it
+    assert isinstance(text.geom, p9.geom_text) and "color" not in context.mapping
     assert text.mapping["label"] == "guess" and text.mapping["color"] == "cluster_id"
     assert np.array_equal(plot.data["x"], map_x[rows]) and list(plot.data["guess"]) == guesses
     # the per-preamble plot's palette, cluster for cluster
@@ -89,6 +97,36 @@ def test_map_plot_draws_every_row_as_context_under_the_preambles_text() -> None:
     colours = {type(scale).__name__: scale for scale in plot.scales}["scale_color_manual"]
     same = {type(scale).__name__: scale for scale in alone.scales}["scale_color_manual"]
     assert colours.palette(5) == same.palette(5)
+
+    # drawn: one image under the text, a cell per pixel of the panel, every row counted in it
+    figure = (plot + p9.theme(figure_size=(4, 3), dpi=100)).draw()
+    try:
+        figure.savefig(io.BytesIO(), format="png", dpi=100)  # laid out and drawn
+        ax = figure.axes[0]
+        (image,) = ax.images
+        box = ax.get_window_extent()
+        counts = image.counts
+        assert counts.shape == (round(box.height), round(box.width))
+        assert counts.sum() == 1000 and counts.max() >= 2  # none outside, some pixels shared
+        assert all(image.get_zorder() < label.get_zorder() for label in ax.texts)
+        pixels = np.asarray(image.get_array())
+        filled = pixels[..., 3] > 0
+        # each row a dot of 2 × 2 pixels at 100 dpi (1.4 pt); the rest transparent
+        assert np.array_equal(filled, spread_counts(counts, 2) > 0)
+        greys = pixels[filled][:, :3]
+        assert np.allclose(greys, greys[:, :1])  # grey: one colour for every cluster
+        assert greys.min() > 0.5 and greys.max() > greys.min()  # light; denser is darker
+    finally:
+        plt.close(figure)
     svg = render_plot(plot, "svg", width=4, height=3, dpi=50)
     assert svg.count(b"<image") == 1 and svg.count(b"guess") >= 40
     assert plt.get_fignums() == []
+
+
+def test_a_rows_dot_is_a_square_of_pixels_clipped_at_the_edges() -> None:
+    counts = np.zeros((6, 7), dtype=np.int64)
+    counts[3, 3], counts[0, 6] = 2, 1
+    spread = spread_counts(counts, 3)
+    assert spread.shape == counts.shape and spread[2:5, 2:5].tolist() == [[2] * 3] * 3
+    assert spread[0:2, 5:7].tolist() == [[1, 1], [1, 1]]  # the corner's dot, clipped
+    assert spread.sum() == 2 * 9 + 4 and spread_counts(counts, 1) is counts
