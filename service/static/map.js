@@ -115,10 +115,16 @@ export class MapView {
     if (this.id && !listed.some((m) => m.id === this.id)) {
       listed.unshift(this.status ?? { id: this.id, state: "loading…", spec: {} });
     }
-    choice.replaceChildren(
-      h("option", { value: "" }, listed.length ? "No map" : "No map of this dataset yet"),
-      ...listed.map((m) => h("option", { value: m.id }, `${describeMap(m)} (${m.id.slice(0, 8)})`)),
-    );
+    const options = [
+      ["", listed.length ? "No map" : "No map of this dataset yet"],
+      ...listed.map((m) => [m.id, `${describeMap(m)} (${m.id.slice(0, 8)})`]),
+    ];
+    // Rebuilt only when an entry changes: progress events come often, and rebuilding would
+    // close the list in a user's hands.
+    const shown = [...choice.options].map((o) => [o.value, o.text]);
+    if (JSON.stringify(shown) !== JSON.stringify(options)) {
+      choice.replaceChildren(...options.map(([value, text]) => h("option", { value }, text)));
+    }
     choice.value = this.id ?? "";
     $("map-build-button").disabled = !this.view.dataset || this.building;
     const align = $("map-align");

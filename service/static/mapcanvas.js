@@ -3,7 +3,8 @@
 // A map holds every row of a dataset (10^5 in a real one), so nothing here is per-point DOM:
 // the points are written straight into an ImageData (one 32-bit store per pixel, no path
 // building), and only the highlighted preamble's few dozen guesses are drawn as circles and
-// text on top. Hover and click find the point under the pointer through a grid of screen
+// text on top. The points' pixels are kept between frames, so a hover only puts them back and
+// draws its ring; they are written again when the zoom, pan, size or highlight changes. Hover and click find the point under the pointer through a grid of screen
 // cells rebuilt with each drawing (a counting sort, O(n)), so a pointer move looks at a few
 // cells instead of every point. Wheel zooms around the pointer, dragging pans, a double click
 // resets the view.
@@ -13,7 +14,7 @@ const HEIGHT_RATIO = 0.62; // canvas height / width
 const PAD = 24; // CSS pixels kept free around the points at zoom 1
 const CELL = 8; // hit-test grid cell, CSS pixels
 const HIT_RADIUS = 6; // a point within this many CSS pixels of the pointer is hit
-const DIM = 0.22; // opacity of the points outside the highlighted preamble
+const DIM = 0.3; // opacity of the points outside the highlighted preamble
 const MIN_ZOOM = 0.5;
 const MAX_ZOOM = 200;
 const DRAG_THRESHOLD = 4; // CSS pixels a press may move and still count as a click
@@ -45,6 +46,7 @@ export class MapCanvas {
     this.zoom = 1;
     this.pan = [0, 0]; // CSS pixels
     this.frame = 0; // pending requestAnimationFrame
+    this.image = null; // the points' pixels (ImageData) for the current view; null: to draw
 
     // Colours once per map: every cluster of the dataset through the same palette function as
     // the per-preamble plots, over the dataset's clusters in ascending id order.
@@ -93,7 +95,10 @@ export class MapCanvas {
     this.abort.abort();
   }
 
-  redraw() {
+  /** Draw at the next frame: the points again (`points`: the view or highlight changed), or
+   * only what lies over them (the hover ring). */
+  redraw({ points = true } = {}) {
+    if (points) this.image = null;
     if (!this.frame) {
       this.frame = requestAnimationFrame(() => {
         this.frame = 0;
@@ -111,15 +116,28 @@ export class MapCanvas {
   }
 
   draw() {
-    const { canvas, points } = this;
-    const width = canvas.parentElement.clientWidth;
+    const { canvas } = this;
+    const width = canvas.clientWidth;
     if (!width) return; // hidden: drawn when shown (the ResizeObserver fires)
     const height = Math.round(width * HEIGHT_RATIO);
     const dpr = window.devicePixelRatio || 1;
-    this.size = { width, height };
-    canvas.style.height = `${height}px`;
-    canvas.width = Math.round(width * dpr);
-    canvas.height = Math.round(height * dpr);
+    if (width !== this.size?.width || canvas.width !== Math.round(width * dpr)) {
+      this.image = null;
+      this.size = { width, height };
+      canvas.style.height = `${height}px`;
+      canvas.width = Math.round(width * dpr);
+      canvas.height = Math.round(height * dpr);
+    }
+    if (!this.image) this.drawPoints(dpr);
+    const ctx = canvas.getContext("2d");
+    ctx.putImageData(this.image, 0, 0);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    this.drawSelected(ctx);
+  }
+
+  /** Every point's pixels into this.image, and the hit-test grid for the same positions. */
+  drawPoints(dpr) {
+    const { canvas, points } = this;
 
     const { n, x, y } = points;
     const { scale, ox, oy } = this.transform();
@@ -130,8 +148,7 @@ export class MapCanvas {
     }
 
     // Every point as a small square of pixels; the highlighted preamble's drawn last, on top.
-    const ctx = canvas.getContext("2d");
-    const image = ctx.createImageData(canvas.width, canvas.height);
+    const image = new ImageData(canvas.width, canvas.height);
     const pixels = new Uint32Array(image.data.buffer);
     pixels.fill(pack([255, 255, 255]));
     const colors = this.selected ? this.dimColor : this.fullColor;
@@ -147,9 +164,7 @@ export class MapCanvas {
         pixels.fill(color, start, start + side);
       }
     }
-    ctx.putImageData(image, 0, 0);
-    ctx.scale(dpr, dpr);
-    this.drawSelected(ctx);
+    this.image = image;
     this.buildGrid();
   }
 
@@ -242,7 +257,7 @@ export class MapCanvas {
     this.hovered = index;
     this.canvas.style.cursor = index === null ? "grab" : "pointer";
     this.onHover(index, at);
-    this.redraw();
+    this.redraw({ points: false });
   }
 
   bindPointer() {
