@@ -271,16 +271,21 @@ function projectionRequest(name) {
   const query = projectionQuery(view);
   const url = `/projections/${enc(view.dataset)}/${enc(name)}?${query}`;
   if (!view.align || !view.map) return { key: url, url, query, load: () => getJson(url) };
-  const body = { dataset: view.dataset, preamble_id: view.preamble, projector: name, align: { map: view.map } };
+  const body = {
+    dataset: view.dataset,
+    preamble_id: view.preamble,
+    projector: name,
+    align: { map: view.map },
+  };
   // A seed that is not a whole number goes as typed: the service says what is wrong with it.
   if (view.seed !== null) body.seed = /^\d+$/.test(view.seed) ? Number(view.seed) : view.seed;
-  const waiting = mapView.readyMap() !== view.map;
+  const notReady = view.map === mapView.id ? mapView.notReady() : { text: "loading the map…" };
   return {
-    key: `${waiting ? "waiting" : "aligned"} ${view.map} ${url}`,
+    key: `${notReady ? notReady.text : "aligned"} ${view.map} ${url}`,
     url,
     query,
     alignTo: view.map,
-    waiting,
+    notReady,
     load: () => requestJson("/projections", { method: "POST", body }),
   };
 }
@@ -350,7 +355,8 @@ function newPanel(name, request) {
       );
       panel.dataset.alignedTo = data.aligned_to.map;
       badge.replaceChildren("aligned to map ", h("code", {}, data.aligned_to.map.slice(0, 8)));
-      badge.title = `layout moved onto map ${data.aligned_to.map} (weight ${data.aligned_to.params?.weight ?? "default"})`;
+      const weight = data.aligned_to.params?.weight ?? "default";
+      badge.title = `layout moved onto map ${data.aligned_to.map} (weight ${weight})`;
     } else {
       links.replaceChildren(
         h("a", { href: `${base}.png?${query}`, download: `${file}.png` }, "PNG"),
@@ -368,14 +374,19 @@ function newPanel(name, request) {
     return panel;
   }
   panel.setAttribute("aria-busy", "true");
-  if (request.waiting) {
-    // Drawn again, and asked for, once the map is done (MapView's mapReady).
+  if (request.notReady) {
+    // Drawn again, and asked for, when the map's state changes (MapView's stateChanged).
+    const { text, final } = request.notReady;
+    if (final) panel.removeAttribute("aria-busy");
     body.replaceChildren(
-      h("p", { class: "status computing", role: "status" }, `waiting for map ${alignTo.slice(0, 8)} to be done…`),
+      final
+        ? errorBox({ code: "map_not_ready", detail: text })
+        : h("p", { class: "status computing", role: "status" }, text),
     );
     return panel;
   }
-  const status = h("p", { class: "status computing", role: "status" }, alignTo ? "computing, aligned to the map…" : "computing…");
+  const computing = alignTo ? "computing, aligned to the map…" : "computing…";
+  const status = h("p", { class: "status computing", role: "status" }, computing);
   body.replaceChildren(status);
   loadProjection(request, (message) => status.replaceChildren(message)).then(show, (error) => {
     panel.removeAttribute("aria-busy");
@@ -772,7 +783,7 @@ async function start() {
   mapView = new MapView({
     navigate,
     preambleText: (id, text) => preambleTexts.set(`${view.dataset}/${id}`, text),
-    mapReady: () => renderView(), // aligned panels wait for the map to be done
+    stateChanged: () => renderView(), // aligned panels wait for the map to be done
   });
   try {
     [catalog.datasets, catalog.projectors] = await Promise.all([

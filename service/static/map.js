@@ -48,17 +48,16 @@ async function loadPoints(mapId, signal) {
 export class MapView {
   /**
    * @param {object} handlers navigate(changes) to change the view (the URL); preambleText(id,
-   *   text) to tell the page a preamble's text; mapReady(id) when the map in view is done (the
-   *   aligned panels may then be requested).
+   *   text) to tell the page a preamble's text; stateChanged() when the state of the map in
+   *   view changes (aligned panels wait for it to be done).
    */
-  constructor({ navigate, preambleText, mapReady }) {
-    Object.assign(this, { navigate, preambleText, mapReady });
+  constructor({ navigate, preambleText, stateChanged }) {
+    Object.assign(this, { navigate, preambleText, stateChanged });
     this.view = {};
     this.dataset = undefined; // the dataset whose maps are listed
     this.maps = []; // its maps' statuses, newest first
     this.id = null; // the map shown
     this.status = null; // its last status
-    this.at = 0; // performance.now() when that status arrived
     this.source = null; // EventSource while following
     this.generation = 0; // bumped on each attach: answers for a map no longer shown are dropped
     this.points = null; // the shown map's columns, once loaded
@@ -92,6 +91,16 @@ export class MapView {
   /** The id of the map in view if it is done (panels can be aligned to it), else null. */
   readyMap() {
     return this.status?.state === "done" ? this.id : null;
+  }
+
+  /** Why panels cannot be aligned to the map in view yet: {text, final} (final: it never will
+   * be, as a failed map), or null when it is done. */
+  notReady() {
+    const state = this.status?.state;
+    if (state === "done") return null;
+    const name = `map ${(this.id ?? "").slice(0, 8)}`;
+    if (!state || isActive(this.status)) return { text: `waiting for ${name} to be done…`, final: false };
+    return { text: `${name} is ${state}: the panels cannot be aligned to it`, final: true };
   }
 
   // ---- the dataset's maps -------------------------------------------------------------------
@@ -158,7 +167,8 @@ export class MapView {
       const status = await requestJson("/maps", { method: "POST", body });
       this.building = false;
       this.maps = [status, ...this.maps.filter((m) => m.id !== status.id)];
-      this.attach(status.id, status);
+      if (status.id === this.id) this.setStatus(status, this.generation); // the map shown
+      else this.attach(status.id, status);
       this.navigate({ map: status.id });
     } catch (error) {
       this.building = false;
@@ -199,9 +209,8 @@ export class MapView {
   }
 
   setStatus(status, generation) {
-    const wasDone = this.status?.state === "done";
+    const before = this.status?.state;
     this.status = status;
-    this.at = performance.now();
     this.maps = this.maps.map((m) => (m.id === status.id ? status : m));
     this.renderStatus();
     this.renderControls();
@@ -211,9 +220,9 @@ export class MapView {
       this.source?.close();
       this.source = null;
     }
-    if (status.state === "done" && !wasDone) {
-      this.show(generation);
-      this.mapReady(this.id);
+    if (status.state !== before) {
+      if (status.state === "done") this.show(generation);
+      this.stateChanged();
     }
   }
 
@@ -264,6 +273,14 @@ export class MapView {
     if (status?.state === "failed" && status.error) {
       $("map-error").replaceChildren(errorBox({ code: status.error.code, detail: status.error.detail }));
     }
+    // The map view says what it waits for until the points are drawn.
+    if (isActive(status)) $("map-summary").textContent = `Building the map: ${$("map-stage").textContent}`;
+    else if (status && status.state !== "done") {
+      $("map-summary").textContent =
+        status.state === "failed"
+          ? "This map failed; the Global map box says why."
+          : `This map is ${status.state}.`;
+    }
   }
 
   // ---- the canvas ---------------------------------------------------------------------------
@@ -296,9 +313,9 @@ export class MapView {
     const summaryOf = this.status.summary ?? {};
     const seconds = (points.loadMs / 1000).toFixed(1);
     summary.textContent =
-      `${points.n.toLocaleString("en")} guesses · ${points.preambles.length.toLocaleString("en")} preambles · ` +
+      `${points.n.toLocaleString("en")} guesses · ` +
+      `${points.preambles.length.toLocaleString("en")} preambles · ` +
       `${describeMap(this.status)} · seed ${summaryOf.seed ?? "?"} · points loaded in ${seconds} s`;
-    $("map-view").dataset.points = String(points.n);
     this.renderHighlight();
   }
 

@@ -4,10 +4,10 @@
 // the points are written straight into an ImageData (one 32-bit store per pixel, no path
 // building), and only the highlighted preamble's few dozen guesses are drawn as circles and
 // text on top. The points' pixels are kept between frames, so a hover only puts them back and
-// draws its ring; they are written again when the zoom, pan, size or highlight changes. Hover and click find the point under the pointer through a grid of screen
-// cells rebuilt with each drawing (a counting sort, O(n)), so a pointer move looks at a few
-// cells instead of every point. Wheel zooms around the pointer, dragging pans, a double click
-// resets the view.
+// draws its ring; they are written again when the zoom, pan, size or highlight changes. Hover
+// and click find the point under the pointer through a grid of screen cells rebuilt with the
+// points (a counting sort, O(n)), so a pointer move looks at a few cells instead of every
+// point. Wheel zooms around the pointer, dragging pans, a double click resets the view.
 import { clusterColors } from "./colors.js";
 
 const HEIGHT_RATIO = 0.62; // canvas height / width
@@ -22,7 +22,8 @@ const DRAG_THRESHOLD = 4; // CSS pixels a press may move and still count as a cl
 const rgbOf = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
 // ImageData is RGBA bytes; through a Uint32Array on a little-endian machine that is 0xAABBGGRR.
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-const pack = ([r, g, b]) => (LITTLE_ENDIAN ? (255 << 24) | (b << 16) | (g << 8) | r : (r << 24) | (g << 16) | (b << 8) | 255) >>> 0;
+const pack = ([r, g, b]) =>
+  (LITTLE_ENDIAN ? (255 << 24) | (b << 16) | (g << 8) | r : (r << 24) | (g << 16) | (b << 8) | 255) >>> 0;
 const overWhite = (rgb, alpha) => rgb.map((v) => Math.round(255 - (255 - v) * alpha));
 
 /** Cluster id -> palette index for `clusterIds` (ascending ids, as the per-preamble plots and
@@ -147,7 +148,8 @@ export class MapCanvas {
       sy[i] = oy - y[i] * scale;
     }
 
-    // Every point as a small square of pixels; the highlighted preamble's drawn last, on top.
+    // Every point as a small square of pixels (a later row over an earlier one); with a
+    // preamble highlighted all are dimmed, its own guesses then drawn over them (drawSelected).
     const image = new ImageData(canvas.width, canvas.height);
     const pixels = new Uint32Array(image.data.buffer);
     pixels.fill(pack([255, 255, 255]));
@@ -161,7 +163,7 @@ export class MapCanvas {
       const color = colors[i];
       for (let row = py; row < py + side; row++) {
         const start = row * pw + px;
-        pixels.fill(color, start, start + side);
+        for (let k = 0; k < side; k++) pixels[start + k] = color;
       }
     }
     this.image = image;

@@ -681,3 +681,40 @@ def test_a_done_map_is_shown_at_once_from_the_url(page: Any, new_page: Any) -> N
     section.get_by_label("Method parameters (JSON)").fill('{"perplexity": -1}')
     section.get_by_role("button", name="Build map").click()
     expect(section.locator("#map-error").get_by_role("alert")).to_contain_text("422 invalid_params")
+
+
+def test_a_failed_map_is_shown_plainly(page: Any) -> None:
+    """A map whose fit failed (stubbed: a real failure is tests/service/test_maps.py's): its
+    error in the map box, and panels asked to align to it say they cannot, instead of waiting."""
+    import json
+
+    failed = {
+        "id": "failedmap0001",
+        "state": "failed",
+        "stage": "fit",
+        "progress": 0.4,
+        "updates": 3,
+        "spec": {"dataset": DATASET, "request": {"method": "umap", "fit_on": "points"}},
+        "created": 1.0,
+        "started": 1.0,
+        "finished": 2.0,
+        "elapsed_s": 1.0,
+        "error": {"code": "map_failed", "detail": "umap-learn raised <b>ValueError</b>"},
+        "summary": None,
+        "links": {},
+    }
+    page.route(
+        "**/maps/failedmap0001",
+        lambda route: route.fulfill(content_type="application/json", body=json.dumps(failed)),
+    )
+    page.goto(f"{view_url('tsne')}&map=failedmap0001&align=1")
+    section = page.get_by_role("region", name="Global map")
+    expect(section.locator("#map-state")).to_have_text("failed")
+    alert = section.locator("#map-error").get_by_role("alert")
+    expect(alert).to_contain_text("map_failed umap-learn raised <b>ValueError</b>")  # as text
+    expect(page.locator("#map-summary")).to_have_text(
+        "This map failed; the Global map box says why."
+    )
+    box = panel(page, "tsne").get_by_role("alert")
+    expect(box).to_contain_text("map failedma is failed: the panels cannot be aligned to it")
+    expect(page.locator("#map-canvas-box canvas")).to_have_count(0)
