@@ -302,7 +302,10 @@ export class MapView {
     const canvas = h("canvas", {
       class: "map-canvas",
       role: "img",
-      "aria-label": `Global map of ${points.n} guesses; the selected preamble's guesses are labelled`,
+      tabindex: 0,
+      "aria-label":
+        `Global map of ${points.n} guesses; the selected preamble's guesses are labelled. ` +
+        "Keys: + and - zoom, arrows pan, 0 resets.",
     });
     const tooltip = h("div", { class: "tooltip", role: "tooltip", hidden: true });
     $("map-canvas-box").replaceChildren(canvas, tooltip);

@@ -7,7 +7,8 @@
 // draws its ring; they are written again when the zoom, pan, size or highlight changes. Hover
 // and click find the point under the pointer through a grid of screen cells rebuilt with the
 // points (a counting sort, O(n)), so a pointer move looks at a few cells instead of every
-// point. Wheel zooms around the pointer, dragging pans, a double click resets the view.
+// point. Wheel zooms around the pointer, dragging pans, a double click resets the view; with
+// the keyboard (the canvas takes focus), + and - zoom, the arrow keys pan and 0 resets.
 import { clusterColors } from "./colors.js";
 
 const HEIGHT_RATIO = 0.62; // canvas height / width
@@ -18,6 +19,8 @@ const DIM = 0.3; // opacity of the points outside the highlighted preamble
 const MIN_ZOOM = 0.5;
 const MAX_ZOOM = 200;
 const DRAG_THRESHOLD = 4; // CSS pixels a press may move and still count as a click
+const KEY_PAN = 40; // CSS pixels an arrow key pans
+const KEY_ZOOM = 1.25;
 
 const rgbOf = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
 // ImageData is RGBA bytes; through a Uint32Array on a little-endian machine that is 0xAABBGGRR.
@@ -81,6 +84,17 @@ export class MapCanvas {
   highlight(rows, colors) {
     this.selected = rows;
     this.selectedColors = colors;
+    this.redraw();
+  }
+
+  /** Zoom by `factor` about (x, y), CSS pixels: the map point there stays there. */
+  zoomAbout(factor, x, y) {
+    const zoom = Math.min(MAX_ZOOM, Math.max(MIN_ZOOM, this.zoom * factor));
+    const ratio = zoom / this.zoom;
+    const { width, height } = this.size;
+    const [cx, cy] = [width / 2 + this.pan[0], height / 2 + this.pan[1]];
+    this.pan = [this.pan[0] + (x - cx) * (1 - ratio), this.pan[1] + (y - cy) * (1 - ratio)];
+    this.zoom = zoom;
     this.redraw();
   }
 
@@ -317,19 +331,29 @@ export class MapCanvas {
       "wheel",
       (event) => {
         event.preventDefault();
-        // Zoom about the pointer: the map point under it stays under it.
         const at = local(event);
-        const factor = Math.exp(-event.deltaY * 0.0015);
-        const zoom = Math.min(MAX_ZOOM, Math.max(MIN_ZOOM, this.zoom * factor));
-        const ratio = zoom / this.zoom;
-        const { width, height } = this.size;
-        const [cx, cy] = [width / 2 + this.pan[0], height / 2 + this.pan[1]];
-        this.pan = [this.pan[0] + (at.x - cx) * (1 - ratio), this.pan[1] + (at.y - cy) * (1 - ratio)];
-        this.zoom = zoom;
         this.setHovered(null, at);
-        this.redraw();
+        this.zoomAbout(Math.exp(-event.deltaY * 0.0015), at.x, at.y);
       },
       { ...options, passive: false },
+    );
+    canvas.addEventListener(
+      "keydown",
+      (event) => {
+        if (!this.size || event.altKey || event.ctrlKey || event.metaKey) return;
+        const { width, height } = this.size;
+        const pans = { ArrowLeft: [1, 0], ArrowRight: [-1, 0], ArrowUp: [0, 1], ArrowDown: [0, -1] };
+        if (event.key === "+" || event.key === "=") this.zoomAbout(KEY_ZOOM, width / 2, height / 2);
+        else if (event.key === "-") this.zoomAbout(1 / KEY_ZOOM, width / 2, height / 2);
+        else if (event.key === "0") this.resetView();
+        else if (event.key in pans) {
+          const [dx, dy] = pans[event.key];
+          this.pan = [this.pan[0] + dx * KEY_PAN, this.pan[1] + dy * KEY_PAN];
+          this.redraw();
+        } else return;
+        event.preventDefault(); // the page does not scroll under a panned map
+      },
+      options,
     );
   }
 }

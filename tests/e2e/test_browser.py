@@ -666,6 +666,22 @@ def test_a_done_map_is_shown_at_once_from_the_url(page: Any, new_page: Any) -> N
     expect(fresh.locator("#map-state")).to_have_text("done")
     expect(fresh.locator("#map-legend")).to_contain_text(f"the 40 guesses of “{STORM_TEXT}")
     assert not any("/events" in url for url in requests)  # done: nothing to follow
+    # The keyboard zooms and resets (the picture changes, then comes back).
+    canvas = fresh.locator("#map-view canvas.map-canvas")
+    before_zoom = canvas.evaluate(INKED_PIXELS)
+    canvas.focus()
+    fresh.keyboard.press("+")
+    fresh.wait_for_function(
+        f"(before) => ({INKED_PIXELS})(document.querySelector('canvas.map-canvas')).inked"
+        " !== before",
+        arg=before_zoom["inked"],
+    )
+    fresh.keyboard.press("0")
+    fresh.wait_for_function(
+        f"(before) => ({INKED_PIXELS})(document.querySelector('canvas.map-canvas')).inked"
+        " === before",
+        arg=before_zoom["inked"],
+    )
     # Building the same map again answers at once (200, the same id): no second fit.
     before = fresh.request.get(f"/maps/{map_id}").json()["finished"]
     section = fresh.get_by_role("region", name="Global map")
