@@ -7,12 +7,15 @@ import io
 import json
 from typing import Annotated, Any, Literal
 
+import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from clustviz.data.dataset import preamble_id
 from clustviz.errors import InvalidInputError
 from clustviz.maps import MapRequest
 from service.conditional import etag, not_modified
@@ -27,7 +30,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "the map is not done (or its data changed)"},
     422: {"model": ErrorResponse},
 }
-PointsFormat = Literal["json", "parquet", "arrow"]
+PointsFormat = Literal["json", "columns", "parquet", "arrow"]
 ImageFormat = Literal["png", "svg"]
 IMAGE_CONTENT = {
     "image/png": {"schema": {"type": "string", "format": "binary"}},
@@ -37,6 +40,7 @@ Size = Annotated[float, Query(gt=1, le=30, description="inches")]
 Dpi = Annotated[int, Query(ge=30, le=300)]
 MEDIA_TYPES: dict[str, str] = {
     "json": "application/json",
+    "columns": "application/json",
     "parquet": "application/vnd.apache.parquet",
     "arrow": "application/vnd.apache.arrow.stream",
 }
@@ -145,8 +149,10 @@ async def map_points(
     format: Annotated[PointsFormat, Query()] = "json",
 ) -> Response:
     """One row per guess of the map: ``preamble, guess, token_id, cluster_id, x, y``, every row
-    of the dataset, or one preamble's (by text or id). A done map's answers carry an ``ETag``
-    (``304`` for ``If-None-Match``); ``409 map_not_ready`` before it is done."""
+    of the dataset, or one preamble's (by text or id). ``columns`` is the same rows as one JSON
+    array per column, each preamble's text and id once (``preambles``, ``preamble_ids``) and
+    ``preamble_index`` per row: a whole map for a browser. A done map's answers carry an
+    ``ETag`` (``304`` for ``If-None-Match``); ``409 map_not_ready`` before it is done."""
     stored, dataset, rows = await maps.points(map_id, preamble, preamble_id)
     selection = "all" if rows is None else f"rows:{dataset.resolve_preamble(preamble, preamble_id)}"
     headers = {"ETag": etag(f"{map_id}\0{selection}\0{format}"), "Cache-Control": CACHE_CONTROL}
@@ -201,6 +207,8 @@ async def map_plot(
 def _encode(table: pa.Table, fmt: PointsFormat) -> bytes:
     if fmt == "json":
         return json.dumps({"n": table.num_rows, "points": table.to_pylist()}).encode()
+    if fmt == "columns":
+        return _columns_json(table)
     sink = io.BytesIO()
     if fmt == "parquet":
         pq.write_table(table, sink, compression="zstd")
@@ -208,3 +216,29 @@ def _encode(table: pa.Table, fmt: PointsFormat) -> bytes:
         with ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
     return sink.getvalue()
+
+
+def _columns_json(table: pa.Table) -> bytes:
+    """The points as JSON columns. The row form repeats every key and the preamble's text on
+    each row, which for a whole map (10^5 rows) is tens of MB to encode and to parse; here each
+    preamble is sent once and each column is one array. ``x`` and ``y`` are written in float32's
+    shortest form that reads back to the same float32 (the stored coordinates are float32)."""
+    preambles = pc.dictionary_encode(table["preamble"]).combine_chunks()
+    texts = preambles.dictionary.to_pylist()
+
+    def floats(name: str) -> str:
+        values = pl.Series(table[name].combine_chunks()).cast(pl.Float32).cast(pl.String)
+        return "[" + ",".join(values.to_list()) + "]"
+
+    parts = {
+        "n": json.dumps(table.num_rows),
+        "preambles": json.dumps(texts),
+        "preamble_ids": json.dumps([preamble_id(text) for text in texts]),
+        "preamble_index": json.dumps(preambles.indices.to_pylist()),
+        "guess": json.dumps(table["guess"].to_pylist()),
+        "token_id": json.dumps(table["token_id"].to_pylist()),
+        "cluster_id": json.dumps(table["cluster_id"].to_pylist()),
+        "x": floats("x"),
+        "y": floats("y"),
+    }
+    return ("{" + ",".join(f'"{key}":{value}' for key, value in parts.items()) + "}").encode()

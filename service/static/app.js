@@ -1,6 +1,11 @@
 // The clustviz page: pick a dataset and a preamble, compare projectors side by side.
-// The view lives in the URL (?dataset=&preamble=&projectors=a,b&seed=&batch=), so it can be shared
-// and the back button walks through it. No framework, no build step.
+// The view lives in the URL (?dataset=&preamble=&projectors=a,b&seed=&batch=&map=&align=1), so
+// it can be shared and the back button walks through it. No framework, no build step. The global
+// map view is its own module (map.js); with align=1 the panels are asked for layouts aligned to
+// the map in view (POST /projections with align).
+import { getJson, requestJson } from "./api.js";
+import { $, errorBox, formatSeconds, h } from "./dom.js";
+import { MapView } from "./map.js";
 import { clusterPalette, describe, drawProjection } from "./plot.js";
 
 const PAGE_SIZE = 8;
@@ -8,74 +13,17 @@ const DEFAULT_PROJECTORS = ["tsne", "umap"];
 const MAX_BUSY_RETRIES = 4;
 const MAX_KEPT = 200; // projections kept in memory for instant back/forward
 
-const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const catalog = { datasets: [], projectors: [] };
-let view = { dataset: null, preamble: null, projectors: [], seed: null, batch: null };
+let view = { dataset: null, preamble: null, projectors: [], seed: null, batch: null, map: null, align: false };
+let mapView = null; // the MapView, once the page has started
 const search = { q: "", offset: 0, total: 0, items: [], controller: null, dataset: undefined };
 const unknownProjectors = new Set(); // names met in URLs that the service does not offer
 const preambleTexts = new Map(); // "dataset/preamble id" -> text
 const done = new Map(); // projection URL -> response, for an instant redraw
 const pending = new Map(); // projection URL -> Promise, so a view asked twice is fetched once
-
-class ApiError extends Error {
-  constructor(status, detail, code, retryAfter = 0) {
-    super(detail);
-    Object.assign(this, { status, detail, code, retryAfter });
-  }
-}
-
-/** GET a JSON resource; an API error becomes an ApiError with the service's detail and code. */
-const getJson = (url, { signal } = {}) => requestJson(url, { signal });
-
-/** Any JSON request (`body` is sent as JSON); errors as for getJson. */
-async function requestJson(url, { method = "GET", body, signal } = {}) {
-  let response;
-  const headers = { Accept: "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  try {
-    response = await fetch(url, {
-      method,
-      signal,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch (error) {
-    if (error.name === "AbortError") throw error;
-    throw new ApiError(0, `the service did not answer (${error.message})`, "network_error");
-  }
-  let answer = null;
-  try {
-    answer = await response.json();
-  } catch {
-    // not JSON: keep the status text
-  }
-  if (!response.ok) {
-    let detail = answer?.detail ?? (response.statusText || "request failed");
-    if (typeof detail !== "string") detail = JSON.stringify(detail);
-    const retryAfter = Number(response.headers.get("Retry-After")) || 0;
-    throw new ApiError(response.status, detail, answer?.code ?? `http_${response.status}`, retryAfter);
-  }
-  return answer;
-}
-
-/** `tag` with attributes and children (strings become text nodes, never HTML). */
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === false || value === null || value === undefined) continue;
-    node.setAttribute(key, value === true ? "" : value);
-  }
-  node.append(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
-  return node;
-}
-
-function errorBox(error) {
-  const code = error.code ? `${error.status || ""} ${error.code}`.trim() : "error";
-  return h("div", { class: "error", role: "alert" }, h("strong", {}, code), " ", error.detail ?? String(error));
-}
 
 function showBanner(message) {
   const banner = $("banner");
@@ -97,6 +45,8 @@ function readUrl() {
     projectors: [...new Set(projectors)],
     seed: seed === null || seed === "" ? null : seed,
     batch: params.get("batch") || null,
+    map: params.get("map") || null,
+    align: params.get("align") === "1",
   };
 }
 
@@ -107,6 +57,8 @@ function urlOf(v) {
   parts.push(`projectors=${v.projectors.map(enc).join(",")}`);
   if (v.seed !== null) parts.push(`seed=${enc(v.seed)}`);
   if (v.batch) parts.push(`batch=${enc(v.batch)}`);
+  if (v.map) parts.push(`map=${enc(v.map)}`);
+  if (v.map && v.align) parts.push("align=1");
   return `${location.pathname}?${parts.join("&")}`;
 }
 
@@ -130,6 +82,7 @@ function apply(next) {
   } else {
     renderPreambleList();
   }
+  mapView.sync(view);
   renderView();
   syncBatch();
 }
@@ -170,7 +123,9 @@ function projectorChoice(name, title, note) {
 }
 
 function bindControls() {
-  $("dataset").addEventListener("change", (e) => navigate({ dataset: e.target.value, preamble: null }));
+  $("dataset").addEventListener("change", (e) =>
+    navigate({ dataset: e.target.value, preamble: null, map: null, align: false }),
+  );
   $("projectors").addEventListener("change", () => {
     const checked = [...$("projectors").querySelectorAll("input:checked")].map((i) => i.value);
     navigate({ projectors: checked });
@@ -301,19 +256,44 @@ function renderView() {
   hint.textContent = "";
   // Panels already showing the same projection are kept as they are.
   const shown = new Map([...panels.children].map((panel) => [panel.dataset.url, panel]));
-  const query = projectionQuery(view);
   panels.replaceChildren(
     ...view.projectors.map((name) => {
-      const url = `/projections/${enc(view.dataset)}/${enc(name)}?${query}`;
-      return shown.get(url) ?? newPanel(name, url, query);
+      const request = projectionRequest(name);
+      return shown.get(request.key) ?? newPanel(name, request);
     }),
   );
 }
 
-async function fetchProjection(url, onWait) {
+/** How a panel gets its projection: a cacheable GET, or, aligned to the map in view, a POST
+ * with `align` (aligned answers have no GET form). `key` names the answer (the panel's and the
+ * memory cache's key); `waiting` while the map to align to is not done yet. */
+function projectionRequest(name) {
+  const query = projectionQuery(view);
+  const url = `/projections/${enc(view.dataset)}/${enc(name)}?${query}`;
+  if (!view.align || !view.map) return { key: url, url, query, load: () => getJson(url) };
+  const body = {
+    dataset: view.dataset,
+    preamble_id: view.preamble,
+    projector: name,
+    align: { map: view.map },
+  };
+  // A seed that is not a whole number goes as typed: the service says what is wrong with it.
+  if (view.seed !== null) body.seed = /^\d+$/.test(view.seed) ? Number(view.seed) : view.seed;
+  const notReady = view.map === mapView.id ? mapView.notReady() : { text: "loading the map…" };
+  return {
+    key: `${notReady ? notReady.text : "aligned"} ${view.map} ${url}`,
+    url,
+    query,
+    alignTo: view.map,
+    notReady,
+    load: () => requestJson("/projections", { method: "POST", body }),
+  };
+}
+
+async function fetchProjection(request, onWait) {
   for (let attempt = 0; ; attempt++) {
     try {
-      return await getJson(url);
+      return await request.load();
     } catch (error) {
       if (error.status !== 503 || attempt >= MAX_BUSY_RETRIES) throw error;
       const seconds = error.retryAfter || 5;
@@ -323,57 +303,92 @@ async function fetchProjection(url, onWait) {
   }
 }
 
-function loadProjection(url, onWait) {
-  if (!pending.has(url)) {
-    const promise = fetchProjection(url, onWait).then(
+function loadProjection(request, onWait) {
+  const { key } = request;
+  if (!pending.has(key)) {
+    const promise = fetchProjection(request, onWait).then(
       (data) => {
-        done.set(url, data);
+        done.set(key, data);
         if (done.size > MAX_KEPT) done.delete(done.keys().next().value);
-        pending.delete(url);
+        pending.delete(key);
         return data;
       },
       (error) => {
-        pending.delete(url);
+        pending.delete(key);
         throw error;
       },
     );
-    pending.set(url, promise);
+    pending.set(key, promise);
   }
-  return pending.get(url);
+  return pending.get(key);
 }
 
-function newPanel(name, url, query) {
+function newPanel(name, request) {
+  const { key, url, query, alignTo } = request;
   const info = catalog.projectors.find((p) => p.name === name);
   const headingId = `panel-${name.replace(/[^\w-]/g, "_")}`;
   const links = h("span", { class: "links" });
+  const badge = h("span", { class: "aligned" });
   const body = h("div", { class: "body" });
   const panel = h(
     "section",
-    { class: "panel", "data-projector": name, "data-url": url, "aria-labelledby": headingId },
-    h("header", {}, h("h3", { id: headingId }, info ? [info.title, " ", h("code", {}, name)] : name), links),
+    { class: "panel", "data-projector": name, "data-url": key, "aria-labelledby": headingId },
+    h(
+      "header",
+      {},
+      h("h3", { id: headingId }, info ? [info.title, " ", h("code", {}, name)] : name),
+      badge,
+      links,
+    ),
     body,
   );
   const base = `/plots/${enc(view.dataset)}/${enc(name)}`;
   const file = `${name}-${view.preamble}`;
   const show = (data) => {
-    links.replaceChildren(
-      h("a", { href: `${base}.png?${query}`, download: `${file}.png` }, "PNG"),
-      h("a", { href: `${base}.svg?${query}`, download: `${file}.svg` }, "SVG"),
-      h("a", { href: url }, "JSON"),
-    );
+    if (data.aligned_to) {
+      // In the map's frame: the server's plot of the preamble on the map is the image to save.
+      const plot = `/maps/${enc(data.aligned_to.map)}/plot`;
+      const on = `preamble_id=${enc(data.preamble_id)}`;
+      links.replaceChildren(
+        h("a", { href: `${plot}.png?${on}`, download: `map-${file}.png` }, "Map PNG"),
+        h("a", { href: `${plot}.svg?${on}`, download: `map-${file}.svg` }, "Map SVG"),
+      );
+      panel.dataset.alignedTo = data.aligned_to.map;
+      badge.replaceChildren("aligned to map ", h("code", {}, data.aligned_to.map.slice(0, 8)));
+      const weight = data.aligned_to.params?.weight ?? "default";
+      badge.title = `layout moved onto map ${data.aligned_to.map} (weight ${weight})`;
+    } else {
+      links.replaceChildren(
+        h("a", { href: `${base}.png?${query}`, download: `${file}.png` }, "PNG"),
+        h("a", { href: `${base}.svg?${query}`, download: `${file}.svg` }, "SVG"),
+        h("a", { href: url }, "JSON"),
+      );
+    }
     preambleTexts.set(`${data.dataset}/${data.preamble_id}`, data.preamble);
     renderTitle();
     body.replaceChildren(...renderResult(data, info?.title ?? name));
     panel.removeAttribute("aria-busy");
   };
-  if (done.has(url)) {
-    show(done.get(url));
+  if (done.has(key)) {
+    show(done.get(key));
     return panel;
   }
   panel.setAttribute("aria-busy", "true");
-  const status = h("p", { class: "status computing", role: "status" }, "computing…");
+  if (request.notReady) {
+    // Drawn again, and asked for, when the map's state changes (MapView's stateChanged).
+    const { text, final } = request.notReady;
+    if (final) panel.removeAttribute("aria-busy");
+    body.replaceChildren(
+      final
+        ? errorBox({ code: "map_not_ready", detail: text })
+        : h("p", { class: "status computing", role: "status" }, text),
+    );
+    return panel;
+  }
+  const computing = alignTo ? "computing, aligned to the map…" : "computing…";
+  const status = h("p", { class: "status computing", role: "status" }, computing);
   body.replaceChildren(status);
-  loadProjection(url, (message) => status.replaceChildren(message)).then(show, (error) => {
+  loadProjection(request, (message) => status.replaceChildren(message)).then(show, (error) => {
     panel.removeAttribute("aria-busy");
     body.replaceChildren(errorBox(error));
   });
@@ -619,12 +634,6 @@ function setBatchStatus(status, { keepErrors = false } = {}) {
   renderBatch();
 }
 
-function formatSeconds(seconds) {
-  if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  const minutes = Math.floor(seconds / 60);
-  return `${minutes} min ${String(Math.floor(seconds % 60)).padStart(2, "0")} s`;
-}
-
 function renderElapsed() {
   const status = batch.status;
   let text = "";
@@ -771,6 +780,11 @@ async function deleteBatch() {
 
 async function start() {
   bindControls();
+  mapView = new MapView({
+    navigate,
+    preambleText: (id, text) => preambleTexts.set(`${view.dataset}/${id}`, text),
+    stateChanged: () => renderView(), // aligned panels wait for the map to be done
+  });
   try {
     [catalog.datasets, catalog.projectors] = await Promise.all([
       getJson("/datasets"),

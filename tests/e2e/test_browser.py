@@ -504,3 +504,233 @@ def test_batch_events_resume_after_a_dropped_connection(page: Any) -> None:
     shown = page.evaluate("window.__progress")
     assert 1 not in shown and shown == sorted(shown), shown  # nothing counted twice or back
     assert {3, 5, 10} <= set(shown), shown
+
+
+# ---- the global map view -----------------------------------------------------------------
+# openTSNE with few iterations: a fit of the 400-row fixture in a fraction of a second once
+# numba's on-disk cache is warm (tests/service/test_maps.py says why not umap-learn here).
+MAP_PARAMS = '{"early_exaggeration_iter": 50, "n_iter": 100}'
+MAP_TIMEOUT_MS = 180_000  # the first fit on a machine compiles openTSNE's numba functions
+
+# Where the canvas has ink: the CSS-pixel centres of a few non-white pixels, found in the page.
+INKED_PIXELS = """
+(canvas) => {
+  const ctx = canvas.getContext("2d");
+  const { width, height } = canvas;
+  const data = ctx.getImageData(0, 0, width, height).data;
+  const scale = canvas.getBoundingClientRect().width / width;
+  const found = [];
+  let inked = 0;
+  for (let i = 0; i < width * height; i++) {
+    const [r, g, b] = [data[4 * i], data[4 * i + 1], data[4 * i + 2]];
+    if (r < 250 || g < 250 || b < 250) {
+      inked++;
+      const [x, y] = [i % width, Math.floor(i / width)];
+      if (inked % 97 === 0) found.push([(x + 0.5) * scale, (y + 0.5) * scale]);
+    }
+  }
+  return { inked, found };
+}
+"""
+
+
+def build_map(page: Any, url: str) -> tuple[str, list[int]]:
+    """Build an openTSNE map of the fixture from the page at ``url``; return its id and every
+    value the progress bar showed on the way."""
+    page.add_init_script(
+        """
+        window.__mapProgress = [];
+        new MutationObserver((records) => {
+          for (const r of records)
+            if (r.target.id === "map-progress")
+              window.__mapProgress.push(Number(r.target.getAttribute("aria-valuenow")));
+        }).observe(document, { subtree: true, attributeFilter: ["aria-valuenow"] });
+        """
+    )
+    page.goto(url)
+    section = page.get_by_role("region", name="Global map")
+    section.get_by_label("Method", exact=True).select_option("opentsne")
+    section.get_by_label("Fit on").select_option("points")
+    section.get_by_label("Method parameters (JSON)").fill(MAP_PARAMS)
+    section.get_by_role("button", name="Build map").click()
+    expect(section.locator("#map-state")).to_have_text("done", timeout=MAP_TIMEOUT_MS)
+    match = re.search(r"[?&]map=([^&]+)", page.url)
+    assert match, f"no map id in {page.url}"
+    return match[1], page.evaluate("window.__mapProgress")
+
+
+def map_canvas(page: Any) -> Any:
+    canvas = page.locator("#map-view canvas.map-canvas")
+    expect(canvas).to_be_visible()
+    expect(page.locator("#map-summary")).to_contain_text("400 guesses · 10 preambles")
+    return canvas
+
+
+def test_map_view_builds_a_map_and_opens_a_preamble_from_it(
+    page: Any, console_errors: list[str], artifacts: Path
+) -> None:
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    map_id, progress = build_map(page, f"/?dataset={DATASET}&projectors=tsne")
+    section = page.get_by_role("region", name="Global map")
+    bar = section.get_by_role("progressbar", name="Map progress")
+    expect(bar).to_have_attribute("aria-valuenow", "100")
+    assert progress and progress[-1] == 100 and progress == sorted(progress), progress
+    status = page.request.get(f"/maps/{map_id}").json()
+    assert status["state"] == "done" and status["spec"]["plan"]["method"] == "opentsne"
+    assert page.url.endswith(f"?dataset={DATASET}&projectors=tsne&map={map_id}")
+    # the map is listed for the dataset, and its points came once, as columns
+    expect(section.get_by_label("Map", exact=True)).to_have_value(map_id)
+    assert [url for url in requests if "/points" in url] == [
+        f"{page.url.split('/?')[0]}/maps/{map_id}/points?format=columns"
+    ]
+
+    canvas = map_canvas(page)
+    expect(page.locator("#map-legend")).to_contain_text("Every guess, coloured by cluster")
+    ink = canvas.evaluate(INKED_PIXELS)
+    assert ink["inked"] > 400, ink["inked"]  # every point is a few pixels
+
+    # Hover: a point's guess, preamble and cluster; a click opens its preamble.
+    columns = page.request.get(f"/maps/{map_id}/points?format=columns").json()
+    tooltip = page.locator("#map-canvas-box .tooltip")
+    expect(tooltip).to_be_hidden()
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    for x, y in ink["found"]:
+        page.mouse.move(box["x"] + x, box["y"] + y)
+        if tooltip.is_visible():
+            break
+    expect(tooltip).to_be_visible()
+    guess, preamble, cluster = tooltip.locator("span, strong").all_text_contents()
+    assert guess in columns["guess"]
+    text = preamble.removesuffix(" …")
+    assert text in columns["preambles"]
+    rows = [i for i, k in enumerate(columns["preamble_index"]) if columns["preambles"][k] == text]
+    assert (guess, int(cluster.removeprefix("cluster "))) in {
+        (columns["guess"][i], columns["cluster_id"][i]) for i in rows
+    }
+    page.mouse.down()
+    page.mouse.up()
+    picked = columns["preamble_ids"][columns["preambles"].index(text)]
+    expect(page.locator("#preamble-title")).to_contain_text(text)
+    assert f"preamble={picked}" in page.url
+    expect_plot(page, "tsne")
+    expect(page.locator("#map-legend")).to_contain_text(f"Labelled: the 40 guesses of “{text}")
+    # its guesses are drawn over the dimmed rest: the picture changed
+    assert canvas.evaluate(INKED_PIXELS) != ink
+    page.screenshot(path=str(artifacts / "screenshot-map.png"), full_page=True)
+    assert console_errors == []
+
+
+def test_map_view_aligns_the_panels_to_the_map(page: Any, console_errors: list[str]) -> None:
+    map_id, _ = build_map(page, view_url("tsne", "umap"))
+    map_canvas(page)
+    for projector in ("tsne", "umap"):
+        expect_plot(page, projector)
+        expect(panel(page, projector).locator(".aligned")).to_be_hidden()
+    page.get_by_label("Align the panels to the map").check()
+    assert page.url.endswith(f"&map={map_id}&align=1")
+    for projector in ("tsne", "umap"):
+        box = panel(page, projector)
+        expect(box).to_have_attribute("data-aligned-to", map_id)
+        expect(box.locator(".aligned")).to_have_text(f"aligned to map {map_id[:8]}")
+        guesses = expect_plot(page, projector)
+        aligned = page.request.post(
+            "/projections",
+            data={
+                "dataset": DATASET,
+                "preamble_id": SEED_ID,
+                "projector": projector,
+                "align": {"map": map_id},
+            },
+        ).json()
+        assert aligned["aligned_to"]["map"] == map_id
+        assert guesses.all_text_contents() == [p["guess"] for p in aligned["points"]]
+        png = box.get_by_role("link", name="Map PNG").get_attribute("href")
+        assert png == f"/maps/{map_id}/plot.png?preamble_id={SEED_ID}"
+    # Off again: the panels as before, unaligned.
+    page.get_by_label("Align the panels to the map").uncheck()
+    assert "align=1" not in page.url
+    expect(panel(page, "tsne").locator(".aligned")).to_be_hidden()
+    expect(panel(page, "tsne")).not_to_have_attribute("data-aligned-to", map_id)
+    assert console_errors == []
+
+
+def test_a_done_map_is_shown_at_once_from_the_url(page: Any, new_page: Any) -> None:
+    map_id, _ = build_map(page, f"/?dataset={DATASET}&projectors=")
+    fresh = new_page()
+    requests: list[str] = []
+    fresh.on("request", lambda request: requests.append(request.url))
+    fresh.goto(f"/?dataset={DATASET}&preamble={STORM_ID}&projectors=&map={map_id}")
+    map_canvas(fresh)
+    expect(fresh.locator("#map-state")).to_have_text("done")
+    expect(fresh.locator("#map-legend")).to_contain_text(f"the 40 guesses of “{STORM_TEXT}")
+    assert not any("/events" in url for url in requests)  # done: nothing to follow
+    # The keyboard zooms and resets (the picture changes, then comes back).
+    canvas = fresh.locator("#map-view canvas.map-canvas")
+    before_zoom = canvas.evaluate(INKED_PIXELS)
+    canvas.focus()
+    fresh.keyboard.press("+")
+    fresh.wait_for_function(
+        f"(before) => ({INKED_PIXELS})(document.querySelector('canvas.map-canvas')).inked"
+        " !== before",
+        arg=before_zoom["inked"],
+    )
+    fresh.keyboard.press("0")
+    fresh.wait_for_function(
+        f"(before) => ({INKED_PIXELS})(document.querySelector('canvas.map-canvas')).inked"
+        " === before",
+        arg=before_zoom["inked"],
+    )
+    # Building the same map again answers at once (200, the same id): no second fit.
+    before = fresh.request.get(f"/maps/{map_id}").json()["finished"]
+    section = fresh.get_by_role("region", name="Global map")
+    section.get_by_label("Method", exact=True).select_option("opentsne")
+    section.get_by_label("Fit on").select_option("points")
+    section.get_by_label("Method parameters (JSON)").fill(MAP_PARAMS)
+    with fresh.expect_response("**/maps") as posted:
+        section.get_by_role("button", name="Build map").click()
+    assert posted.value.status == 200 and posted.value.json()["id"] == map_id
+    expect(section.locator("#map-state")).to_have_text("done")
+    assert fresh.request.get(f"/maps/{map_id}").json()["finished"] == before
+    # A bad parameter is the service's 422, shown plainly.
+    section.get_by_label("Method parameters (JSON)").fill('{"perplexity": -1}')
+    section.get_by_role("button", name="Build map").click()
+    expect(section.locator("#map-error").get_by_role("alert")).to_contain_text("422 invalid_params")
+
+
+def test_a_failed_map_is_shown_plainly(page: Any) -> None:
+    """A map whose fit failed (stubbed: a real failure is tests/service/test_maps.py's): its
+    error in the map box, and panels asked to align to it say they cannot, instead of waiting."""
+    import json
+
+    failed = {
+        "id": "failedmap0001",
+        "state": "failed",
+        "stage": "fit",
+        "progress": 0.4,
+        "updates": 3,
+        "spec": {"dataset": DATASET, "request": {"method": "umap", "fit_on": "points"}},
+        "created": 1.0,
+        "started": 1.0,
+        "finished": 2.0,
+        "elapsed_s": 1.0,
+        "error": {"code": "map_failed", "detail": "umap-learn raised <b>ValueError</b>"},
+        "summary": None,
+        "links": {},
+    }
+    page.route(
+        "**/maps/failedmap0001",
+        lambda route: route.fulfill(content_type="application/json", body=json.dumps(failed)),
+    )
+    page.goto(f"{view_url('tsne')}&map=failedmap0001&align=1")
+    section = page.get_by_role("region", name="Global map")
+    expect(section.locator("#map-state")).to_have_text("failed")
+    alert = section.locator("#map-error").get_by_role("alert")
+    expect(alert).to_contain_text("map_failed umap-learn raised <b>ValueError</b>")  # as text
+    expect(page.locator("#map-summary")).to_have_text(
+        "This map failed; the Global map box says why."
+    )
+    box = panel(page, "tsne").get_by_role("alert")
+    expect(box).to_contain_text("map failedma is failed: the panels cannot be aligned to it")
+    expect(page.locator("#map-canvas-box canvas")).to_have_count(0)

@@ -143,6 +143,30 @@ def test_points_in_three_formats_match_the_datasets_rows(
     assert pl.DataFrame(by_id["points"]).equals(one)
 
 
+def test_points_as_columns_are_the_same_rows(server: Server, done_map: dict[str, Any]) -> None:
+    """format=columns (the page's form): one array per column, each preamble once."""
+    url = f"{server.url}/maps/{done_map['id']}/points"
+    rows = pl.DataFrame(httpx.get(url, timeout=30).json()["points"])
+    answer = httpx.get(url, params={"format": "columns"}, timeout=30)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+    body = answer.json()
+    assert body["n"] == rows.height == 400 == len(body["preamble_index"])
+    assert len(body["preambles"]) == len(set(body["preambles"])) == rows["preamble"].n_unique()
+    assert [body["preambles"][i] for i in body["preamble_index"]] == rows["preamble"].to_list()
+    assert body["preamble_ids"] == [preamble_id(text) for text in body["preambles"]]
+    for name in ("guess", "token_id", "cluster_id"):
+        assert body[name] == rows[name].to_list(), name
+    # the coordinates read back to the stored float32 values exactly
+    stored = pl.read_parquet(io.BytesIO(httpx.get(url, params={"format": "parquet"}).content))
+    for name in ("x", "y"):
+        assert np.array_equal(np.asarray(body[name], dtype=np.float32), stored[name].to_numpy())
+    one = httpx.get(url, params={"format": "columns", "preamble": SEED_PREAMBLE}).json()
+    assert (one["n"], one["preambles"], set(one["preamble_index"])) == (40, [SEED_PREAMBLE], {0})
+    assert one["guess"] == rows.filter(pl.col("preamble") == SEED_PREAMBLE)["guess"].to_list()
+    etags = {httpx.get(url, params={"format": fmt}).headers["etag"] for fmt in ("json", "columns")}
+    assert len(etags) == 2
+
+
 def test_a_done_maps_points_answer_if_none_match_with_304(
     server: Server, done_map: dict[str, Any]
 ) -> None:
