@@ -155,16 +155,6 @@ def create_app(
             max_points=settings.max_points,
         )
         app.state.engine = engine
-        jobs = JobManager(
-            engine,
-            store,
-            max_items=settings.max_batch_items,
-            library_concurrency=2 * own_pool.status()["size"],
-            lane_chunk=settings.lane_max_batch,
-            keepalive=settings.sse_keepalive_s,
-        )
-        app.state.jobs = jobs
-        await jobs.resume_all()
         map_manager = MapManager(
             engine,
             store,
@@ -174,6 +164,17 @@ def create_app(
             keepalive=settings.sse_keepalive_s,
         )
         app.state.maps = map_manager
+        jobs = JobManager(
+            engine,
+            store,
+            map_manager,
+            max_items=settings.max_batch_items,
+            library_concurrency=2 * own_pool.status()["size"],
+            lane_chunk=settings.lane_max_batch,
+            keepalive=settings.sse_keepalive_s,
+        )
+        app.state.jobs = jobs
+        await jobs.resume_all()
         await map_manager.resume_all()
         app.state.lane_pool = own_lane_pool
         app.state.versions = library_versions_report()

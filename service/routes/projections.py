@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from clustviz.alignment import AlignParams
 from clustviz.errors import InvalidInputError
 from clustviz.keys import image_key
 from service.conditional import etag, not_modified
 from service.deps import BodiesDep, EngineDep, MapsDep
 from service.engine import Engine
+from service.maps import Alignment
 from service.microcache import CACHEABLE_HEADER
 from service.schemas import (
     DEMO_DATASET,
@@ -94,18 +94,20 @@ async def create_projection(
         seed=body.seed,
     )
     fmt = _wants_image(request.headers.get("accept"))
-    if body.align is not None and fmt is not None:
-        raise InvalidInputError(
-            "align is answered as JSON (the map's frame); ask without Accept: image/*, or "
-            "GET /maps/{id}/plot.png for the map",
-            code="invalid_request",
-        )
+    alignment = target = None
+    if body.align is not None:  # the map is checked before any fit (404, 409, 422)
+        alignment = Alignment.of(body.align.model_dump())
+        target = await maps.target(alignment.map_id, resolved.dataset.id)
     engine.ensure_capacity()
     projection = await engine.project(resolved)
-    if body.align is not None:
-        align = body.align
-        params = AlignParams(**align.model_dump(exclude={"map"}))
-        return bodies.response(projection, await maps.align(projection, align.map, params))
+    if alignment is not None and target is not None:
+        aligned = await maps.align(projection, target, alignment)
+        if fmt is None:
+            return bodies.response(projection, aligned)
+        media_type, image, key = await engine.render(
+            projection, fmt, width=width, height=height, dpi=dpi, aligned=aligned
+        )
+        return Response(image, media_type=media_type, headers={"ETag": etag(key)})
     # the response cache may keep this answer for the same request: an image always, JSON
     # once it says "cached": true
     mark = {CACHEABLE_HEADER: f"{resolved.dataset.id} {resolved.dataset.fingerprint}"}
