@@ -26,7 +26,7 @@ from service.schemas import (
 router = APIRouter(tags=["projections"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "unknown dataset or preamble"},
+    404: {"model": ErrorResponse, "description": "unknown dataset, preamble or align.map"},
     422: {"model": ErrorResponse, "description": "unknown projector, bad params, too few points"},
     500: {"model": ErrorResponse, "description": "the projector failed (detail says how)"},
     503: {"model": ErrorResponse, "description": "too busy; retry after Retry-After seconds"},
@@ -71,7 +71,11 @@ def _parse_params(params: str | None) -> dict[str, Any]:
 @router.post(
     "/projections",
     response_model=ProjectionResponse,
-    responses={**ERRORS, 200: {"content": IMAGE_CONTENT}},
+    responses={
+        **ERRORS,
+        200: {"content": IMAGE_CONTENT},
+        409: {"model": ErrorResponse, "description": "align.map is not done (map_not_ready)"},
+    },
 )
 async def create_projection(
     body: ProjectionRequest,
@@ -84,7 +88,8 @@ async def create_projection(
     dpi: Dpi = 100,
 ) -> Any:
     """Project one preamble. JSON by default; ``Accept: image/png`` or ``image/svg+xml`` for the
-    plot. Points come in the dataset's row order with ``x, y`` and cluster ids."""
+    plot. Points come in the dataset's row order with ``x, y`` and cluster ids. With ``align``,
+    the layout aligned to a finished map of the dataset, in the map's frame."""
     resolved = await engine.resolve(
         dataset_id=body.dataset,
         projector=body.projector,

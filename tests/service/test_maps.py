@@ -347,6 +347,33 @@ def test_a_batch_aligned_to_a_map_gives_each_item_what_projections_gives(
     assert wait_batch(server, again)["done"] == 6
     assert job_keys(server, again) == job_keys(server, job)
     assert batch_results(server, again, "parquet").equals(frame)
+    with Client(server.url) as client:
+        points = client.batch(DEMO_ID, **body, align=align, progress=False)
+    assert points.equals(frame)
+
+
+def test_the_cli_aligns_a_batch(
+    server: Server, done_map: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "aligned.parquet"
+    command = ["batch", "--url", server.url, "--dataset", DEMO_ID, "--projectors", "tsne"]
+    command += ["--preamble", SEED_PREAMBLE, "--quiet", "-o", str(out)]
+    assert cli_main([*command, "--align", done_map["id"]]) == 0
+    frame = pl.read_parquet(out)
+    single = httpx.post(
+        f"{server.url}/projections",
+        json={
+            "dataset": DEMO_ID,
+            "preamble": SEED_PREAMBLE,
+            "projector": "tsne",
+            "align": {"map": done_map["id"]},
+        },
+        timeout=120,
+    ).json()
+    assert set(frame["aligned_to"]) == {done_map["id"]} and frame.height == 40
+    assert frame["x"].to_list() == pytest.approx([p["x"] for p in single["points"]])
+    assert cli_main([*command, "--align", "0" * 16]) == 2
+    assert "map_not_found" in capsys.readouterr().err
 
 
 def test_a_batch_refuses_a_map_it_cannot_align_to_before_it_is_accepted(
