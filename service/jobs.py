@@ -181,10 +181,8 @@ class JobManager:
                 layout if isinstance(layout, ClustvizError) else None for layout in layouts
             ]
             if alignment is not None:
-                pairs = [
-                    (request, layout) for (_, request), layout in zip(items, layouts, strict=True)
-                ]
-                errors = await self.maps.align_layouts(alignment, pairs)
+                requests = [request for _, request in items]
+                errors = await self.maps.align_layouts(alignment, requests, layouts)
             rows = [
                 (index, result_key(request), error)
                 for (index, request), error in zip(items, errors, strict=True)

@@ -333,7 +333,10 @@ class MapManager:
         return Aligned(alignment, alignment.key(request.key), coords, metrics)
 
     async def align_layouts(
-        self, alignment: Alignment, items: Sequence[tuple[ResolvedRequest, Layout]]
+        self,
+        alignment: Alignment,
+        requests: Sequence[ResolvedRequest],
+        layouts: Sequence[Layout],
     ) -> Sequence[ClustvizError | None]:
         """Batch items' layouts aligned to the map and stored under :meth:`Alignment.key`:
         each item's error (its layout's, or the alignment's), ``None`` where it is stored.
@@ -341,11 +344,11 @@ class MapManager:
         The map is checked again first: one deleted (or made stale) since the batch was
         accepted fails the items with its reason (``map_not_found``, ...). An aligned layout
         already stored is not aligned again; the others are aligned in one thread."""
-        errors = [layout if isinstance(layout, ClustvizError) else None for _, layout in items]
+        errors = [layout if isinstance(layout, ClustvizError) else None for layout in layouts]
         if all(errors):
             return errors
         try:  # a batch's items are of one dataset
-            stored = await self.target(alignment.map_id, items[0][0].dataset.id)
+            stored = await self.target(alignment.map_id, requests[0].dataset.id)
         except ClustvizError as exc:
             gone = type(exc)(
                 f"align.map={alignment.map_id!r} can no longer be aligned to: {exc.message}",
@@ -354,7 +357,7 @@ class MapManager:
             return [error or gone for error in errors]
         todo = [
             (index, request, layout)
-            for index, (request, layout) in enumerate(items)
+            for index, (request, layout) in enumerate(zip(requests, layouts, strict=True))
             if isinstance(layout, StoredProjection)
             and await self.store.aget(alignment.key(request.key)) is None
         ]
