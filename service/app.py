@@ -32,6 +32,7 @@ from clustviz.lane import DeviceLane
 from clustviz.pools import TaskPool
 from clustviz.projectors import projectors_run_by
 from clustviz.workers import WorkerPool, WorkerSettings
+from service.alignment import Aligner
 from service.bodies import ProjectionBodies
 from service.engine import Engine
 from service.errors import error_response, install_error_handlers
@@ -164,10 +165,11 @@ def create_app(
             keepalive=settings.sse_keepalive_s,
         )
         app.state.maps = map_manager
+        aligner = app.state.aligner = Aligner(map_manager, store)
         jobs = JobManager(
             engine,
             store,
-            map_manager,
+            aligner,
             max_items=settings.max_batch_items,
             library_concurrency=2 * own_pool.status()["size"],
             lane_chunk=settings.lane_max_batch,

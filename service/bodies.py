@@ -15,8 +15,8 @@ from cachetools import LRUCache
 from fastapi import Response
 
 from clustviz.data import preamble_id
+from service.alignment import Aligned
 from service.engine import Projection
-from service.maps import Aligned
 
 __all__ = ["ProjectionBodies"]
 

@@ -28,8 +28,8 @@ from clustviz.projectors import DEFAULT_SEED, ProjectorSpec, build_params, get_s
 from clustviz.render import plot_title
 from service.results import ResultStore, StoredProjection
 
-if TYPE_CHECKING:  # service.maps builds on the engine
-    from service.maps import Aligned
+if TYPE_CHECKING:  # service.alignment builds on the engine
+    from service.alignment import Aligned
 
 __all__ = ["Engine", "Projection", "ResolvedRequest"]
 

@@ -11,7 +11,7 @@ concurrently pending items into batched ``fit_transform_many`` calls.
 
 A job with ``align`` gives each item's layout (computed or cached as without it) aligned to a
 global map: the aligned layout is the item's result, stored under its own key
-(:meth:`service.maps.Alignment.key`), while the layout stays cached under its own.
+(:meth:`service.alignment.Alignment.key`), while the layout stays cached under its own.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from typing import Any, Literal
 
 from clustviz.errors import ClustvizError, InvalidInputError, NotFoundError
 from clustviz.projectors import DEFAULT_SEED, get_spec
+from service.alignment import Aligner, Alignment, Layout
 from service.engine import Engine, ResolvedRequest
 from service.events import ACTIVE, Changes, event_stream, notify
 from service.export import ExportRequest, ResultFormat, export_results
 from service.job_store import ItemOutcome, JobStore
-from service.maps import Alignment, Layout, MapManager
 from service.memory import release_unused_memory
 from service.results import ResultStore
 
@@ -59,7 +59,7 @@ class JobManager:
         self,
         engine: Engine,
         store: ResultStore,
-        maps: MapManager,
+        aligner: Aligner,
         *,
         max_items: int,
         library_concurrency: int,
@@ -68,7 +68,7 @@ class JobManager:
     ) -> None:
         self.engine = engine
         self.store = store
-        self.maps = maps  # aligned jobs' maps
+        self.aligner = aligner  # aligned jobs' maps
         self.job_store = JobStore(store)  # every job statement, off the event loop
         self.max_items = max_items
         self.library_concurrency = library_concurrency
@@ -132,7 +132,7 @@ class JobManager:
                 seed=seed,
             )
         if align is not None:  # as POST /projections checks it: done, current, this dataset's
-            await self.maps.target(Alignment.of(align).map_id, dataset)
+            await self.aligner.target(Alignment.of(align).map_id, dataset)
         job_id = uuid.uuid4().hex[:16]
         spec = {
             "dataset": dataset,
@@ -182,7 +182,7 @@ class JobManager:
             ]
             if alignment is not None:
                 requests = [request for _, request in items]
-                errors = await self.maps.align_layouts(alignment, requests, layouts)
+                errors = await self.aligner.align_layouts(alignment, requests, layouts)
             rows = [
                 (index, result_key(request), error)
                 for (index, request), error in zip(items, errors, strict=True)

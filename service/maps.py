@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,28 +27,19 @@ import numpy as np
 import pyarrow as pa
 from cachetools import LRUCache
 
-from clustviz.alignment import AlignParams, align_to_map
 from clustviz.data import DataCatalog, Dataset
-from clustviz.errors import ClustvizError, InvalidInputError, NotFoundError
-from clustviz.keys import aligned_key, map_image_key
+from clustviz.errors import ClustvizError, NotFoundError
+from clustviz.keys import map_image_key
 from clustviz.maps import MapRequest, get_map_spec, map_library_versions, plan_map
 from clustviz.maps.tasks import cancel_path, read_progress
-from clustviz.metrics import layout_metrics
 from clustviz.pools import TaskPool
 from clustviz.render import plot_title
-from service.engine import MEDIA_TYPES, Engine, Projection, ResolvedRequest
+from service.engine import MEDIA_TYPES, Engine
 from service.events import Changes, event_stream, notify
 from service.map_store import MapStore, StoredMap
-from service.results import ResultStore, StoredProjection
+from service.results import ResultStore
 
-__all__ = [
-    "POINTS_SCHEMA",
-    "Aligned",
-    "Alignment",
-    "MapManager",
-    "MapNotReadyError",
-    "end_event_id",
-]
+__all__ = ["POINTS_SCHEMA", "MapManager", "MapNotReadyError", "end_event_id"]
 
 logger = logging.getLogger("clustviz.maps")
 #: How often the server looks at a running map's progress file.
@@ -68,46 +59,12 @@ POINTS_SCHEMA = pa.schema(
     ]
 )
 _DATASET_COLUMNS = ("preamble", "guess", "token_id", "cluster_id")
-#: A batch item's layout as the jobs hand it over: stored, or why it failed.
-Layout = StoredProjection | ClustvizError
 
 
 class MapNotReadyError(ClustvizError):
     """A map's points were asked for before it is done (→ 409)."""
 
     default_code = "map_not_ready"
-
-
-@dataclass(frozen=True, slots=True)
-class Alignment:
-    """What a request asks to be aligned to: a map's id and the alignment's parameters."""
-
-    map_id: str
-    params: AlignParams
-
-    @classmethod
-    def of(cls, fields: dict[str, Any]) -> Alignment:
-        """From a request's ``align`` object, ``{"map": id, **AlignParams}``."""
-        params = {name: value for name, value in fields.items() if name != "map"}
-        return cls(str(fields["map"]), AlignParams(**params))
-
-    def describe(self) -> dict[str, Any]:
-        """``{"map": id, "params": {...}}``: what an aligned answer's ``aligned_to`` says."""
-        return {"map": self.map_id, "params": self.params.model_dump(mode="json")}
-
-    def key(self, layout_key: str) -> str:
-        """The result key of the layout ``layout_key`` aligned this way."""
-        return aligned_key(layout_key, self.map_id, self.params.model_dump(mode="json"))
-
-
-@dataclass(frozen=True, slots=True)
-class Aligned:
-    """A layout aligned to a map: how, its key, its coordinates, its scores."""
-
-    alignment: Alignment
-    key: str
-    coords: np.ndarray  # (n, 2) float32, the preamble's rows in order
-    metrics: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -287,111 +244,6 @@ class MapManager:
             return stored, dataset, None
         text = dataset.resolve_preamble(preamble, preamble_id)
         return stored, dataset, dataset.row_indices(text)
-
-    async def target(self, map_id: str, dataset_id: str) -> StoredMap:
-        """A finished, current map of ``dataset_id`` to align layouts to: ``map_not_found``
-        (404), ``map_not_ready`` / ``map_stale`` (409), another dataset's map (422). Both
-        ``POST /projections`` and ``POST /batches`` check ``align.map`` here before any work."""
-        stored, _, _ = await self.points(map_id, None, None)
-        if stored.spec["dataset"] != dataset_id:
-            raise InvalidInputError(
-                f"align.map={map_id!r} is a map of dataset {stored.spec['dataset']!r}, not of "
-                f"{dataset_id!r}",
-                code="invalid_request",
-            )
-        return stored
-
-    def aligned_coords(
-        self,
-        request: ResolvedRequest,
-        layout: np.ndarray,
-        stored: StoredMap,
-        params: AlignParams,
-    ) -> np.ndarray:
-        """``layout`` of the request's preamble aligned to its rows of the map (``(n, 2)``
-        float32, map coordinates): the one alignment call of the service. Blocking (numpy on
-        one preamble): callers run it in a thread."""
-        view = request.view
-        rows = stored.coords[request.dataset.row_indices(view.preamble)]
-        return align_to_map(view.X, view.labels, layout, rows, params)
-
-    async def align(
-        self, projection: Projection, stored: StoredMap, alignment: Alignment
-    ) -> Aligned:
-        """A projection's layout aligned to a map (from :meth:`target`), with the aligned
-        layout's scores, off the event loop."""
-        request = projection.request
-        view = request.view
-
-        def compute() -> tuple[np.ndarray, dict[str, Any]]:
-            coords = self.aligned_coords(
-                request, projection.stored.embedding, stored, alignment.params
-            )
-            return coords, layout_metrics(view.X, coords, view.labels)
-
-        coords, metrics = await asyncio.to_thread(compute)
-        return Aligned(alignment, alignment.key(request.key), coords, metrics)
-
-    async def align_layouts(
-        self,
-        alignment: Alignment,
-        requests: Sequence[ResolvedRequest],
-        layouts: Sequence[Layout],
-    ) -> Sequence[ClustvizError | None]:
-        """Batch items' layouts aligned to the map and stored under :meth:`Alignment.key`:
-        each item's error (its layout's, or the alignment's), ``None`` where it is stored.
-
-        The map is checked again first: one deleted (or made stale) since the batch was
-        accepted fails the items with its reason (``map_not_found``, ...). An aligned layout
-        already stored is not aligned again; the others are aligned in one thread."""
-        errors = [layout if isinstance(layout, ClustvizError) else None for layout in layouts]
-        if all(errors):
-            return errors
-        try:  # a batch's items are of one dataset
-            stored = await self.target(alignment.map_id, requests[0].dataset.id)
-        except ClustvizError as exc:
-            gone = type(exc)(
-                f"align.map={alignment.map_id!r} can no longer be aligned to: {exc.message}",
-                code=exc.code,
-            )
-            return [error or gone for error in errors]
-        todo = [
-            (index, request, layout)
-            for index, (request, layout) in enumerate(zip(requests, layouts, strict=True))
-            if isinstance(layout, StoredProjection)
-            and await self.store.aget(alignment.key(request.key)) is None
-        ]
-
-        def compute() -> list[tuple[np.ndarray, float] | ClustvizError]:
-            done: list[tuple[np.ndarray, float] | ClustvizError] = []
-            for _, request, layout in todo:
-                started = time.perf_counter()
-                try:
-                    coords = self.aligned_coords(
-                        request, layout.embedding, stored, alignment.params
-                    )
-                except ClustvizError as exc:
-                    done.append(exc)
-                else:
-                    done.append((coords, time.perf_counter() - started))
-            return done
-
-        aligned = await asyncio.to_thread(compute) if todo else []
-        for (index, request, layout), outcome in zip(todo, aligned, strict=True):
-            if isinstance(outcome, ClustvizError):
-                errors[index] = outcome
-                continue
-            coords, seconds = outcome
-            meta = {
-                **layout.meta,
-                "seconds": seconds,
-                "metrics": None,
-                "extras": None,
-                "layout": request.key,
-                "aligned_to": alignment.describe(),
-            }
-            await self.store.aput(alignment.key(request.key), coords, meta)
-        return errors
 
     def plot_key(
         self, stored: StoredMap, preamble: str, fmt: str, *, width: float, height: float, dpi: int

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from clustviz.errors import InvalidInputError
 from clustviz.keys import image_key
+from service.alignment import Alignment
 from service.conditional import etag, not_modified
-from service.deps import BodiesDep, EngineDep, MapsDep
+from service.deps import AlignerDep, BodiesDep, EngineDep
 from service.engine import Engine
-from service.maps import Alignment
 from service.microcache import CACHEABLE_HEADER
 from service.schemas import (
     DEMO_DATASET,
@@ -82,7 +82,7 @@ async def create_projection(
     request: Request,
     engine: EngineDep,
     bodies: BodiesDep,
-    maps: MapsDep,
+    aligner: AlignerDep,
     width: Size = 8.0,
     height: Size = 6.0,
     dpi: Dpi = 100,
@@ -102,11 +102,11 @@ async def create_projection(
     alignment = target = None
     if body.align is not None:  # the map is checked before any fit (404, 409, 422)
         alignment = Alignment.of(body.align.model_dump())
-        target = await maps.target(alignment.map_id, resolved.dataset.id)
+        target = await aligner.target(alignment.map_id, resolved.dataset.id)
     engine.ensure_capacity()
     projection = await engine.project(resolved)
     if alignment is not None and target is not None:
-        aligned = await maps.align(projection, target, alignment)
+        aligned = await aligner.align(projection, target, alignment)
         if fmt is None:
             return bodies.response(projection, aligned)
         media_type, image, key = await engine.render(
