@@ -444,6 +444,49 @@ def test_a_map_deleted_while_its_batch_runs_fails_the_items_left(server: Server)
     assert frame.height == 40 * status["done"]
 
 
+def test_an_aligned_batch_killed_mid_job_resumes_aligned(
+    server: Server, done_map: dict[str, Any]
+) -> None:
+    """SIGKILL mid-job: the restarted server resumes the job with its align (the aligner is
+    there before the jobs resume); every item ends aligned, the ones done before unchanged."""
+    align = {"map": done_map["id"], "weight": 0.7}
+    body = {"preambles": "all", "projectors": ["tsne"], "params": {"tsne": {"max_iter": 4000}}}
+    job = post_batch(server, **body, seed=65, align=align).json()["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{server.url}/batches/{job}", timeout=10).json()
+        if status["done"] >= 2:
+            break
+        time.sleep(0.05)
+    assert 2 <= status["done"] < 10, status  # killed mid-job
+    before = batch_results(server, job, "parquet")
+    server.kill()
+    server.start()
+    status = wait_batch(server, job)
+    assert (status["state"], status["done"], status["failed"]) == ("done", 10, 0), status
+    after = batch_results(server, job, "parquet")
+    assert after.height == 400 and set(after["aligned_to"]) == {done_map["id"]}
+    kept = before.join(after, on=["preamble", "guess"], suffix="_after")
+    assert kept.height == before.height  # every point finished before the kill, unchanged
+    assert kept["x"].equals(kept["x_after"], check_names=False)
+    assert kept["y"].equals(kept["y_after"], check_names=False)
+    last = after.filter(pl.col("preamble") == after["preamble"][-1])
+    single = httpx.post(
+        f"{server.url}/projections",
+        json={
+            "dataset": DEMO_ID,
+            "preamble": last["preamble"][0],
+            "projector": "tsne",
+            "params": {"max_iter": 4000},
+            "seed": 65,
+            "align": align,
+        },
+        timeout=120,
+    ).json()
+    expected = np.array([[p["x"], p["y"]] for p in single["points"]], dtype=np.float32)
+    np.testing.assert_array_equal(last.select("x", "y").to_numpy(), expected)
+
+
 def test_the_client_and_the_cli_fetch_maps(
     server: Server, done_map: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
