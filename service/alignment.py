@@ -34,6 +34,9 @@ __all__ = ["Aligned", "Aligner", "Alignment", "Layout"]
 
 #: A batch item's layout as the jobs hand it over: stored, or why it failed.
 Layout = StoredProjection | ClustvizError
+#: Batch items aligned at once: a lane chunk's thousands of items wait their turn here, so the
+#: inputs in flight stay bounded wherever the alignment runs (a thread today).
+ALIGN_CONCURRENCY = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,7 @@ class Aligner:
     def __init__(self, maps: MapManager, store: ResultStore) -> None:
         self.maps = maps
         self.store = store  # batch items' aligned layouts
+        self._slots = asyncio.Semaphore(ALIGN_CONCURRENCY)
 
     async def target(self, map_id: str, dataset_id: str) -> StoredMap:
         """A finished, current map of ``dataset_id`` to align layouts to: ``map_not_found``
@@ -88,7 +92,7 @@ class Aligner:
             )
         return stored
 
-    def aligned_coords(
+    async def aligned_coords(
         self,
         request: ResolvedRequest,
         layout: np.ndarray,
@@ -96,27 +100,22 @@ class Aligner:
         params: AlignParams,
     ) -> np.ndarray:
         """``layout`` of the request's preamble aligned to its rows of the map (``(n, 2)``
-        float32, map coordinates): the one alignment call of the service. Blocking (numpy on
-        one preamble): callers run it in a thread."""
+        float32, map coordinates): the one alignment call of the service, for both routes, off
+        the event loop (numpy on one preamble, in a thread)."""
         view = request.view
         rows = stored.coords[request.dataset.row_indices(view.preamble)]
-        return align_to_map(view.X, view.labels, layout, rows, params)
+        return await asyncio.to_thread(align_to_map, view.X, view.labels, layout, rows, params)
 
     async def align(
         self, projection: Projection, stored: StoredMap, alignment: Alignment
     ) -> Aligned:
         """A projection's layout aligned to a map (from :meth:`target`), with the aligned
-        layout's scores, off the event loop."""
+        layout's scores."""
         request = projection.request
         view = request.view
-
-        def compute() -> tuple[np.ndarray, dict[str, Any]]:
-            coords = self.aligned_coords(
-                request, projection.stored.embedding, stored, alignment.params
-            )
-            return coords, layout_metrics(view.X, coords, view.labels)
-
-        coords, metrics = await asyncio.to_thread(compute)
+        layout = projection.stored.embedding
+        coords = await self.aligned_coords(request, layout, stored, alignment.params)
+        metrics = await asyncio.to_thread(layout_metrics, view.X, coords, view.labels)
         return Aligned(alignment, alignment.key(request.key), coords, metrics)
 
     async def align_layouts(
@@ -124,13 +123,13 @@ class Aligner:
         alignment: Alignment,
         requests: Sequence[ResolvedRequest],
         layouts: Sequence[Layout],
-    ) -> Sequence[ClustvizError | None]:
+    ) -> list[ClustvizError | None]:
         """Batch items' layouts aligned to the map and stored under :meth:`Alignment.key`:
         each item's error (its layout's, or the alignment's), ``None`` where it is stored.
 
         The map is checked again first: one deleted (or made stale) since the batch was
         accepted fails the items with its reason (``map_not_found``, ...). An aligned layout
-        already stored is not aligned again; the others are aligned in one thread."""
+        already stored is not aligned again."""
         errors = [layout if isinstance(layout, ClustvizError) else None for layout in layouts]
         if all(errors):
             return errors
@@ -142,33 +141,22 @@ class Aligner:
                 code=exc.code,
             )
             return [error or gone for error in errors]
-        todo = [
-            (index, request, layout)
-            for index, (request, layout) in enumerate(zip(requests, layouts, strict=True))
-            if isinstance(layout, StoredProjection)
-            and await self.store.aget(alignment.key(request.key)) is None
-        ]
 
-        def compute() -> list[tuple[np.ndarray, float] | ClustvizError]:
-            done: list[tuple[np.ndarray, float] | ClustvizError] = []
-            for _, request, layout in todo:
+        async def align_one(request: ResolvedRequest, layout: Layout) -> ClustvizError | None:
+            if isinstance(layout, ClustvizError):
+                return layout
+            key = alignment.key(request.key)
+            if await self.store.aget(key) is not None:  # aligned by an earlier batch
+                return None
+            async with self._slots:
                 started = time.perf_counter()
                 try:
-                    coords = self.aligned_coords(
+                    coords = await self.aligned_coords(
                         request, layout.embedding, stored, alignment.params
                     )
                 except ClustvizError as exc:
-                    done.append(exc)
-                else:
-                    done.append((coords, time.perf_counter() - started))
-            return done
-
-        aligned = await asyncio.to_thread(compute) if todo else []
-        for (index, request, layout), outcome in zip(todo, aligned, strict=True):
-            if isinstance(outcome, ClustvizError):
-                errors[index] = outcome
-                continue
-            coords, seconds = outcome
+                    return exc
+                seconds = time.perf_counter() - started
             meta = {
                 **layout.meta,
                 "seconds": seconds,
@@ -177,5 +165,8 @@ class Aligner:
                 "layout": request.key,
                 "aligned_to": alignment.describe(),
             }
-            await self.store.aput(alignment.key(request.key), coords, meta)
-        return errors
+            await self.store.aput(key, coords, meta)
+            return None
+
+        pairs = zip(requests, layouts, strict=True)
+        return list(await asyncio.gather(*(align_one(r, layout) for r, layout in pairs)))
