@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     scope.add_argument("--all", action="store_true", help="every preamble of the dataset")
     scope.add_argument("--preamble", action="append", help="a preamble (repeatable)")
     batch.add_argument("--seed", type=int)
+    batch.add_argument("--align", metavar="MAP_ID", help="align every layout to this global map")
     batch.add_argument("--resume", metavar="JOB_ID", help="follow an existing job")
     batch.add_argument("-o", "--output", required=True, help=", ".join(RESULT_FORMATS))
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                     projectors=[name.strip() for name in args.projectors.split(",") if name],
                     preambles=None if args.all else args.preamble,
                     seed=args.seed,
+                    align=None if args.align is None else {"map": args.align},
                 )
                 print(f"job {job_id} (resume with --resume {job_id})", file=sys.stderr)
             status = client.wait(job_id, progress=not args.quiet)

@@ -135,14 +135,17 @@ class Client:
         preambles: list[str] | None = None,
         params: dict[str, dict[str, Any]] | None = None,
         seed: int | None = None,
+        align: dict[str, Any] | None = None,
     ) -> str:
-        """Start a batch job; return its id (``preambles=None`` means all)."""
+        """Start a batch job; return its id (``preambles=None`` means all). ``align``
+        (``{"map": map_id, "weight": ...}``) aligns every layout to that global map."""
         body = {
             "dataset": dataset,
             "preambles": "all" if preambles is None else preambles,
             "projectors": projectors,
             "params": params or {},
             **({"seed": seed} if seed is not None else {}),
+            **({"align": align} if align is not None else {}),
         }
         return str(self._check(self._http.post("/batches", json=body)).json()["id"])
 
@@ -265,11 +268,17 @@ class Client:
         preambles: list[str] | None = None,
         params: dict[str, dict[str, Any]] | None = None,
         seed: int | None = None,
+        align: dict[str, Any] | None = None,
         progress: bool = True,
     ) -> pl.DataFrame:
         """Submit, wait with a progress bar, return every point of every finished item."""
         job_id = self.submit_batch(
-            dataset, projectors=projectors, preambles=preambles, params=params, seed=seed
+            dataset,
+            projectors=projectors,
+            preambles=preambles,
+            params=params,
+            seed=seed,
+            align=align,
         )
         self.wait(job_id, progress=progress)
         return self.results(job_id)

@@ -8,12 +8,14 @@ from typing import Any
 
 from clustviz.projectors import library_versions
 
-__all__ = ["image_key", "map_image_key", "projection_key"]
+__all__ = ["aligned_key", "image_key", "map_image_key", "projection_key"]
 
 # Bump when clustviz changes a result without a library changing (layout code, clamping rules).
 RESULT_VERSION = "1"
 # Bump when clustviz.render changes how a plot looks.
 RENDER_VERSION = "1"
+# Bump when clustviz.alignment changes an aligned layout (its libraries are numpy alone).
+ALIGN_VERSION = "1"
 
 
 def projection_key(
@@ -31,6 +33,14 @@ def projection_key(
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def aligned_key(layout: str, map_id: str, params: dict[str, Any]) -> str:
+    """Key of a layout aligned to a map: the layout's key, the map's id (it names the map's
+    content) and the alignment's parameters. The layout itself keeps its own key."""
+    payload = {"layout": layout, "map": map_id, "params": params, "align": ALIGN_VERSION}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return "aligned." + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def image_key(projection: str, fmt: str, *, width: float, height: float, dpi: int) -> str:

@@ -13,9 +13,13 @@ run:
   2. one job over every preamble × every projector (all cached by then: what is left is the
      job's own bookkeeping), and its export as parquet, Arrow IPC and NDJSON: seconds, rows/s;
   3. the server process's RSS: idle with the dataset loaded, peak during the jobs, after them,
-     peak during the exports and after them (peaks via /proc/PID/clear_refs + VmHWM).
+     peak during the exports and after them (peaks via /proc/PID/clear_refs + VmHWM);
+  4. with ``--align``: a quick global map of the dataset, then per projector the same job with
+     ``align`` (its layouts cached by then: what is left is the alignment), against the same
+     job without it, run again (cached).
 
 Usage: .venv/bin/python scripts/bench_batch.py [--preambles 3085] [--projectors pacmap,clusterplot]
+                                               [--align]
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--projectors", default="tsne,umap,trimap,pacmap,clusterplot")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--align", action="store_true", help="also time aligned jobs (part 4)")
     args = parser.parse_args()
     projectors = [name for name in args.projectors.split(",") if name]
 
@@ -216,9 +221,52 @@ def main() -> None:
                     f"server RSS during the exports: peak {peak:.0f} MB; after them {after:.0f} MB"
                     f" (idle was {idle:.0f} MB; target: peak ≤ 1,536 MB)"
                 )
+                if args.align:
+                    bench_aligned(client, pid, dataset_id, projectors)
         finally:
             server.terminate()
             server.wait(30)
+
+
+#: A quick map: its quality does not matter here, only that the jobs have one to align to.
+QUICK_MAP = {
+    "method": "opentsne",
+    "fit_on": "sample",
+    "sample_size": 2000,
+    "params": {"n_iter": 100, "early_exaggeration_iter": 50},
+}
+
+
+def bench_aligned(client: httpx.Client, pid: int, dataset_id: str, projectors: list[str]) -> None:
+    """Part 4: per projector, a cached job again without and then with ``align``."""
+    started = time.perf_counter()
+    map_id = client.post("/maps", json={"dataset": dataset_id, **QUICK_MAP}).json()["id"]
+    while (status := client.get(f"/maps/{map_id}").json())["state"] in ("queued", "running"):
+        time.sleep(0.5)
+    assert status["state"] == "done", status
+    print(f"\nmap {map_id} ({QUICK_MAP['method']}) in {time.perf_counter() - started:.1f} s")
+    print(
+        "per projector, one job over every preamble, its layouts cached\n"
+        "  projector     items   plain s   aligned s   aligned ms/item   server CPU ms/item"
+        " (plain, aligned)"
+    )
+    for name in projectors:
+        body = {"dataset": dataset_id, "preambles": "all", "projectors": [name]}
+        timings = []
+        for align in (None, {"map": map_id}):
+            server_cpu, _ = cpu_seconds(pid)
+            started = time.perf_counter()
+            job = client.post("/batches", json={**body, "align": align}).json()
+            status = follow(client, job["id"])
+            timings.append((time.perf_counter() - started, cpu_seconds(pid)[0] - server_cpu))
+            assert status["failed"] == 0, status["errors"][:3]
+        (plain, plain_cpu), (aligned, aligned_cpu) = timings
+        count = status["total"]
+        print(
+            f"  {name:<12} {count:6d}  {plain:8.1f}  {aligned:10.1f}  "
+            f"{1000 * (aligned - plain) / count:16.2f}  "
+            f"{1000 * plain_cpu / count:12.2f} {1000 * aligned_cpu / count:8.2f}"
+        )
 
 
 if __name__ == "__main__":

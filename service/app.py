@@ -32,6 +32,7 @@ from clustviz.lane import DeviceLane
 from clustviz.pools import TaskPool
 from clustviz.projectors import projectors_run_by
 from clustviz.workers import WorkerPool, WorkerSettings
+from service.alignment import Aligner
 from service.bodies import ProjectionBodies
 from service.engine import Engine
 from service.errors import error_response, install_error_handlers
@@ -155,16 +156,6 @@ def create_app(
             max_points=settings.max_points,
         )
         app.state.engine = engine
-        jobs = JobManager(
-            engine,
-            store,
-            max_items=settings.max_batch_items,
-            library_concurrency=2 * own_pool.status()["size"],
-            lane_chunk=settings.lane_max_batch,
-            keepalive=settings.sse_keepalive_s,
-        )
-        app.state.jobs = jobs
-        await jobs.resume_all()
         map_manager = MapManager(
             engine,
             store,
@@ -174,6 +165,18 @@ def create_app(
             keepalive=settings.sse_keepalive_s,
         )
         app.state.maps = map_manager
+        aligner = app.state.aligner = Aligner(map_manager, store)
+        jobs = JobManager(
+            engine,
+            store,
+            aligner,
+            max_items=settings.max_batch_items,
+            library_concurrency=2 * own_pool.status()["size"],
+            lane_chunk=settings.lane_max_batch,
+            keepalive=settings.sse_keepalive_s,
+        )
+        app.state.jobs = jobs
+        await jobs.resume_all()
         await map_manager.resume_all()
         app.state.lane_pool = own_lane_pool
         app.state.versions = library_versions_report()

@@ -15,8 +15,8 @@ from cachetools import LRUCache
 from fastapi import Response
 
 from clustviz.data import preamble_id
+from service.alignment import Aligned
 from service.engine import Projection
-from service.maps import Aligned
 
 __all__ = ["ProjectionBodies"]
 
@@ -62,9 +62,7 @@ class ProjectionBodies:
                 "total_ms": projection.total_ms,
             },
             "metrics": meta.get("metrics", {}) if aligned is None else aligned.metrics,
-            "aligned_to": None
-            if aligned is None
-            else {"map": aligned.map_id, "params": aligned.params},
+            "aligned_to": None if aligned is None else aligned.alignment.describe(),
         }
         body = json.dumps(head, separators=(",", ":"))[:-1] + "," + points + "}"
         return Response(body, media_type="application/json")

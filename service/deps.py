@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from clustviz.errors import ClustvizError
+from service.alignment import Aligner
 from service.bodies import ProjectionBodies
 from service.engine import Engine
 from service.maps import MapManager
@@ -35,8 +36,13 @@ def get_maps(request: Request) -> MapManager:
     return request.app.state.maps
 
 
+def get_aligner(request: Request) -> Aligner:
+    return request.app.state.aligner
+
+
 EngineDep = Annotated[Engine, Depends(get_engine)]
 MapsDep = Annotated[MapManager, Depends(get_maps)]
+AlignerDep = Annotated[Aligner, Depends(get_aligner)]
 BodiesDep = Annotated[ProjectionBodies, Depends(get_bodies)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -27,6 +27,9 @@ from clustviz.pools import TaskPool
 from clustviz.projectors import DEFAULT_SEED, ProjectorSpec, build_params, get_spec
 from clustviz.render import plot_title
 from service.results import ResultStore, StoredProjection
+
+if TYPE_CHECKING:  # service.alignment builds on the engine
+    from service.alignment import Aligned
 
 __all__ = ["Engine", "Projection", "ResolvedRequest"]
 
@@ -304,21 +307,29 @@ class Engine:
         width: float = 8.0,
         height: float = 6.0,
         dpi: int = 100,
+        aligned: Aligned | None = None,
     ) -> tuple[str, bytes, str]:
-        """``(media_type, body, image_key)``; rendered in a worker, stored next to the result."""
+        """``(media_type, body, image_key)``; rendered in a worker, stored next to the result.
+
+        With ``aligned``, the plot of the layout aligned to a map (in the map's frame; no
+        blobs: they were drawn for the layout before alignment), under the aligned key."""
         request = projection.request
-        key = image_key(request.key, fmt, width=width, height=height, dpi=dpi)
+        layout_key = request.key if aligned is None else aligned.key
+        key = image_key(layout_key, fmt, width=width, height=height, dpi=dpi)
         hit = await self.store.aget_image(key)
         if hit is not None:
             return hit[0], hit[1], key
         view = request.view
-        embedding = projection.stored.embedding
-        extras = projection.stored.meta.get("extras") or {}
+        embedding = projection.stored.embedding if aligned is None else aligned.coords
+        extras = (projection.stored.meta.get("extras") or {}) if aligned is None else {}
         hulls = [
             (int(view.clusters[hull["label"]]), hull["polygons"])
             for hull in extras.get("hulls") or []
         ]
-        title, caption = plot_title(view.preamble, request.spec.title, request.dataset.name)
+        method = request.spec.title
+        if aligned is not None:
+            method += f", aligned to map {aligned.alignment.map_id}"
+        title, caption = plot_title(view.preamble, method, request.dataset.name)
         body = await asyncio.wrap_future(
             self.pool.submit(
                 "clustviz.tasks:render",

@@ -4,6 +4,9 @@ The export reads the job's finished items with their stored coordinates a page a
 (:meth:`service.job_store.JobStore.iter_coords`), gathers each page's dataset rows in one
 ``take``, and writes the page as one row group / record batch / block of lines before reading
 the next. The server holds one page, never the whole table.
+
+A job aligned to a global map exports its aligned layouts, with one more column,
+``aligned_to``: the map's id (:data:`ALIGNED_SCHEMA`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from clustviz.errors import NotFoundError
 from service.job_store import JobCoords, JobStore
 from service.memory import release_unused_memory
 
-__all__ = ["MEDIA_TYPES", "RESULT_SCHEMA", "ExportRequest", "ResultFormat", "export_results"]
+__all__ = [
+    "ALIGNED_SCHEMA",
+    "MEDIA_TYPES",
+    "RESULT_SCHEMA",
+    "ExportRequest",
+    "ResultFormat",
+    "export_results",
+]
 
 ResultFormat = Literal["parquet", "arrow", "json"]
 MEDIA_TYPES: dict[str, str] = {
@@ -44,6 +54,7 @@ RESULT_SCHEMA = pa.schema(
         ("y", pa.float32()),
     ]
 )
+ALIGNED_SCHEMA = RESULT_SCHEMA.append(pa.field("aligned_to", pa.string()))
 _DATASET_COLUMNS = ("preamble", "guess", "token_id", "cluster_id")
 
 
@@ -54,7 +65,12 @@ class ExportRequest:
     jobs: JobStore
     job_id: str
     dataset: Dataset
+    aligned_to: str | None = None  # the map the job's layouts are aligned to
     chunk_items: int = 2048  # 40-point preambles: ~80k rows per row group
+
+    @property
+    def schema(self) -> pa.Schema:
+        return RESULT_SCHEMA if self.aligned_to is None else ALIGNED_SCHEMA
 
 
 def export_results(request: ExportRequest, fmt: ResultFormat) -> Iterator[bytes]:
@@ -62,12 +78,14 @@ def export_results(request: ExportRequest, fmt: ResultFormat) -> Iterator[bytes]
 
     A sync iterator: a streaming response runs it in a worker thread, off the event loop."""
     try:
-        yield from _encoded(result_batches(request), fmt)
+        yield from _encoded(result_batches(request), request.schema, fmt)
     finally:
         release_unused_memory()  # the row groups' buffers, back to the OS
 
 
-def _encoded(batches: Iterator[pa.RecordBatch], fmt: ResultFormat) -> Iterator[bytes]:
+def _encoded(
+    batches: Iterator[pa.RecordBatch], schema: pa.Schema, fmt: ResultFormat
+) -> Iterator[bytes]:
     if fmt == "json":
         for batch in batches:
             yield pl.from_arrow(batch).write_ndjson().encode()  # type: ignore[union-attr]
@@ -75,9 +93,9 @@ def _encoded(batches: Iterator[pa.RecordBatch], fmt: ResultFormat) -> Iterator[b
     sink = _Sink()
     writer: pq.ParquetWriter | ipc.RecordBatchStreamWriter
     if fmt == "parquet":
-        writer = pq.ParquetWriter(sink, RESULT_SCHEMA, compression="zstd")
+        writer = pq.ParquetWriter(sink, schema, compression="zstd")
     else:
-        writer = ipc.new_stream(sink, RESULT_SCHEMA)
+        writer = ipc.new_stream(sink, schema)
     with writer:
         for batch in batches:
             writer.write_batch(batch)
@@ -95,12 +113,13 @@ def result_batches(request: ExportRequest) -> Iterator[pa.RecordBatch]:
         [dataset.rows[name].to_arrow() for name in _DATASET_COLUMNS], names=list(_DATASET_COLUMNS)
     ).cast(pa.schema([RESULT_SCHEMA.field(name) for name in _DATASET_COLUMNS]))
     for page in request.jobs.iter_coords(request.job_id, page_items=request.chunk_items):
-        batch = _batch(base, dataset, page)
+        batch = _batch(base, page, request)
         if batch.num_rows:
             yield batch
 
 
-def _batch(base: pa.Table, dataset: Dataset, page: list[JobCoords]) -> pa.RecordBatch:
+def _batch(base: pa.Table, page: list[JobCoords], request: ExportRequest) -> pa.RecordBatch:
+    dataset = request.dataset
     indices: list[np.ndarray] = []
     coords: list[np.ndarray] = []
     names: dict[str, int] = {}
@@ -117,14 +136,15 @@ def _batch(base: pa.Table, dataset: Dataset, page: list[JobCoords]) -> pa.Record
         coords.append(item.embedding)
         codes.append(np.full(n, names.setdefault(item.projector, len(names)), dtype=np.int32))
     if not indices:
-        return pa.RecordBatch.from_pylist([], schema=RESULT_SCHEMA)
+        return pa.RecordBatch.from_pylist([], schema=request.schema)
     xy = np.concatenate(coords)
     projector = pc.take(pa.array(list(names), pa.string()), pa.array(np.concatenate(codes)))
     rows = base.take(np.concatenate(indices)).combine_chunks()
     columns = [column.chunk(0) for column in rows.columns]
-    return pa.RecordBatch.from_arrays(
-        [*columns, projector, pa.array(xy[:, 0]), pa.array(xy[:, 1])], schema=RESULT_SCHEMA
-    )
+    columns += [projector, pa.array(xy[:, 0]), pa.array(xy[:, 1])]
+    if request.aligned_to is not None:
+        columns.append(pa.repeat(pa.scalar(request.aligned_to, pa.string()), len(xy)))
+    return pa.RecordBatch.from_arrays(columns, schema=request.schema)
 
 
 class _Sink(io.RawIOBase):

@@ -8,6 +8,10 @@ finds every finished item intact and resumes the job from the pending ones on it
 Items already in the cache are not recomputed; a failing item is recorded with its reason and
 does not fail the job. clusterplot items go through the device lane, which gathers the many
 concurrently pending items into batched ``fit_transform_many`` calls.
+
+A job with ``align`` gives each item's layout (computed or cached as without it) aligned to a
+global map: the aligned layout is the item's result, stored under its own key
+(:meth:`service.alignment.Alignment.key`), while the layout stays cached under its own.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Literal
 
 from clustviz.errors import ClustvizError, InvalidInputError, NotFoundError
 from clustviz.projectors import DEFAULT_SEED, get_spec
+from service.alignment import Aligner, Alignment, Layout
 from service.engine import Engine, ResolvedRequest
 from service.events import ACTIVE, Changes, event_stream, notify
 from service.export import ExportRequest, ResultFormat, export_results
@@ -54,6 +59,7 @@ class JobManager:
         self,
         engine: Engine,
         store: ResultStore,
+        aligner: Aligner,
         *,
         max_items: int,
         library_concurrency: int,
@@ -62,6 +68,7 @@ class JobManager:
     ) -> None:
         self.engine = engine
         self.store = store
+        self.aligner = aligner  # aligned jobs' maps
         self.job_store = JobStore(store)  # every job statement, off the event loop
         self.max_items = max_items
         self.library_concurrency = library_concurrency
@@ -79,8 +86,10 @@ class JobManager:
         projectors: Sequence[str],
         params: dict[str, dict[str, Any]],
         seed: int | None,
+        align: dict[str, Any] | None = None,
     ) -> str:
-        """Validate everything up front (404/422), persist the job, start it; return its id."""
+        """Validate everything up front (404/409/422), persist the job, start it; return its
+        id. ``align`` (``{"map": id, **AlignParams}``) aligns every item to that map."""
         loaded = await self.engine.dataset(dataset)
         if not projectors:
             raise InvalidInputError(
@@ -122,12 +131,15 @@ class JobManager:
                 params=params.get(name),
                 seed=seed,
             )
+        if align is not None:  # as POST /projections checks it: done, current, this dataset's
+            await self.aligner.target(Alignment.of(align).map_id, dataset)
         job_id = uuid.uuid4().hex[:16]
         spec = {
             "dataset": dataset,
             "projectors": list(projectors),
             "params": params,
             "seed": DEFAULT_SEED if seed is None else seed,
+            "align": align,
         }
         items = [(text, name) for text in texts for name in projectors]
         await self.job_store.create(job_id, spec, items, created=time.time())
@@ -154,19 +166,41 @@ class JobManager:
         await self.job_store.start(job_id, now=time.time())
         pending = await self.job_store.pending(job_id)
         library = asyncio.Semaphore(self.library_concurrency)
+        alignment = None if spec.get("align") is None else Alignment.of(spec["align"])
+
+        def result_key(request: ResolvedRequest) -> str:
+            """What an item's result is stored under: its layout's key, or the aligned one's."""
+            return request.key if alignment is None else alignment.key(request.key)
+
+        async def finish(
+            items: list[tuple[int, ResolvedRequest]], layouts: list[Layout], started: float
+        ) -> None:
+            """Record items done with their layouts (aligned first, when the job asks) or
+            failed with their errors."""
+            errors: Sequence[ClustvizError | None] = [
+                layout if isinstance(layout, ClustvizError) else None for layout in layouts
+            ]
+            if alignment is not None:
+                requests = [request for _, request in items]
+                errors = await self.aligner.align_layouts(alignment, requests, layouts)
+            rows = [
+                (index, result_key(request), error)
+                for (index, request), error in zip(items, errors, strict=True)
+            ]
+            await self._record(job_id, rows, started)
+            await notify(live)
 
         async def run_item(index: int, request: ResolvedRequest) -> None:
             async with library:
                 if live.cancelled:
                     return
                 started = time.perf_counter()
+                layout: Layout
                 try:
-                    await self.engine.project(request, for_view=False)
+                    layout = (await self.engine.project(request, for_view=False)).stored
                 except ClustvizError as exc:
-                    await self._record(job_id, [(index, request.key, exc)], started)
-                else:
-                    await self._record(job_id, [(index, request.key, None)], started)
-                await notify(live)
+                    layout = exc
+                await finish([(index, request)], [layout], started)
 
         async def run_lane_chunk(chunk: list[tuple[int, ResolvedRequest]]) -> None:
             # submitted together, so the device lane runs them as one batched fit
@@ -174,15 +208,12 @@ class JobManager:
                 return
             started = time.perf_counter()
             outcomes = await self.engine.project_many([request for _, request in chunk])
+            layouts: list[Layout] = []
             for outcome in outcomes:
                 if isinstance(outcome, BaseException) and not isinstance(outcome, ClustvizError):
                     raise outcome
-            rows = [
-                (index, request.key, outcome if isinstance(outcome, ClustvizError) else None)
-                for (index, request), outcome in zip(chunk, outcomes, strict=True)
-            ]
-            await self._record(job_id, rows, started)
-            await notify(live)
+                layouts.append(outcome)
+            await finish(chunk, layouts, started)
 
         async def run_window(window: list[tuple[int, str, str]]) -> None:
             work = []
@@ -205,7 +236,7 @@ class JobManager:
                     await self._record(job_id, [(index, None, exc)], time.perf_counter())
                     await notify(live)
                     continue
-                pins.append((index, request.key))
+                pins.append((index, result_key(request)))
                 if request.spec.runner == "lane":
                     lane_items.append((index, request))
                 else:
@@ -306,10 +337,12 @@ class JobManager:
 
     async def results(self, job_id: str, fmt: ResultFormat) -> Iterator[bytes]:
         """One row per point of every finished item: preamble, guess, token_id, cluster_id,
-        projector, x, y — as Parquet, Arrow IPC or NDJSON, streamed (see service.export)."""
+        projector, x, y (and aligned_to, for a job aligned to a map) — as Parquet, Arrow IPC
+        or NDJSON, streamed (see service.export)."""
         spec = await self.job_store.spec(job_id)
         dataset = await self.engine.dataset(spec["dataset"])
-        return export_results(ExportRequest(self.job_store, job_id, dataset), fmt)
+        aligned_to = None if spec.get("align") is None else Alignment.of(spec["align"]).map_id
+        return export_results(ExportRequest(self.job_store, job_id, dataset, aligned_to), fmt)
 
     async def shutdown(self) -> None:
         tasks = [live.task for live in self._live.values() if live.task and not live.task.done()]

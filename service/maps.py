@@ -27,21 +27,19 @@ import numpy as np
 import pyarrow as pa
 from cachetools import LRUCache
 
-from clustviz.alignment import AlignParams, align_to_map
 from clustviz.data import DataCatalog, Dataset
-from clustviz.errors import ClustvizError, InvalidInputError, NotFoundError
+from clustviz.errors import ClustvizError, NotFoundError
 from clustviz.keys import map_image_key
 from clustviz.maps import MapRequest, get_map_spec, map_library_versions, plan_map
 from clustviz.maps.tasks import cancel_path, read_progress
-from clustviz.metrics import layout_metrics
 from clustviz.pools import TaskPool
 from clustviz.render import plot_title
-from service.engine import MEDIA_TYPES, Engine, Projection
+from service.engine import MEDIA_TYPES, Engine
 from service.events import Changes, event_stream, notify
 from service.map_store import MapStore, StoredMap
 from service.results import ResultStore
 
-__all__ = ["POINTS_SCHEMA", "Aligned", "MapManager", "MapNotReadyError", "end_event_id"]
+__all__ = ["POINTS_SCHEMA", "MapManager", "MapNotReadyError", "end_event_id"]
 
 logger = logging.getLogger("clustviz.maps")
 #: How often the server looks at a running map's progress file.
@@ -67,16 +65,6 @@ class MapNotReadyError(ClustvizError):
     """A map's points were asked for before it is done (→ 409)."""
 
     default_code = "map_not_ready"
-
-
-@dataclass(frozen=True, slots=True)
-class Aligned:
-    """A layout aligned to a map: its coordinates, the alignment's parameters, its scores."""
-
-    map_id: str
-    coords: np.ndarray  # (n, 2) float32, the preamble's rows in order
-    params: dict[str, Any]
-    metrics: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -256,29 +244,6 @@ class MapManager:
             return stored, dataset, None
         text = dataset.resolve_preamble(preamble, preamble_id)
         return stored, dataset, dataset.row_indices(text)
-
-    async def align(self, projection: Projection, map_id: str, params: AlignParams) -> Aligned:
-        """A projection's layout aligned to a finished map of its dataset, with the aligned
-        layout's scores (:func:`clustviz.alignment.align_to_map`, off the event loop)."""
-        request = projection.request
-        view = request.view
-        stored, _, rows = await self.points(map_id, view.preamble, None)
-        if stored.spec["dataset"] != request.dataset.id:
-            raise InvalidInputError(
-                f"align.map={map_id!r} is a map of dataset {stored.spec['dataset']!r}, not of "
-                f"{request.dataset.id!r}",
-                code="invalid_request",
-            )
-        assert rows is not None  # a preamble was asked for
-
-        def compute() -> tuple[np.ndarray, dict[str, Any]]:
-            coords = align_to_map(
-                view.X, view.labels, projection.stored.embedding, stored.coords[rows], params
-            )
-            return coords, layout_metrics(view.X, coords, view.labels)
-
-        coords, metrics = await asyncio.to_thread(compute)
-        return Aligned(map_id, coords, params.model_dump(mode="json"), metrics)
 
     def plot_key(
         self, stored: StoredMap, preamble: str, fmt: str, *, width: float, height: float, dpi: int

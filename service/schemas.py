@@ -177,7 +177,7 @@ class ProjectionRequest(BaseModel):
         None,
         description="Align the layout to a finished global map of the same dataset: the "
         "coordinates come back in the map's frame, each cluster held near its place in the map "
-        "(JSON answers only).",
+        "(as JSON, or plotted without cluster blobs for Accept: image/*).",
     )
 
 
@@ -258,6 +258,12 @@ class BatchRequest(BaseModel):
         default_factory=dict, description="per projector: {projector: {param: value}}"
     )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, strict=True)
+    align: AlignRequest | None = Field(
+        None,
+        description="Align every item's layout to a finished global map of the same dataset "
+        "(as POST /projections does): the results are in the map's frame, with an aligned_to "
+        "column naming the map.",
+    )
 
 
 class BatchItemError(BaseModel):

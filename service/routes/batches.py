@@ -16,6 +16,7 @@ router = APIRouter(tags=["batches"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse},
     404: {"model": ErrorResponse},
+    409: {"model": ErrorResponse, "description": "align.map is not done (map_not_ready)"},
     422: {"model": ErrorResponse},
 }
 
@@ -45,13 +46,15 @@ def _with_links(status: dict[str, Any]) -> BatchStatus:
     dependencies=[ApiKeyDep],
 )
 async def create_batch(body: BatchRequest, jobs: JobsDep, response: Response) -> BatchStatus:
-    """Validate up front (unknown preambles are listed), persist, start; ``202`` with links."""
+    """Validate up front (unknown preambles are listed; ``align.map`` must be a finished map of
+    the dataset), persist, start; ``202`` with links."""
     job_id = await jobs.create(
         dataset=body.dataset,
         preambles=body.preambles,
         projectors=body.projectors,
         params=body.params,
         seed=body.seed,
+        align=None if body.align is None else body.align.model_dump(mode="json"),
     )
     response.headers["Location"] = f"/batches/{job_id}"
     return _with_links(await jobs.status(job_id))

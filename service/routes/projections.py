@@ -7,11 +7,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from clustviz.alignment import AlignParams
 from clustviz.errors import InvalidInputError
 from clustviz.keys import image_key
+from service.alignment import Alignment
 from service.conditional import etag, not_modified
-from service.deps import BodiesDep, EngineDep, MapsDep
+from service.deps import AlignerDep, BodiesDep, EngineDep
 from service.engine import Engine
 from service.microcache import CACHEABLE_HEADER
 from service.schemas import (
@@ -26,7 +26,7 @@ from service.schemas import (
 router = APIRouter(tags=["projections"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorResponse, "description": "unknown dataset or preamble"},
+    404: {"model": ErrorResponse, "description": "unknown dataset, preamble or align.map"},
     422: {"model": ErrorResponse, "description": "unknown projector, bad params, too few points"},
     500: {"model": ErrorResponse, "description": "the projector failed (detail says how)"},
     503: {"model": ErrorResponse, "description": "too busy; retry after Retry-After seconds"},
@@ -71,20 +71,25 @@ def _parse_params(params: str | None) -> dict[str, Any]:
 @router.post(
     "/projections",
     response_model=ProjectionResponse,
-    responses={**ERRORS, 200: {"content": IMAGE_CONTENT}},
+    responses={
+        **ERRORS,
+        200: {"content": IMAGE_CONTENT},
+        409: {"model": ErrorResponse, "description": "align.map is not done (map_not_ready)"},
+    },
 )
 async def create_projection(
     body: ProjectionRequest,
     request: Request,
     engine: EngineDep,
     bodies: BodiesDep,
-    maps: MapsDep,
+    aligner: AlignerDep,
     width: Size = 8.0,
     height: Size = 6.0,
     dpi: Dpi = 100,
 ) -> Any:
     """Project one preamble. JSON by default; ``Accept: image/png`` or ``image/svg+xml`` for the
-    plot. Points come in the dataset's row order with ``x, y`` and cluster ids."""
+    plot. Points come in the dataset's row order with ``x, y`` and cluster ids. With ``align``,
+    the layout aligned to a finished map of the dataset, in the map's frame."""
     resolved = await engine.resolve(
         dataset_id=body.dataset,
         projector=body.projector,
@@ -94,18 +99,20 @@ async def create_projection(
         seed=body.seed,
     )
     fmt = _wants_image(request.headers.get("accept"))
-    if body.align is not None and fmt is not None:
-        raise InvalidInputError(
-            "align is answered as JSON (the map's frame); ask without Accept: image/*, or "
-            "GET /maps/{id}/plot.png for the map",
-            code="invalid_request",
-        )
+    alignment = target = None
+    if body.align is not None:  # the map is checked before any fit (404, 409, 422)
+        alignment = Alignment.of(body.align.model_dump())
+        target = await aligner.target(alignment.map_id, resolved.dataset.id)
     engine.ensure_capacity()
     projection = await engine.project(resolved)
-    if body.align is not None:
-        align = body.align
-        params = AlignParams(**align.model_dump(exclude={"map"}))
-        return bodies.response(projection, await maps.align(projection, align.map, params))
+    if alignment is not None and target is not None:
+        aligned = await aligner.align(projection, target, alignment)
+        if fmt is None:
+            return bodies.response(projection, aligned)
+        media_type, image, key = await engine.render(
+            projection, fmt, width=width, height=height, dpi=dpi, aligned=aligned
+        )
+        return Response(image, media_type=media_type, headers={"ETag": etag(key)})
     # the response cache may keep this answer for the same request: an image always, JSON
     # once it says "cached": true
     mark = {CACHEABLE_HEADER: f"{resolved.dataset.id} {resolved.dataset.fingerprint}"}

@@ -228,14 +228,6 @@ def test_alignment_refusals(server: Server, done_map: dict[str, Any]) -> None:
     url = f"{server.url}/projections"
     unknown = httpx.post(url, json={**request, "align": {"map": "0" * 16}}, timeout=120)
     assert unknown.status_code == 404 and unknown.json()["code"] == "map_not_found"
-    as_image = httpx.post(
-        url,
-        json={**request, "align": {"map": done_map["id"]}},
-        headers={"accept": "image/png"},
-        timeout=120,
-    )
-    assert as_image.status_code == 422 and as_image.json()["code"] == "invalid_request"
-    assert "align" in as_image.json()["detail"]
     bad_weight = httpx.post(url, json={**request, "align": {"map": "x", "weight": -1}})
     assert bad_weight.status_code == 422 and "weight" in bad_weight.text
     running = post(server, params=SLOW)
@@ -247,6 +239,276 @@ def test_alignment_refusals(server: Server, done_map: dict[str, Any]) -> None:
         assert waiting.status_code == 409 and waiting.json()["code"] == "map_not_ready"
     finally:
         httpx.delete(f"{server.url}/maps/{running.json()['id']}", timeout=60)
+
+
+def test_an_aligned_projection_as_an_image_is_the_aligned_layout_without_blobs(
+    server: Server, done_map: dict[str, Any]
+) -> None:
+    request = {"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne"}
+    url = f"{server.url}/projections"
+    aligned = {**request, "align": {"map": done_map["id"]}}
+    svg = httpx.post(url, json=aligned, headers={"accept": "image/svg+xml"}, timeout=120)
+    assert svg.status_code == 200, svg.text
+    assert svg.headers["content-type"].startswith("image/svg+xml")
+    root = ElementTree.fromstring(svg.content)
+    texts = {"".join(node.itertext()).strip() for node in root.iter(SVG + "text")}
+    assert f"t-SNE, aligned to map {done_map['id']}" in "\n".join(texts)
+    plain = httpx.post(url, json=request, headers={"accept": "image/svg+xml"}, timeout=120)
+    assert plain.headers["etag"] != svg.headers["etag"]
+    assert not any("aligned to map" in text for text in texts_of(plain.content))
+    again = httpx.post(url, json=aligned, headers={"accept": "image/svg+xml"}, timeout=120)
+    assert again.content == svg.content and again.headers["etag"] == svg.headers["etag"]
+    other = {**request, "align": {"map": done_map["id"], "weight": 1.0}}
+    heavier = httpx.post(url, json=other, headers={"accept": "image/png"}, timeout=120)
+    assert heavier.status_code == 200 and heavier.content[:4] == b"\x89PNG"
+    assert heavier.headers["etag"] != svg.headers["etag"].replace(".svg", ".png")
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def texts_of(svg: bytes) -> set[str]:
+    root = ElementTree.fromstring(svg)
+    return {"".join(node.itertext()).strip() for node in root.iter(SVG + "text")}
+
+
+def post_batch(server: Server, **body: Any) -> httpx.Response:
+    return httpx.post(f"{server.url}/batches", json={"dataset": DEMO_ID, **body}, timeout=60)
+
+
+def wait_batch(server: Server, job_id: str, timeout: float = 240) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{server.url}/batches/{job_id}", timeout=10).json()
+        if status["state"] not in ("queued", "running"):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"batch {job_id} did not finish; log:\n{server.log_tail()}")
+
+
+def batch_results(server: Server, job_id: str, fmt: str) -> pl.DataFrame:
+    body = httpx.get(f"{server.url}/batches/{job_id}/results", params={"format": fmt}).content
+    if fmt == "json":
+        return pl.DataFrame([json.loads(line) for line in body.decode().splitlines()])
+    if fmt == "arrow":
+        frame = pl.from_arrow(ipc.open_stream(body).read_all())
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+    return pl.read_parquet(io.BytesIO(body))
+
+
+def pool_tasks(server: Server) -> int:
+    workers = httpx.get(f"{server.url}/health").json()["pool"]["workers"]
+    return sum(worker["tasks_done"] for worker in workers)
+
+
+def job_keys(server: Server, job_id: str) -> set[str]:
+    with sqlite3.connect(server.state_dir / "clustviz.sqlite3") as db:
+        rows = db.execute("SELECT key FROM job_items WHERE job_id = ?", (job_id,)).fetchall()
+    return {key for (key,) in rows}
+
+
+def test_a_batch_aligned_to_a_map_gives_each_item_what_projections_gives(
+    server: Server, done_map: dict[str, Any]
+) -> None:
+    """POST /batches with align: each item's result is the aligned layout POST /projections
+    answers for that preamble; the exports say the map; an unaligned batch of the same items
+    shares the layouts (nothing computed again) but never the aligned results."""
+    preambles = tsv_rows()["preamble"].unique(maintain_order=True).to_list()[:3]
+    align = {"map": done_map["id"], "weight": 0.5}
+    body = {"preambles": preambles, "projectors": ["tsne", "pacmap"], "seed": 61}
+    created = post_batch(server, **body, align=align)
+    assert created.status_code == 202, created.text
+    job = created.json()["id"]
+    assert created.json()["spec"]["align"] == {**AlignParams().model_dump(), **align}
+    status = wait_batch(server, job)
+    assert (status["state"], status["done"], status["failed"]) == ("done", 6, 0), status
+    frame = batch_results(server, job, "parquet")
+    assert frame.columns == [
+        *("preamble", "guess", "token_id", "cluster_id", "projector", "x", "y", "aligned_to")
+    ]
+    assert frame.height == 6 * 40 and set(frame["aligned_to"]) == {done_map["id"]}
+    assert batch_results(server, job, "arrow").equals(frame)
+    lines = batch_results(server, job, "json")
+    assert lines["aligned_to"].to_list() == frame["aligned_to"].to_list()
+    assert np.allclose(lines["x"].to_numpy(), frame["x"].to_numpy())
+    for preamble in preambles:
+        for projector in ("tsne", "pacmap"):
+            request = {"dataset": DEMO_ID, "preamble": preamble, "projector": projector}
+            single = httpx.post(
+                f"{server.url}/projections", json={**request, "seed": 61, "align": align}
+            ).json()
+            assert single["cached"] is True  # the batch's layout, shared
+            assert single["aligned_to"]["map"] == done_map["id"]
+            rows = frame.filter(
+                (pl.col("preamble") == preamble) & (pl.col("projector") == projector)
+            )
+            assert rows["guess"].to_list() == [p["guess"] for p in single["points"]]
+            expected = np.array([[p["x"], p["y"]] for p in single["points"]], dtype=np.float32)
+            np.testing.assert_array_equal(rows.select("x", "y").to_numpy(), expected)
+    # the same items unaligned: the layouts come from the cache, the results are not aligned
+    tasks = pool_tasks(server)
+    plain_job = post_batch(server, **body).json()["id"]
+    assert wait_batch(server, plain_job)["done"] == 6
+    assert pool_tasks(server) == tasks  # nothing computed again
+    plain = batch_results(server, plain_job, "parquet")
+    assert "aligned_to" not in plain.columns and plain.height == frame.height
+    assert not np.allclose(plain["x"].to_numpy(), frame["x"].to_numpy())
+    assert job_keys(server, job).isdisjoint(job_keys(server, plain_job))
+    layout = httpx.post(
+        f"{server.url}/projections",
+        json={"dataset": DEMO_ID, "preamble": preambles[0], "projector": "tsne", "seed": 61},
+    ).json()
+    first = plain.filter((pl.col("preamble") == preambles[0]) & (pl.col("projector") == "tsne"))
+    assert first["x"].to_list() == pytest.approx([p["x"] for p in layout["points"]])
+    # another weight: other results, under other keys
+    heavier = post_batch(server, **body, align={**align, "weight": 2.0}).json()["id"]
+    assert wait_batch(server, heavier)["done"] == 6
+    assert job_keys(server, heavier).isdisjoint(job_keys(server, job))
+    assert not np.allclose(batch_results(server, heavier, "arrow")["x"].to_numpy(), frame["x"])
+    # the same aligned batch again: its aligned results are found, not aligned again
+    again = post_batch(server, **body, align=align).json()["id"]
+    assert wait_batch(server, again)["done"] == 6
+    assert job_keys(server, again) == job_keys(server, job)
+    assert batch_results(server, again, "parquet").equals(frame)
+    with Client(server.url) as client:
+        points = client.batch(DEMO_ID, **body, align=align, progress=False)
+    assert points.equals(frame)
+
+
+def test_the_cli_aligns_a_batch(
+    server: Server, done_map: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "aligned.parquet"
+    command = ["batch", "--url", server.url, "--dataset", DEMO_ID, "--projectors", "tsne"]
+    command += ["--preamble", SEED_PREAMBLE, "--quiet", "-o", str(out)]
+    assert cli_main([*command, "--align", done_map["id"]]) == 0
+    frame = pl.read_parquet(out)
+    single = httpx.post(
+        f"{server.url}/projections",
+        json={
+            "dataset": DEMO_ID,
+            "preamble": SEED_PREAMBLE,
+            "projector": "tsne",
+            "align": {"map": done_map["id"]},
+        },
+        timeout=120,
+    ).json()
+    assert set(frame["aligned_to"]) == {done_map["id"]} and frame.height == 40
+    assert frame["x"].to_list() == pytest.approx([p["x"] for p in single["points"]])
+    assert cli_main([*command, "--align", "0" * 16]) == 2
+    assert "map_not_found" in capsys.readouterr().err
+
+
+def test_a_batch_refuses_a_map_it_cannot_align_to_before_it_is_accepted(
+    server: Server, done_map: dict[str, Any]
+) -> None:
+    body = {"preambles": [SEED_PREAMBLE], "projectors": ["tsne"]}
+
+    def jobs() -> int:
+        with sqlite3.connect(server.state_dir / "clustviz.sqlite3") as db:
+            return int(db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+    before = jobs()
+    unknown = post_batch(server, **body, align={"map": "0" * 16})
+    assert unknown.status_code == 404 and unknown.json()["code"] == "map_not_found"
+    bad_weight = post_batch(server, **body, align={"map": done_map["id"], "weight": -1})
+    assert bad_weight.status_code == 422 and "weight" in bad_weight.text
+    no_map = post_batch(server, **body, align={"weight": 1})
+    assert no_map.status_code == 422 and "map" in no_map.text
+    tiny = next(
+        item["id"]
+        for item in httpx.get(server.url + "/datasets").json()
+        if item.get("n_preambles") == 2
+    )
+    tiny_map = post(server, dataset=tiny, params={**FAST, "perplexity": 3})
+    assert tiny_map.status_code == 202, tiny_map.text
+    assert wait_done(server, tiny_map.json()["id"])["state"] == "done"
+    for url, request in (
+        ("/batches", {"dataset": DEMO_ID, **body}),
+        ("/projections", {"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne"}),
+    ):
+        other = httpx.post(
+            server.url + url, json={**request, "align": {"map": tiny_map.json()["id"]}}
+        )
+        assert other.status_code == 422 and other.json()["code"] == "invalid_request"
+        assert tiny in other.json()["detail"] and "align.map" in other.json()["detail"]
+    running = post(server, params=SLOW, seed=62)
+    assert running.status_code == 202, running.text
+    try:
+        waiting = post_batch(server, **body, align={"map": running.json()["id"]})
+        assert waiting.status_code == 409 and waiting.json()["code"] == "map_not_ready"
+    finally:
+        httpx.delete(f"{server.url}/maps/{running.json()['id']}", timeout=60)
+    assert jobs() == before  # nothing accepted
+
+
+def test_a_map_deleted_while_its_batch_runs_fails_the_items_left(server: Server) -> None:
+    """Items aligned after the map was deleted fail with map_not_found (and say so); the batch
+    finishes; what was done before stays exported."""
+    map_id = post(server, params=FAST, seed=63).json()["id"]
+    assert wait_done(server, map_id)["state"] == "done"
+    created = post_batch(
+        server,
+        preambles="all",
+        projectors=["tsne"],
+        params={"tsne": {"max_iter": 5000}},  # long enough to delete the map meanwhile
+        seed=64,
+        align={"map": map_id},
+    )
+    assert created.status_code == 202, created.text
+    assert httpx.delete(f"{server.url}/maps/{map_id}").json()["state"] == "deleted"
+    status = wait_batch(server, created.json()["id"])
+    assert status["state"] == "done" and status["done"] + status["failed"] == 10
+    assert status["failed"] >= 1, status
+    codes = {error["code"] for error in status["errors"]}
+    assert codes == {"map_not_found"}
+    assert all(f"align.map={map_id!r}" in error["detail"] for error in status["errors"])
+    frame = batch_results(server, created.json()["id"], "parquet")
+    assert frame.height == 40 * status["done"]
+
+
+def test_an_aligned_batch_killed_mid_job_resumes_aligned(
+    server: Server, done_map: dict[str, Any]
+) -> None:
+    """SIGKILL mid-job: the restarted server resumes the job with its align (the aligner is
+    there before the jobs resume); every item ends aligned, the ones done before unchanged."""
+    align = {"map": done_map["id"], "weight": 0.7}
+    body = {"preambles": "all", "projectors": ["tsne"], "params": {"tsne": {"max_iter": 4000}}}
+    job = post_batch(server, **body, seed=65, align=align).json()["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{server.url}/batches/{job}", timeout=10).json()
+        if status["done"] >= 2:
+            break
+        time.sleep(0.05)
+    assert 2 <= status["done"] < 10, status  # killed mid-job
+    before = batch_results(server, job, "parquet")
+    server.kill()
+    server.start()
+    status = wait_batch(server, job)
+    assert (status["state"], status["done"], status["failed"]) == ("done", 10, 0), status
+    after = batch_results(server, job, "parquet")
+    assert after.height == 400 and set(after["aligned_to"]) == {done_map["id"]}
+    kept = before.join(after, on=["preamble", "guess"], suffix="_after")
+    assert kept.height == before.height  # every point finished before the kill, unchanged
+    assert kept["x"].equals(kept["x_after"], check_names=False)
+    assert kept["y"].equals(kept["y_after"], check_names=False)
+    last = after.filter(pl.col("preamble") == after["preamble"][-1])
+    single = httpx.post(
+        f"{server.url}/projections",
+        json={
+            "dataset": DEMO_ID,
+            "preamble": last["preamble"][0],
+            "projector": "tsne",
+            "params": {"max_iter": 4000},
+            "seed": 65,
+            "align": align,
+        },
+        timeout=120,
+    ).json()
+    expected = np.array([[p["x"], p["y"]] for p in single["points"]], dtype=np.float32)
+    np.testing.assert_array_equal(last.select("x", "y").to_numpy(), expected)
 
 
 def test_the_client_and_the_cli_fetch_maps(
