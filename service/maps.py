@@ -27,13 +27,12 @@ import numpy as np
 import pyarrow as pa
 from cachetools import LRUCache
 
-from clustviz.alignment import AlignParams, align_to_map
+from clustviz.alignment import AlignParams
 from clustviz.data import DataCatalog, Dataset
 from clustviz.errors import ClustvizError, InvalidInputError, NotFoundError
 from clustviz.keys import map_image_key
 from clustviz.maps import MapRequest, get_map_spec, map_library_versions, plan_map
 from clustviz.maps.tasks import cancel_path, read_progress
-from clustviz.metrics import layout_metrics
 from clustviz.pools import TaskPool
 from clustviz.render import plot_title
 from service.engine import MEDIA_TYPES, Engine, Projection
@@ -259,7 +258,7 @@ class MapManager:
 
     async def align(self, projection: Projection, map_id: str, params: AlignParams) -> Aligned:
         """A projection's layout aligned to a finished map of its dataset, with the aligned
-        layout's scores (:func:`clustviz.alignment.align_to_map`, off the event loop)."""
+        layout's scores (:func:`clustviz.alignment.align_layout`, in a pool worker)."""
         request = projection.request
         view = request.view
         stored, _, rows = await self.points(map_id, view.preamble, None)
@@ -271,14 +270,20 @@ class MapManager:
             )
         assert rows is not None  # a preamble was asked for
 
-        def compute() -> tuple[np.ndarray, dict[str, Any]]:
-            coords = align_to_map(
-                view.X, view.labels, projection.stored.embedding, stored.coords[rows], params
-            )
-            return coords, layout_metrics(view.X, coords, view.labels)
-
-        coords, metrics = await asyncio.to_thread(compute)
-        return Aligned(map_id, coords, params.model_dump(mode="json"), metrics)
+        # in a pool worker: ClusterPlot's alignment runs its own (torch) relaxation
+        future = self.pool.submit(
+            "clustviz.tasks:align",
+            request.spec.name,
+            request.params_used,
+            view.X,
+            view.labels,
+            projection.stored.embedding,
+            stored.coords[rows],
+            params.model_dump(mode="json"),
+            timeout=self.timeout,
+        )
+        done = await asyncio.wrap_future(future)
+        return Aligned(map_id, done["coords"], params.model_dump(mode="json"), done["metrics"])
 
     def plot_key(
         self, stored: StoredMap, preamble: str, fmt: str, *, width: float, height: float, dpi: int

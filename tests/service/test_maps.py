@@ -30,7 +30,13 @@ import pytest
 from fastapi.testclient import TestClient
 from support import DEMO10, DEMO_ID, SEED_PREAMBLE, Server, app_client
 
-from clustviz.alignment import AlignParams, align_to_map, centroid_offsets, similarity_transform
+from clustviz.alignment import (
+    AlignParams,
+    align_layout,
+    align_to_map,
+    centroid_offsets,
+    similarity_transform,
+)
 from clustviz.cli import main as cli_main
 from clustviz.client import Client
 from clustviz.data import DataCatalog
@@ -160,13 +166,15 @@ def test_a_done_maps_points_answer_if_none_match_with_304(
     assert httpx.get(url, headers={"If-None-Match": etag}).status_code == 200
 
 
+@pytest.mark.parametrize("projector", ["tsne", "clusterplot"])
 def test_a_projection_aligned_to_a_map_comes_back_in_its_frame(
-    server: Server, done_map: dict[str, Any]
+    server: Server, done_map: dict[str, Any], projector: str
 ) -> None:
     """POST /projections with align: the layout the server computed alone, aligned to the
     preamble's rows of the map by clustviz.alignment (checked by computing it here from the
-    same inputs), its clusters nearer their map places than the Procrustes-moved layout."""
-    request = {"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne"}
+    same inputs: the generic relaxation for tsne, ClusterPlot's own for clusterplot), its
+    clusters nearer their map places than the Procrustes-moved layout."""
+    request = {"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": projector}
     alone = httpx.post(f"{server.url}/projections", json=request, timeout=120)
     assert alone.status_code == 200, alone.text
     answer = httpx.post(
@@ -191,7 +199,14 @@ def test_a_projection_aligned_to_a_map_comes_back_in_its_frame(
     ).json()["points"]
     rows = np.array([[p["x"], p["y"]] for p in map_rows])
     view = DataCatalog(DEMO10).get(DEMO_ID).view(SEED_PREAMBLE)
-    expected = align_to_map(view.X, view.labels, layout.astype(np.float32), rows)
+    params = alone.json()["params"]
+    expected = align_layout(
+        projector, view.X, view.labels, layout.astype(np.float32), rows, None, params
+    )
+    if projector == "tsne":  # the generic relaxation
+        np.testing.assert_array_equal(
+            expected, align_to_map(view.X, view.labels, layout.astype(np.float32), rows)
+        )
     np.testing.assert_allclose(moved, expected, atol=1e-4 * np.ptp(rows))
     framed = similarity_transform(layout, rows)
     nearer = centroid_offsets(moved, rows, view.labels).mean()
