@@ -143,6 +143,10 @@ class ClusterPlot(BaseProjector):
                         f"pull.{name} must be finite with shape {shape}, got {np.shape(value)}",
                         code="invalid_input",
                     )
+        if not (np.isfinite(weight) and weight >= 0):
+            raise InvalidInputError(
+                f"weight={weight!r} must be finite and ≥ 0", code="invalid_params"
+            )
         if self.params.mode != "gradient":
             raise InvalidInputError(
                 f"relax_many runs the gradient relaxation; mode={self.params.mode!r} given",

@@ -19,6 +19,7 @@ from clustviz.clusterplot.losses import CentroidPull, centroid_pull, reference_l
 from clustviz.clusterplot.numba_backend import NumbaBackend
 from clustviz.clusterplot.projector import Pull
 from clustviz.clusterplot.relaxation import RelaxSettings, gradient_layout
+from clustviz.errors import InvalidInputError
 
 CPU = torch.device("cpu")
 
@@ -193,9 +194,11 @@ def test_relax_many_pulls_centroids_and_refuses_bad_pulls(make_blobs) -> None:
         return np.linalg.norm(members @ Y - pull.targets, axis=1).mean()
 
     assert offset(held) < 0.5 * offset(loose)
-    with pytest.raises(Exception, match="targets"):
+    with pytest.raises(InvalidInputError, match="targets"):
         model.relax_many([(X, labels)], [Pull(pull.start, pull.targets[:3])], weight=1.0)
-    with pytest.raises(Exception, match="start"):
+    with pytest.raises(InvalidInputError, match="start"):
         model.relax_many([(X, labels)], [Pull(pull.start[:5], pull.targets)], weight=1.0)
-    with pytest.raises(Exception, match="gradient"):
+    with pytest.raises(InvalidInputError, match=r"weight=-1\.0"):
+        model.relax_many([(X, labels)], [pull], weight=-1.0)
+    with pytest.raises(InvalidInputError, match="gradient"):
         ClusterPlot(mode="greedy").relax_many([(X, labels)], [pull], weight=1.0)
