@@ -11,13 +11,19 @@ projector's layout ``Y`` of those rows is brought into the map's frame in two st
    centroid towards its centroid among the map's rows, while a neighbour term keeps the
    preamble's own structure::
 
-       loss(Z) = KL(P ‖ Q(Z)) + weight · mean_c |z̄_c − m̄_c|² / scale²
+       loss(Z) = KL(P ‖ Q(Z)) + weight · mean_c |z̄_c − m̄_c|² / scale²     (weight: 0.3 if none)
 
    ``P`` is the symmetrised ``n_neighbors``-NN graph of ``X`` (each edge ``1 / Σ edges``),
    ``Q`` the normalised Student-t kernel of the layout (t-SNE's, and ClusterPlot's kNN term).
    It runs in coordinates where the map rows' RMS radius is ``scale``: the t-kernel has a
    natural length of 1, so the same weight behaves the same for a map whose units are 0.1 or
    100. Adam, ``steps`` steps, the gradient written out (tests hold it to autograd).
+
+:func:`align_layout` is the one entry for every projector: a projector whose spec names its own
+aligner (``ProjectorSpec.aligner``) runs that one, every other projector :func:`align_to_map`.
+ClusterPlot has one (:mod:`clustviz.clusterplot.map_alignment`): its own relaxation with a
+centroid term as one more loss term. The plain kNN KL above is not ClusterPlot's objective,
+and relaxing a ClusterPlot layout with it lost a tenth of its 10-NN preservation.
 
 Why a term and not an initialisation: a layout started at the map's coordinates walks away from
 them (UMAP on 40 points forgets its init; DESIGN §4b), and rigidly translating each cluster onto
@@ -29,7 +35,8 @@ parameters and the input layout only.
 
 from __future__ import annotations
 
-from typing import Self
+from dataclasses import dataclass
+from typing import Any, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -37,27 +44,42 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from clustviz.errors import InvalidInputError
 from clustviz.labels import dense_labels
 from clustviz.metrics import nearest_neighbours
+from clustviz.projectors import ProjectorParams, build_params, get_spec, load_target
 
 __all__ = [
+    "GENERIC_WEIGHT",
     "AlignParams",
+    "Similarity",
+    "align_layout",
     "align_to_map",
     "alignment_loss",
     "centroid_offsets",
+    "cluster_centroids",
     "relax_towards_map",
     "similarity_transform",
 ]
 
+#: The generic relaxation's centroid weight when none is given (measured on the demo set by
+#: ``scripts/bench_alignment.py``).
+GENERIC_WEIGHT = 0.3
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 
 
 class AlignParams(BaseModel):
     """How strongly a per-preamble layout is held to the map (defaults measured on the demo set
-    by ``scripts/bench_alignment.py``)."""
+    by ``scripts/bench_alignment.py``). ``scale`` and ``n_neighbors`` are the generic
+    relaxation's; ClusterPlot's relaxation has its own kNN term and units."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    weight: float = Field(0.3, ge=0, le=100, description="pull of each cluster to the map")
+    weight: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="pull of each cluster to the map; null: the aligner's own default "
+        f"({GENERIC_WEIGHT} for the generic relaxation, 0.1 for ClusterPlot's centroid term)",
+    )
     scale: float = Field(3.0, gt=0, le=100, description="map rows' RMS radius while relaxing")
     steps: int = Field(200, ge=0, le=5000, description="Adam steps of the relaxation")
     learning_rate: float = Field(0.05, gt=0, le=10)
@@ -66,24 +88,61 @@ class AlignParams(BaseModel):
     @model_validator(mode="after")
     def _finite(self) -> Self:
         for name in ("weight", "scale", "learning_rate"):
-            if not np.isfinite(getattr(self, name)):
+            value = getattr(self, name)
+            if value is not None and not np.isfinite(value):
                 raise ValueError(f"{name} must be finite")
         return self
+
+    def weight_or(self, default: float) -> float:
+        """``weight``, or an aligner's ``default`` where none was given."""
+        return default if self.weight is None else self.weight
+
+
+@dataclass(frozen=True, slots=True)
+class Similarity:
+    """``y ↦ scale · (y - source_mean) @ rotation + target_mean``: the best similarity transform
+    of one layout onto another (:meth:`fit`)."""
+
+    scale: float  # 0 when every source point is at one place (only the translation is defined)
+    rotation: np.ndarray  # (2, 2) orthogonal (a rotation or a reflection)
+    source_mean: np.ndarray  # (2,)
+    target_mean: np.ndarray  # (2,)
+
+    @classmethod
+    def fit(cls, layout: np.ndarray, target: np.ndarray) -> Similarity:
+        """The orthogonal map, uniform scale and translation that move ``layout (n, 2)`` onto
+        ``target (n, 2)`` in least squares (Procrustes)."""
+        source = np.asarray(layout, dtype=np.float64)
+        goal = np.asarray(target, dtype=np.float64)
+        source_mean, goal_mean = source.mean(0), goal.mean(0)
+        centred, goal_centred = source - source_mean, goal - goal_mean
+        norm = float((centred * centred).sum())
+        if norm == 0.0:
+            return cls(0.0, np.eye(2), source_mean, goal_mean)
+        u, singular, vt = np.linalg.svd(centred.T @ goal_centred)
+        return cls(float(singular.sum()) / norm, u @ vt, source_mean, goal_mean)
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """``points (m, 2)`` of the source frame in the target's, float64."""
+        moved = self.scale * (np.asarray(points, np.float64) - self.source_mean) @ self.rotation
+        return moved + self.target_mean
+
+    def invert(self, points: np.ndarray) -> np.ndarray:
+        """``points (m, 2)`` of the target frame in the source's (needs ``scale > 0``)."""
+        assert self.scale > 0, "a transform onto one point has no inverse"
+        back = (np.asarray(points, np.float64) - self.target_mean) @ self.rotation.T
+        return back / self.scale + self.source_mean
 
 
 def similarity_transform(layout: np.ndarray, target: np.ndarray) -> np.ndarray:
     """``layout (n, 2)`` moved onto ``target (n, 2)`` by the best similarity transform
     (orthogonal map, uniform scale, translation; least squares), as float64."""
-    source = np.asarray(layout, dtype=np.float64)
-    goal = np.asarray(target, dtype=np.float64)
-    source_mean, goal_mean = source.mean(0), goal.mean(0)
-    centred, goal_centred = source - source_mean, goal - goal_mean
-    norm = float((centred * centred).sum())
-    if norm == 0.0:  # every point at one place: only the translation is defined
-        return np.broadcast_to(goal_mean, source.shape).copy()
-    u, singular, vt = np.linalg.svd(centred.T @ goal_centred)
-    scale = float(singular.sum()) / norm
-    return scale * centred @ (u @ vt) + goal_mean
+    return Similarity.fit(layout, target).apply(layout)
+
+
+def cluster_centroids(points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``(C, 2)``: each cluster's mean of ``points (n, 2)``, in sorted label order."""
+    return _membership(labels) @ np.asarray(points, np.float64)
 
 
 def centroid_offsets(layout: np.ndarray, target: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -91,6 +150,31 @@ def centroid_offsets(layout: np.ndarray, target: np.ndarray, labels: np.ndarray)
     its centroid in ``target``: the alignment measure."""
     members = _membership(labels)
     return np.linalg.norm(members @ np.asarray(layout, np.float64) - members @ target, axis=1)
+
+
+def align_layout(
+    projector: str,
+    X: np.ndarray,
+    labels: np.ndarray,
+    layout: np.ndarray,
+    map_rows: np.ndarray,
+    params: AlignParams | None = None,
+    projector_params: ProjectorParams | dict[str, Any] | None = None,
+) -> np.ndarray:
+    """``projector``'s ``layout (n, 2)`` of a preamble's rows ``X (n, d)``, aligned to
+    ``map_rows (n, 2)`` (the map's coordinates of the same rows, in order): the projector's own
+    aligner where its spec names one (given the parameters ``projector_params`` the layout was
+    made with: ClusterPlot relaxes with its own terms), else :func:`align_to_map`. Returns
+    ``(n, 2)`` float32 in the map's coordinates."""
+    spec = get_spec(projector)
+    params = params or AlignParams()
+    _check(X, labels, layout, map_rows)
+    if spec.aligner is None:
+        return align_to_map(X, labels, layout, map_rows, params)
+    if not isinstance(projector_params, ProjectorParams):
+        projector_params = build_params(projector, dict(projector_params or {}))
+    aligner = load_target(spec.aligner)
+    return np.asarray(aligner(X, labels, layout, map_rows, params, projector_params), np.float32)
 
 
 def align_to_map(
@@ -165,7 +249,7 @@ class _Terms:
         self.targets = targets  # (C, 2): clusters' map centroids, scaled
         self.origin = origin  # (2,): the map rows' mean
         self.unit = unit  # map units per scaled unit
-        self.weight = params.weight / len(targets)  # a mean over clusters
+        self.weight = params.weight_or(GENERIC_WEIGHT) / len(targets)  # a mean over clusters
         self.scale = params.scale
 
     @classmethod

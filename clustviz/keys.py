@@ -14,8 +14,8 @@ __all__ = ["aligned_key", "image_key", "map_image_key", "projection_key"]
 RESULT_VERSION = "1"
 # Bump when clustviz.render changes how a plot looks.
 RENDER_VERSION = "1"
-# Bump when clustviz.alignment changes an aligned layout (its libraries are numpy alone).
-ALIGN_VERSION = "1"
+# Bump when clustviz.alignment (or ClusterPlot's aligner) changes an aligned layout.
+ALIGN_VERSION = "2"
 
 
 def projection_key(

@@ -14,7 +14,16 @@ import numpy as np
 
 from clustviz.projectors import get_projector, get_spec
 
-__all__ = ["device_name", "hulls", "project", "project_many", "render", "render_map", "warm_up"]
+__all__ = [
+    "align",
+    "device_name",
+    "hulls",
+    "project",
+    "project_many",
+    "render",
+    "render_map",
+    "warm_up",
+]
 
 
 def device_name(name: str) -> str:
@@ -94,6 +103,27 @@ def project(
         else None,
         "extras": None,
     }
+
+
+def align(
+    name: str,
+    params: dict[str, Any],
+    X: np.ndarray,
+    labels: np.ndarray,
+    layout: np.ndarray,
+    map_rows: np.ndarray,
+    align_params: dict[str, Any],
+    scores: bool = True,
+) -> dict[str, Any]:
+    """Projector ``name``'s ``layout`` (made with ``params``) aligned to a map's rows
+    (:func:`clustviz.alignment.align_layout`), and the aligned layout's scores (``None`` unless
+    ``scores``: a batch stores layouts, not scores). In a worker: ClusterPlot's alignment is its
+    torch relaxation, which the server process never imports."""
+    from clustviz.alignment import AlignParams, align_layout
+    from clustviz.metrics import layout_metrics
+
+    coords = align_layout(name, X, labels, layout, map_rows, AlignParams(**align_params), params)
+    return {"coords": coords, "metrics": layout_metrics(X, coords, labels) if scores else None}
 
 
 def project_many(

@@ -5,7 +5,8 @@ On the demo dataset: one global map of every row (:mod:`clustviz.maps`, ``--map-
 defaults and seed 1871; or ``--map-from`` a saved ``(rows, 2)`` .npy), then for every preamble
 and projector an *independent* layout moved onto the preamble's rows of the map by the best
 similarity transform (Procrustes: rotation, scale, translation), against the *aligned* layout
-(:func:`clustviz.alignment.align_to_map`).
+(:func:`clustviz.alignment.align_layout`: ClusterPlot's own relaxation with the centroid term for
+``clusterplot``, the generic relaxation for the others).
 Prints, per projector, in one run on the same layouts:
 
   * the mean over preambles and clusters of the distance of each cluster's centroid from its
@@ -14,7 +15,8 @@ Prints, per projector, in one run on the same layouts:
   * 10-NN preservation against high-D, independent vs aligned, and their ratio (target ≥ 0.95);
   * the alignment's own time per preamble (median).
 
-Usage: .venv/bin/python scripts/bench_alignment.py [--projectors umap,tsne] [--weight 0.3]
+Usage: .venv/bin/python scripts/bench_alignment.py [--projectors umap,tsne] [--weight W]
+       [--save-map map.npy | --map-from map.npy]
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from clustviz.alignment import AlignParams, align_to_map, centroid_offsets, similarity_transform
+from clustviz.alignment import (
+    GENERIC_WEIGHT,
+    AlignParams,
+    align_layout,
+    centroid_offsets,
+    similarity_transform,
+)
+from clustviz.clusterplot.map_alignment import DEFAULT_WEIGHT as CLUSTERPLOT_WEIGHT
 from clustviz.data.discovery import discover_datasets
 from clustviz.data.loading import load_dataset
 from clustviz.maps import DEFAULT_METHOD, MapRequest, fit_dataset_map
@@ -42,7 +51,8 @@ def main() -> None:
     parser.add_argument("--projectors", default="umap,tsne,pacmap,trimap,clusterplot")
     parser.add_argument("--map-method", default=DEFAULT_METHOD)
     parser.add_argument("--map-from", type=Path, help="a saved (rows, 2) .npy of the map")
-    parser.add_argument("--weight", type=float, default=AlignParams().weight)
+    parser.add_argument("--save-map", type=Path, help="save the fitted map as a .npy")
+    parser.add_argument("--weight", type=float, help="default: each aligner's own")
     parser.add_argument("--scale", type=float, default=AlignParams().scale)
     parser.add_argument("--steps", type=int, default=AlignParams().steps)
     args = parser.parse_args()
@@ -57,6 +67,8 @@ def main() -> None:
             warnings.simplefilter("ignore")
             fitted = fit_dataset_map(dataset, MapRequest(method=args.map_method))
         the_map, source = fitted.coords.astype(np.float64), f"clustviz.maps {args.map_method}"
+        if args.save_map:
+            np.save(args.save_map, the_map)
     print(
         f"dataset {dataset.name}: {dataset.n_rows} rows, {len(dataset.preambles)} preambles; "
         f"map {source} ({time.perf_counter() - started:.1f} s); {params!r}"
@@ -65,6 +77,10 @@ def main() -> None:
         knn_preservation(dataset.view(p).X, the_map[dataset.row_indices(p)], 10)
         for p in dataset.preambles
     ]
+    print(
+        f"weight {params.weight_or(GENERIC_WEIGHT)} (generic relaxation), "
+        f"{params.weight_or(CLUSTERPLOT_WEIGHT)} (clusterplot: its own relaxation)"
+    )
     print(f"the map's own rows, 10-NN preservation per preamble: {np.mean(own):.3f}\n")
     print(
         "  projector     centroid dist: indep  aligned  ratio   10-NN: indep  aligned  ratio"
@@ -75,9 +91,12 @@ def main() -> None:
         for preamble in dataset.preambles:
             view = dataset.view(preamble)
             rows = the_map[dataset.row_indices(preamble)]
-            layout = get_projector(name, random_state=1871).fit_transform(view.X, view.labels)
+            projector = get_projector(name, random_state=1871)
+            layout = projector.fit_transform(view.X, view.labels)
             tick = time.perf_counter()
-            moved = align_to_map(view.X, view.labels, layout, rows, params)
+            moved = align_layout(
+                name, view.X, view.labels, layout, rows, params, projector.params_used_
+            )
             times.append(1000 * (time.perf_counter() - tick))
             framed = similarity_transform(layout, rows)
             independent.extend(centroid_offsets(framed, rows, view.labels))

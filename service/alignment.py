@@ -1,10 +1,10 @@
 """Layouts aligned to global maps, for ``POST /projections`` and ``POST /batches``.
 
 Any projector's layout of a preamble is brought into the frame of a finished map of its dataset
-(:func:`clustviz.alignment.align_to_map`: clusters held near their places in the map, the
-preamble's own neighbours kept). Both routes check the map the same way before any work
-(:meth:`Aligner.target`) and align through the same call (:meth:`Aligner.aligned_coords`),
-off the event loop.
+(:func:`clustviz.alignment.align_layout`: clusters held near their places in the map, the
+preamble's own neighbours kept; ClusterPlot by its own relaxation). Both routes check the map
+the same way before any work (:meth:`Aligner.target`) and align through the same call, in a pool
+worker.
 
 An aligned layout is a function of the layout (its key), the map (its id names its content)
 and the alignment's parameters: :meth:`Alignment.key`. A batch stores it under that key, next to
@@ -17,14 +17,13 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from clustviz.alignment import AlignParams, align_to_map
+from clustviz.alignment import AlignParams
 from clustviz.errors import ClustvizError, InvalidInputError
 from clustviz.keys import aligned_key
-from clustviz.metrics import layout_metrics
 from service.engine import Projection, ResolvedRequest
 from service.map_store import StoredMap
 from service.maps import MapManager
@@ -35,7 +34,7 @@ __all__ = ["Aligned", "Aligner", "Alignment", "Layout"]
 #: A batch item's layout as the jobs hand it over: stored, or why it failed.
 Layout = StoredProjection | ClustvizError
 #: Batch items aligned at once: a lane chunk's thousands of items wait their turn here, so the
-#: inputs in flight stay bounded wherever the alignment runs (a thread today).
+#: inputs in flight stay bounded (and the pool's queue free for other work).
 ALIGN_CONCURRENCY = 4
 
 
@@ -100,11 +99,8 @@ class Aligner:
         params: AlignParams,
     ) -> np.ndarray:
         """``layout`` of the request's preamble aligned to its rows of the map (``(n, 2)``
-        float32, map coordinates): the one alignment call of the service, for both routes, off
-        the event loop (numpy on one preamble, in a thread)."""
-        view = request.view
-        rows = stored.coords[request.dataset.row_indices(view.preamble)]
-        return await asyncio.to_thread(align_to_map, view.X, view.labels, layout, rows, params)
+        float32, map coordinates): a batch item's alignment."""
+        return (await self._aligned(request, layout, stored, params, scores=False))["coords"]
 
     async def align(
         self, projection: Projection, stored: StoredMap, alignment: Alignment
@@ -112,11 +108,37 @@ class Aligner:
         """A projection's layout aligned to a map (from :meth:`target`), with the aligned
         layout's scores."""
         request = projection.request
-        view = request.view
         layout = projection.stored.embedding
-        coords = await self.aligned_coords(request, layout, stored, alignment.params)
-        metrics = await asyncio.to_thread(layout_metrics, view.X, coords, view.labels)
-        return Aligned(alignment, alignment.key(request.key), coords, metrics)
+        done = await self._aligned(request, layout, stored, alignment.params, scores=True)
+        return Aligned(alignment, alignment.key(request.key), done["coords"], done["metrics"])
+
+    async def _aligned(
+        self,
+        request: ResolvedRequest,
+        layout: np.ndarray,
+        stored: StoredMap,
+        params: AlignParams,
+        *,
+        scores: bool,
+    ) -> dict[str, Any]:
+        """The one alignment call of the service, for both routes: the projector's aligner
+        (:func:`clustviz.alignment.align_layout`) in a pool worker, since ClusterPlot's is its
+        own torch relaxation, which the server process never imports."""
+        view = request.view
+        rows = stored.coords[request.dataset.row_indices(view.preamble)]
+        future = self.maps.pool.submit(
+            "clustviz.tasks:align",
+            request.spec.name,
+            request.params_used,
+            view.X,
+            view.labels,
+            layout,
+            rows,
+            params.model_dump(mode="json"),
+            scores,
+            timeout=self.maps.timeout,
+        )
+        return cast(dict[str, Any], await asyncio.wrap_future(future))
 
     async def align_layouts(
         self,

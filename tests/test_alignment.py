@@ -11,6 +11,8 @@ import torch
 
 from clustviz.alignment import (
     AlignParams,
+    Similarity,
+    align_layout,
     align_to_map,
     alignment_loss,
     centroid_offsets,
@@ -97,16 +99,21 @@ def test_the_relaxation_gradient_is_autograds(weight: float) -> None:
     np.testing.assert_allclose(grad, Z.grad.numpy(), rtol=1e-8, atol=1e-12)
 
 
-def test_aligned_layouts_sit_nearer_the_map_and_keep_their_neighbours(dataset, pca_map) -> None:
+@pytest.mark.parametrize("projector", ["tsne", "clusterplot"])
+def test_aligned_layouts_sit_nearer_the_map_and_keep_their_neighbours(
+    dataset, pca_map, projector: str
+) -> None:
     """The issue's measure on the fixture: per cluster, the distance of its centroid from its
-    centroid among the preamble's rows of the map — aligned vs an independent t-SNE moved by
-    the best similarity transform — with 10-NN preservation kept (≥ 0.95 ×)."""
+    centroid among the preamble's rows of the map — aligned vs an independent layout moved by
+    the best similarity transform — with 10-NN preservation kept (≥ 0.95 ×); t-SNE through the
+    generic relaxation, ClusterPlot through its own with the centroid term."""
     independent, aligned, knn_independent, knn_aligned = [], [], [], []
     for preamble in dataset.preambles:
         view = dataset.view(preamble)
         rows = pca_map[dataset.row_indices(preamble)]
-        layout = get_projector("tsne", random_state=1871).fit_transform(view.X, view.labels)
-        moved = align_to_map(view.X, view.labels, layout, rows)
+        model = get_projector(projector, random_state=1871)
+        layout = model.fit_transform(view.X, view.labels)
+        moved = align_layout(projector, view.X, view.labels, layout, rows, None, model.params_used_)
         framed = similarity_transform(layout, rows)
         independent.extend(centroid_offsets(framed, rows, view.labels))
         aligned.extend(centroid_offsets(moved, rows, view.labels))
@@ -114,6 +121,39 @@ def test_aligned_layouts_sit_nearer_the_map_and_keep_their_neighbours(dataset, p
         knn_aligned.append(knn_preservation(view.X, moved, 10))
     assert np.mean(aligned) <= 0.7 * np.mean(independent)
     assert np.mean(knn_aligned) >= 0.95 * np.mean(knn_independent)
+
+
+def test_similarity_inverts() -> None:
+    rng = np.random.default_rng(1)
+    layout, target = rng.normal(size=(20, 2)), rng.normal(size=(20, 2)) * 4.0
+    frame = Similarity.fit(layout, target)
+    points = rng.normal(size=(5, 2))
+    np.testing.assert_allclose(frame.invert(frame.apply(points)), points, atol=1e-12)
+    assert Similarity.fit(np.ones((4, 2)), target[:4]).scale == 0.0
+
+
+def test_align_layout_dispatches_on_the_projector_spec(dataset, pca_map) -> None:
+    """One entry point: the generic relaxation for a projector without an aligner of its own,
+    ClusterPlot's relaxation (its parameters count) for clusterplot."""
+    view = dataset.view(dataset.preambles[3])
+    rows = pca_map[dataset.row_indices(dataset.preambles[3])]
+    layout = get_projector("clusterplot").fit_transform(view.X, view.labels)
+    generic = align_to_map(view.X, view.labels, layout, rows)
+    np.testing.assert_array_equal(align_layout("umap", view.X, view.labels, layout, rows), generic)
+    own = align_layout("clusterplot", view.X, view.labels, layout, rows)
+    assert own.dtype == np.float32 and own.shape == generic.shape
+    assert np.abs(own - generic).max() > 0.01 * np.ptp(rows)
+    other = align_layout("clusterplot", view.X, view.labels, layout, rows, None, {"knn_weight": 1})
+    assert np.abs(own - other).max() > 0.01 * np.ptp(rows)
+    np.testing.assert_allclose(
+        align_layout("clusterplot", view.X, view.labels, layout, rows, AlignParams(steps=0)),
+        similarity_transform(layout, rows),
+        rtol=1e-6,
+    )
+    with pytest.raises(InvalidInputError, match="projector='nope'"):
+        align_layout("nope", view.X, view.labels, layout, rows)
+    with pytest.raises(InvalidInputError, match="knn_weight"):
+        align_layout("clusterplot", view.X, view.labels, layout, rows, None, {"knn_weight": -1})
 
 
 def test_alignment_is_deterministic_float32_and_in_input_order(dataset, pca_map) -> None:

@@ -23,7 +23,8 @@ Modules, by concept:
 * ``folding`` — one-member anchors folded into their member (graphs on ``n + A2`` rows).
 * ``targets`` — what a fit matches: high-D kNN graphs, R_H, M_H, P (dense and sparse).
 * ``init`` — initial layouts: PCA + neighbour embedding (exact or sampled), UMAP.
-* ``losses`` — the loss terms over all pairs, gradients by hand, and their autograd oracle.
+* ``losses`` — the loss terms over all pairs (and the centroid pull of a map alignment),
+  gradients by hand, and their autograd oracle.
 * ``pair_losses`` — the same terms over candidate pair lists (torch).
 * ``candidates`` — 2-D candidate lists of the sparse relaxation (k-d tree or blocks).
 * ``relaxation`` — the gradient relaxation: settings, the dense and the sparse loop.
@@ -36,6 +37,8 @@ Modules, by concept:
 * ``planar`` — planar ``(2, N)`` coordinates and pair gradients of the sparse loops.
 * ``threads`` — CPU threads: one thread per fit, two lanes of a sparse step.
 * ``hulls`` — cluster polygons of a finished layout (alpha shapes, smoothing).
+* ``map_alignment`` — a layout aligned to a global map by its own relaxation plus the centroid
+  pull (the aligner :func:`clustviz.alignment.align_layout` dispatches to).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from clustviz.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from clustviz.clusterplot.init import EmbedSettings
+    from clustviz.clusterplot.losses import CentroidPull
     from clustviz.clusterplot.relaxation import RelaxSettings
     from clustviz.clusterplot.targets import KnnEdges, OverlapTarget
 
@@ -56,12 +57,17 @@ class TorchBackend:
         return neighbour_embedding(Y0, P, mask, settings)
 
     def gradient_layout(
-        self, Y0: torch.Tensor, target: OverlapTarget, settings: RelaxSettings
+        self,
+        Y0: torch.Tensor,
+        target: OverlapTarget,
+        settings: RelaxSettings,
+        pull: CentroidPull | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The dense relaxation: :func:`~.relaxation.gradient_layout`."""
+        """The dense relaxation: :func:`~.relaxation.gradient_layout` (with the centroid
+        ``pull`` of a map alignment, if given)."""
         from clustviz.clusterplot.relaxation import gradient_layout
 
-        return gradient_layout(Y0, target, settings)
+        return gradient_layout(Y0, target, settings, pull)
 
     def prepare(self, pairs_: OverlapPairs) -> OverlapPairs:
         """``pairs_`` with what this backend streams every step (once per candidate set)."""

@@ -163,6 +163,24 @@ def _knn_kl(D, n, P, valid, alpha, coef):
 
 
 @jit
+def _centroid_offsets(Y, n, labels, share, targets, factor, offsets):
+    # the centroid pull factor · Σ_c |z̄_c - t_c| (losses.CentroidPull); offsets gets
+    # factor (z̄_c - t_c) / |z̄_c - t_c|, the part of each member's gradient its cluster shares
+    offsets[:] = 0.0
+    for i in range(n):
+        for c in range(2):
+            offsets[labels[i], c] += Y[i, c] * share[i]
+    loss = 0.0
+    for k in range(targets.shape[0]):
+        dx, dy = offsets[k, 0] - targets[k, 0], offsets[k, 1] - targets[k, 1]
+        distance = math.sqrt(dx * dx + dy * dy)
+        loss += distance
+        unit = factor / max(distance, _EPS)  # 0 for a cluster exactly at its target
+        offsets[k, 0], offsets[k, 1] = dx * unit, dy * unit
+    return factor * loss
+
+
+@jit
 def neighbour_embedding(Y0, P, valid, steps, lr, exaggeration, out):
     """Adam on KL(P || Q) from ``Y0 (B, n, 2)``, early exaggeration for the first quarter,
     into ``out``; ``valid (B, n, n)`` masks padding and the diagonal."""
@@ -196,10 +214,11 @@ def gradient_layout(
     label_pair_weight, label_invalid, label_flat, label_pairs, label_target, label_count,
     label_k, n_clusters,
     P, valid, steps, lr, overlap_weight, label_overlap_weight, knn_weight, temperature,
-    radius_every, out, trace,
+    radius_every, pull_factor, pull_targets, pull_share, pull_labels, out, trace,
 ):  # fmt: skip
     """:func:`~.relaxation.gradient_layout`'s Adam over translations ``T`` and per-point moves
-    ``delta``, preamble by preamble, into ``out (B, n, 2)`` and ``trace (steps, B)``."""
+    ``delta``, preamble by preamble, into ``out (B, n, 2)`` and ``trace (steps, B)``; the
+    centroid pull (:class:`~.losses.CentroidPull`'s arrays) where ``pull_factor[b] > 0``."""
     B, n = Y0.shape[0], Y0.shape[1]
     A, A2 = n_anchors, anchor_rows.shape[1]
     N = n + A2
@@ -215,6 +234,9 @@ def gradient_layout(
         g_Y, g_T = np.empty((n, 2)), np.empty((A, 2))
         radius_sub, radius_label = np.empty(N), np.empty(n)
         anchor, keep = point_anchor[b], weight[b]
+        C = pull_targets.shape[1]
+        offsets = np.zeros((C, 2))  # the pull's gradient in each cluster's centroid
+        pulling = pull_factor[b] > 0
         for step in range(steps):
             for i in range(n):
                 for c in range(2):
@@ -245,6 +267,10 @@ def gradient_layout(
             )  # fmt: skip
             if knn_weight > 0:
                 loss += knn_weight * _knn_kl(D, n, P[b], valid[b], knn_weight, coef)
+            if pulling:
+                loss += _centroid_offsets(
+                    Z, n, pull_labels[b], pull_share[b], pull_targets[b], pull_factor[b], offsets
+                )
             _pair_gradient(coef, Z, N, g_Z)
             g_A[:] = 0.0
             for r in range(A2):  # an anchor's gradient flows to its members
@@ -254,7 +280,12 @@ def gradient_layout(
             for i in range(n):
                 a = anchor[i]
                 for c in range(2):
-                    g = (g_Z[i, c] + g_A[a, c] * inv_members[b, a]) * keep[i]
+                    # d pull / d y_i = factor (z̄_c - t_c) / |z̄_c - t_c| / |c| (offsets: all
+                    # but the share)
+                    g_pull = 0.0
+                    if pulling:
+                        g_pull = offsets[pull_labels[b, i], c] * pull_share[b, i]
+                    g = (g_Z[i, c] + g_A[a, c] * inv_members[b, a] + g_pull) * keep[i]
                     g_Y[i, c] = g
                     g_T[a, c] += g
             _adam(T, g_T, mT, vT, step + 1, lr)

@@ -27,7 +27,7 @@ import torch
 
 from clustviz.clusterplot.backends import TorchBackend
 from clustviz.clusterplot.init import EmbedSettings
-from clustviz.clusterplot.losses import SoftOverlap, dense_terms
+from clustviz.clusterplot.losses import CentroidPull, SoftOverlap, dense_terms
 from clustviz.clusterplot.pair_losses import OverlapPairs
 from clustviz.clusterplot.targets import KnnEdges
 from clustviz.errors import UnavailableError
@@ -77,13 +77,28 @@ class NumbaBackend(TorchBackend):
         return torch.from_numpy(out).to(Y0.dtype) * mask.unsqueeze(-1)
 
     def gradient_layout(
-        self, Y0: torch.Tensor, target: OverlapTarget, settings: RelaxSettings
+        self,
+        Y0: torch.Tensor,
+        target: OverlapTarget,
+        settings: RelaxSettings,
+        pull: CentroidPull | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:func:`~.relaxation.gradient_layout` by :func:`~.layout_loops.gradient_layout`."""
         B, steps = Y0.shape[0], settings.steps
         terms = dense_terms(Y0, target, settings.temperature)
         multiplicity = terms.sub.multiplicity
         out, trace = np.empty(Y0.shape, np.float64), np.zeros((steps, B), np.float64)
+        if pull is None:  # no term: a factor of 0 (the loop skips it), empty targets
+            n = Y0.shape[1]
+            no_rows = np.zeros((B, n))
+            pulled = (np.zeros(B), np.zeros((B, 0, 2)), no_rows, no_rows.astype(np.int64))
+        else:
+            pulled = (
+                _f64(pull.factor),
+                _f64(pull.targets),
+                _f64(pull.share[..., 0]),
+                _i64(pull.labels),
+            )
         self.dense.gradient_layout(
             _f64(Y0), _i64(target.point_anchor), _f64(terms.weight[..., 0]),
             _f64(terms.inv_members[..., 0]), _i64(terms.rows.anchor_rows),
@@ -93,7 +108,7 @@ class NumbaBackend(TorchBackend):
             *_term(terms.label, B), target.n_clusters,
             _f64(target.P), _f64(terms.valid), steps, settings.lr, settings.overlap_weight,
             settings.label_overlap_weight, settings.knn_weight, settings.temperature,
-            settings.radius_every, out, trace,
+            settings.radius_every, *pulled, out, trace,
         )  # fmt: skip
         return torch.from_numpy(out).to(Y0.dtype), torch.from_numpy(trace).to(Y0.dtype)
 

@@ -5,6 +5,9 @@ hard discrepancies before and after. Two strategies (the same stages and losses)
 * :func:`fit_sparse`: one large preamble (more than ``dense_max_rows`` rows of
   ``[X; anchors]``: the dense path costs ``O(N²)`` per step, at n = 3000 with near-singleton
   anchors 36 M pairs), on neighbour lists, shaped like the dense output (batch dimension 1).
+
+A fit given a :class:`Start` (a map alignment, :mod:`.map_alignment`) skips the init: the
+relaxation starts from the given layouts, with the centroid pull as one more term.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from clustviz.clusterplot.init import (
     sampled_neighbour_embedding,
     umap_layouts,
 )
+from clustviz.clusterplot.losses import CentroidPull
 from clustviz.clusterplot.params import ClusterPlotParams
 from clustviz.clusterplot.relaxation import (
     RelaxSettings,
@@ -35,7 +39,7 @@ from clustviz.clusterplot.shapes import ShapeBatch
 from clustviz.clusterplot.targets import overlap_target, point_graph, sparse_target
 from clustviz.clusterplot.threads import Lanes, one_thread
 
-__all__ = ["FitOutput", "embed_settings", "fit_dense", "fit_sparse", "relax_settings"]
+__all__ = ["FitOutput", "Start", "embed_settings", "fit_dense", "fit_sparse", "relax_settings"]
 
 #: Called after each stage with its name (the fit's timings).
 Lap = Callable[[str], None]
@@ -49,6 +53,15 @@ class FitOutput:
     trace: torch.Tensor  # (steps, B): the relaxation's loss
     before: dict[str, torch.Tensor]  # (B,) each: hard discrepancies of the init
     after: dict[str, torch.Tensor]  # (B,) each: and of the layout
+
+
+@dataclass(slots=True)
+class Start:
+    """Layouts to relax from instead of the init, and the centroid term that holds their
+    clusters (a map alignment)."""
+
+    Y0: torch.Tensor  # (B, n, 2)
+    pull: CentroidPull
 
 
 def relax_settings(p: ClusterPlotParams, *, sparse: bool) -> RelaxSettings:
@@ -71,13 +84,23 @@ def embed_settings(p: ClusterPlotParams) -> EmbedSettings:
     return EmbedSettings(steps=p.init_steps, lr=p.step_size, exaggeration=p.early_exaggeration)
 
 
-def fit_dense(part: ShapeBatch, p: ClusterPlotParams, backend: TorchBackend, lap: Lap) -> FitOutput:
-    """The batched strategy (``(B, N, N)`` tensors)."""
+def fit_dense(
+    part: ShapeBatch,
+    p: ClusterPlotParams,
+    backend: TorchBackend,
+    lap: Lap,
+    given: Start | None = None,
+) -> FitOutput:
+    """The batched strategy (``(B, N, N)`` tensors); from the ``given`` layouts if any
+    (gradient mode)."""
     batch, anchors = part.batch, part.anchors
     with torch.no_grad():
         target = overlap_target(batch, anchors, p, part.gram, part.anchor_row_slots)
         lap("overlap")
-        if p.init == "torch":
+        if given is not None:
+            assert p.mode == "gradient", "the centroid pull is a term of the gradient mode"
+            Y0 = given.Y0
+        elif p.init == "torch":
             Y0 = backend.neighbour_embedding(
                 pca_init(batch.X, batch.mask, part.gram),
                 target.P,
@@ -89,7 +112,9 @@ def fit_dense(part: ShapeBatch, p: ClusterPlotParams, backend: TorchBackend, lap
         lap("init")
         before = hard_discrepancy(Y0, target)
         if p.mode == "gradient":
-            Y, trace = backend.gradient_layout(Y0, target, relax_settings(p, sparse=False))
+            settings = relax_settings(p, sparse=False)
+            pull = None if given is None else given.pull
+            Y, trace = backend.gradient_layout(Y0, target, settings, pull)
         else:
             greedy = GreedySettings(
                 n_iter=p.n_iter,
@@ -105,10 +130,14 @@ def fit_dense(part: ShapeBatch, p: ClusterPlotParams, backend: TorchBackend, lap
 
 
 def fit_sparse(
-    part: ShapeBatch, p: ClusterPlotParams, backend: TorchBackend, lap: Lap
+    part: ShapeBatch,
+    p: ClusterPlotParams,
+    backend: TorchBackend,
+    lap: Lap,
+    given: Start | None = None,
 ) -> FitOutput:
     """One large preamble on neighbour lists (the targets by row blocks, the init and the
-    relaxation on sampled and candidate pairs)."""
+    relaxation on sampled and candidate pairs); from the ``given`` layout if any."""
     batch, anchors, gram = part.batch, part.anchors, part.gram[0]
     n, A = batch.X.shape[1], int(anchors.count[0])  # its own anchors, not the slots
     generator = torch.Generator(batch.X.device).manual_seed(p.random_state)
@@ -136,7 +165,9 @@ def fit_sparse(
                 points=points,
             )
 
-        if p.init == "torch":
+        if given is not None:
+            target, Y0 = sub_cluster_graph(), given.Y0[0]
+        elif p.init == "torch":
             # on one thread, so that the answer does not depend on the thread count: on two,
             # the power iteration rounds otherwise (3e-7), and the init and the relaxation
             # amplify that far past 1e-4 of the layout's extent (tests/clusterplot/test_real_size)
@@ -178,6 +209,7 @@ def fit_sparse(
                 lanes=lanes,
                 backend=backend,
                 candidates=first,
+                pull=None if given is None else given.pull,
             )
         after = sparse_hard_discrepancy(Y, target)
         lap("relax")

@@ -3,6 +3,8 @@
 Pipeline per batch of preambles (one padded torch program): anchors → kNN graph on
 ``[X; anchors]`` → ``R_H`` → init (torch or UMAP) → relaxation (gradient or greedy) → hulls
 (CPU, shapely, per preamble, optional). Output rows are in input order.
+:meth:`ClusterPlot.relax_many` runs the same pipeline from given layouts instead of the init,
+with each cluster's centroid pulled towards a target (a map alignment).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from clustviz.clusterplot.backends import TorchBackend, resolve_backend
 from clustviz.clusterplot.batch import pad_batch
 from clustviz.clusterplot.gram import gram_matrix
 from clustviz.clusterplot.hulls import ClusterHull, cluster_hulls
+from clustviz.clusterplot.losses import centroid_pull
 from clustviz.clusterplot.params import ClusterPlotParams
-from clustviz.clusterplot.pipeline import fit_dense, fit_sparse
+from clustviz.clusterplot.pipeline import Start, fit_dense, fit_sparse
 from clustviz.clusterplot.shapes import ShapeBatch, select, shape_keys
 from clustviz.clusterplot.threads import one_thread
 from clustviz.device import resolve_device
@@ -30,12 +33,21 @@ from clustviz.errors import ClustvizError, InvalidInputError, ProjectionFailedEr
 from clustviz.labels import dense_labels
 from clustviz.projectors.base import BaseProjector, check_input, check_output
 
-__all__ = ["ClusterPlot", "ClusterPlotResult", "layout_hulls"]
+__all__ = ["ClusterPlot", "ClusterPlotResult", "Pull", "layout_hulls"]
 #: Points per padded chunk: bounds memory (X alone is chunk × d floats).
 CHUNK_POINTS = 32_768
 #: Pairs per padded chunk, ``B · (2 n_max)²``: the relaxation's ``(B, N, N)`` tensors stay a
 #: few MB (cache-sized), so the cost is linear in the number of preambles.
 CHUNK_PAIRS = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Pull:
+    """Where one preamble's relaxation starts and where its clusters are pulled
+    (:meth:`ClusterPlot.relax_many`)."""
+
+    start: np.ndarray  # (n, 2): the layout to relax from, in input order
+    targets: np.ndarray  # (C, 2): each cluster's target centroid, in sorted label order
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +57,8 @@ class _Setting:
     device: torch.device
     backend: TorchBackend  # chosen once per fit (resolve_backend)
     compute_hulls: bool
+    #: the centroid pull's weight when the fit relaxes given layouts (relax_many)
+    pull_weight: float = 0.0
 
 
 @dataclass(slots=True)
@@ -97,18 +111,63 @@ class ClusterPlot(BaseProjector):
         answer: each result is what :meth:`fit_transform` gives for that preamble alone
         (tested: within 1e-4 of the layout's extent, against tiny and large companions).
         """
-        checked = []
-        for X, labels in items:
-            if labels is None:
-                raise InvalidInputError(
-                    "projector 'clusterplot' needs cluster labels (labels=None given)",
-                    code="labels_required",
-                )
-            checked.append(
-                check_input(X, labels, name=self.name, min_points=self.Params.min_points)
+        checked = [self._checked(X, labels) for X, labels in items]
+        return self._guarded(checked, compute_hulls=compute_hulls)
+
+    def relax_many(
+        self,
+        items: Sequence[tuple[np.ndarray, np.ndarray]],
+        pulls: Sequence[Pull],
+        *,
+        weight: float,
+    ) -> list[ClusterPlotResult]:
+        """Relax each preamble ``(X_i, labels_i)`` from ``pulls[i].start`` with ClusterPlot's
+        own terms plus the centroid pull ``weight · mean_c |z̄_c - t_c| / r`` towards
+        ``pulls[i].targets`` (``r``: the RMS radius of the start about its mean, so ``weight``
+        is free of the layout's units): the gradient mode's relaxation (``n_steps`` steps of
+        ``step_size``), no init, no hulls. Batched as :meth:`fit_transform_many`: each result
+        is the preamble's alone."""
+        if len(pulls) != len(items):
+            raise InvalidInputError(
+                f"pulls has {len(pulls)} entries for {len(items)} preambles", code="invalid_input"
             )
+        checked = [self._checked(X, labels) for X, labels in items]
+        for (X, labels), pull in zip(checked, pulls, strict=True):
+            clusters = len(np.unique(labels))
+            for name, value, shape in (
+                ("start", pull.start, (len(X), 2)),
+                ("targets", pull.targets, (clusters, 2)),
+            ):
+                if np.shape(value) != shape or not np.isfinite(value).all():
+                    raise InvalidInputError(
+                        f"pull.{name} must be finite with shape {shape}, got {np.shape(value)}",
+                        code="invalid_input",
+                    )
+        if not (np.isfinite(weight) and weight >= 0):
+            raise InvalidInputError(
+                f"weight={weight!r} must be finite and ≥ 0", code="invalid_params"
+            )
+        if self.params.mode != "gradient":
+            raise InvalidInputError(
+                f"relax_many runs the gradient relaxation; mode={self.params.mode!r} given",
+                code="invalid_params",
+            )
+        return self._guarded(checked, compute_hulls=False, pulls=list(pulls), pull_weight=weight)
+
+    def _checked(self, X: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if labels is None:
+            raise InvalidInputError(
+                "projector 'clusterplot' needs cluster labels (labels=None given)",
+                code="labels_required",
+            )
+        return check_input(X, labels, name=self.name, min_points=self.Params.min_points)  # type: ignore[return-value]
+
+    def _guarded(
+        self, checked: Sequence[tuple[np.ndarray, np.ndarray]], **options: Any
+    ) -> list[ClusterPlotResult]:
+        """:meth:`_run`, a library failure reported as ``projection_failed``."""
         try:
-            return self._run(checked, compute_hulls=compute_hulls)  # type: ignore[arg-type]
+            return self._run(checked, **options)
         except ClustvizError:  # ours already says what happened (e.g. device_unavailable)
             raise
         except Exception as exc:
@@ -119,7 +178,12 @@ class ClusterPlot(BaseProjector):
 
     # --- the pipeline ----------------------------------------------------------------------
     def _run(
-        self, items: Sequence[tuple[np.ndarray, np.ndarray]], *, compute_hulls: bool
+        self,
+        items: Sequence[tuple[np.ndarray, np.ndarray]],
+        *,
+        compute_hulls: bool,
+        pulls: Sequence[Pull] | None = None,
+        pull_weight: float = 0.0,
     ) -> list[ClusterPlotResult]:
         """Fit every preamble so that its answer does not depend on its companions.
 
@@ -132,14 +196,19 @@ class ClusterPlot(BaseProjector):
         """
         device = resolve_device(self.params.device)
         # the backend is chosen once per fit and passed down
-        setting = _Setting(device, resolve_backend(self.params.backend, device), compute_hulls)
+        backend = resolve_backend(self.params.backend, device)
+        setting = _Setting(device, backend, compute_hulls, pull_weight)
         local = [(X, dense_labels(labels)[1]) for X, labels in items]
+
+        def pulls_of(indices: Sequence[int]) -> list[Pull] | None:
+            return None if pulls is None else [pulls[i] for i in indices]
+
         results: list[ClusterPlotResult | None] = [None] * len(local)
         # n + A > dense_max_rows (A ≤ n) is possible from n > dense_max_rows / 2 points
         dense_max_rows = self.params.dense_max_rows
         alone = [i for i, (X, _) in enumerate(local) if 2 * len(X) > dense_max_rows]
         for i in alone:
-            (results[i],) = self._run_chunk([local[i]], setting)
+            (results[i],) = self._run_chunk([local[i]], setting, pulls_of([i]))
         # equal point counts together, so the anchors' batch needs no padding either
         by_size: dict[int, list[int]] = {}
         for i, (X, _) in enumerate(local):
@@ -159,7 +228,7 @@ class ClusterPlot(BaseProjector):
 
         def run_group(group: list[list[int]]) -> None:
             for chunk in group:
-                done = self._run_chunk([local[i] for i in chunk], setting)
+                done = self._run_chunk([local[i] for i in chunk], setting, pulls_of(chunk))
                 for i, result in zip(chunk, done, strict=True):
                     results[i] = result
 
@@ -176,6 +245,7 @@ class ClusterPlot(BaseProjector):
         self,
         items: Sequence[tuple[np.ndarray, np.ndarray]],
         setting: _Setting,
+        pulls: Sequence[Pull] | None = None,
     ) -> list[ClusterPlotResult]:
         """Preambles of one point count: anchors together, then one fit per shape."""
         device = setting.device
@@ -202,7 +272,13 @@ class ClusterPlot(BaseProjector):
         results: list[ClusterPlotResult | None] = [None] * len(items)
         for key, members in shapes.items():
             part = select(batch, anchors, gram, torch.tensor(members, device=device), key)
-            done = self._fit_shape(part, [items[b] for b in members], setting, params)
+            done = self._fit_shape(
+                part,
+                [items[b] for b in members],
+                setting,
+                params,
+                None if pulls is None else [pulls[b] for b in members],
+            )
             for b, result in zip(members, done, strict=True):
                 results[b] = result
         return results  # type: ignore[return-value]
@@ -213,9 +289,10 @@ class ClusterPlot(BaseProjector):
         items: Sequence[tuple[np.ndarray, np.ndarray]],
         setting: _Setting,
         p: ClusterPlotParams,
+        pulls: Sequence[Pull] | None = None,
     ) -> list[ClusterPlotResult]:
         """Fit a batch of preambles of one shape into results; ``p``: the parameters
-        resolved for their point count."""
+        resolved for their point count; from ``pulls``' layouts if given."""
         batch, anchors = part.batch, part.anchors
         compute_hulls = setting.compute_hulls
         device = batch.X.device
@@ -233,7 +310,8 @@ class ClusterPlot(BaseProjector):
             and p.mode == "gradient"
             and batch.X.shape[1] + int(anchors.count[0]) > p.dense_max_rows
         )
-        out = (fit_sparse if sparse else fit_dense)(part, p, setting.backend, lap)
+        start = None if pulls is None else _start(part, pulls, setting.pull_weight)
+        out = (fit_sparse if sparse else fit_dense)(part, p, setting.backend, lap, start)
         del part  # its Gram matrices
         Y, trace, before, after = out.Y, out.trace, out.before, out.after
         with torch.no_grad():
@@ -292,6 +370,31 @@ class ClusterPlot(BaseProjector):
                 )
             )
         return results
+
+
+def _start(part: ShapeBatch, pulls: Sequence[Pull], weight: float) -> Start:
+    """The relaxation's start and centroid pull for the preambles of ``part`` (one shape: one
+    point count; cluster slots past a preamble's own get no target)."""
+    batch = part.batch
+    B = batch.labels.shape[0]
+    dtype, device = batch.X.dtype, batch.X.device
+    starts = np.stack([np.asarray(pull.start, np.float64) for pull in pulls])  # (B, n, 2)
+    targets = np.zeros((B, batch.max_clusters, 2))
+    for b, pull in enumerate(pulls):
+        targets[b, : len(pull.targets)] = pull.targets
+    centred = starts - starts.mean(1, keepdims=True)
+    radius = np.sqrt((centred * centred).sum(2).mean(1))
+    radius = np.where(radius > 0, radius, 1.0)  # every point at one place: units of 1
+    return Start(
+        Y0=torch.from_numpy(starts).to(device, dtype),
+        pull=centroid_pull(
+            batch.labels,
+            batch.mask,
+            torch.from_numpy(targets).to(device, dtype),
+            weight,
+            torch.from_numpy(radius).to(device, dtype),
+        ),
+    )
 
 
 def layout_hulls(

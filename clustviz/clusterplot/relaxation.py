@@ -3,7 +3,9 @@
 Adam over per-sub-cluster translations ``T`` and per-point moves ``delta``:
 ``Y = Y0 + T[point_anchor] + delta``, on the loss of :mod:`.losses` (sub-cluster overlap,
 cluster overlap, kNN KL) with the soft-kNN radii detached and refreshed every
-``radius_every`` steps. One loop, two strategies for the pairs a step visits:
+``radius_every`` steps, plus, where a layout is aligned to a map, the centroid pull
+(:class:`~.losses.CentroidPull`, started from the layout being aligned). One loop, two
+strategies for the pairs a step visits:
 
 * :func:`gradient_layout` (dense, batched): every pair of every preamble, ``(B, N, N)``
   tensors; losses are summed over preambles, never averaged, so a batch takes exactly the steps
@@ -25,7 +27,7 @@ from clustviz.clusterplot.backends import TorchBackend
 from clustviz.clusterplot.batch import Adam, pair_gradient, pairwise_sq_dists
 from clustviz.clusterplot.candidates import candidate_widths, nearest_rows
 from clustviz.clusterplot.folding import folded_z
-from clustviz.clusterplot.losses import dense_terms, knn_kl_grad
+from clustviz.clusterplot.losses import CentroidPull, dense_terms, knn_kl_grad
 from clustviz.clusterplot.overlap import nearest_sorted
 from clustviz.clusterplot.pair_losses import SparseOverlap
 from clustviz.clusterplot.planar import flat_columns, translation_grads, with_anchors
@@ -65,13 +67,15 @@ def gradient_layout(
     Y0: torch.Tensor,
     target: OverlapTarget,
     settings: RelaxSettings,
+    pull: CentroidPull | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimised layout ``(B, n, 2)`` and the loss trace ``(steps, B)``, with torch ops (the
     torch backend's; :mod:`.layout_loops` has the numba backend's).
 
     Adam over translations ``T (B, A, 2)`` and per-point moves ``delta (B, n, 2)``; the loss
     is ``overlap_weight · mean|R_H - R_L| + label_overlap_weight · mean|M_H - M_L|
-    + knn_weight · KL(P || Q)`` per preamble, summed (never averaged) over the batch. The
+    + knn_weight · KL(P || Q)`` (``+`` the centroid ``pull``, if given) per preamble, summed
+    (never averaged) over the batch. The
     gradients are written out (:class:`~.losses.SoftOverlap`): same values as autograd on
     :func:`~.losses.reference_loss`, several times faster on the CPU.
     """
@@ -118,6 +122,10 @@ def gradient_layout(
             if rows.anchor_rows.shape[1]:  # an anchor's gradient flows to its members
                 g_A = torch.zeros_like(T).scatter_add_(1, row_index, g_Z[:, n:])
                 g_Y = g_Y + (g_A * terms.inv_members).gather(1, anchor_index)
+            if pull is not None:
+                pull_loss, pull_grad = pull(Y)
+                loss = loss + pull_loss
+                g_Y = g_Y + pull_grad
             g_Y = g_Y * weight
             g_T = torch.zeros_like(T).scatter_add_(1, anchor_index, g_Y)
             optimiser.step([g_T, g_Y])
@@ -136,9 +144,12 @@ def sparse_gradient_layout(
     lanes: Lanes,
     backend: TorchBackend,
     candidates: tuple[torch.Tensor, torch.Tensor] | None = None,
+    pull: CentroidPull | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The gradient mode over candidate lists; layout ``(n, 2)`` and loss trace ``(steps,)``.
-    ``candidates``: :func:`~.candidates.layout_candidates` of ``Y0``, if already made.
+    ``candidates``: :func:`~.candidates.layout_candidates` of ``Y0``, if already made;
+    ``pull``: the centroid term of a map alignment (batch dimension 1; torch ops on either
+    backend: it is ``O(n)`` a step, next to the pair terms' ``O(n k)``).
 
     On a multi-core CPU the caller passes two :class:`~.threads.Lanes`: the sub-cluster term
     runs in one, the point terms (label overlap, kNN) in the other."""
@@ -214,6 +225,8 @@ def sparse_gradient_layout(
                     factor=knn_weight,
                     grad=g_Y,
                 )
+            if pull is not None:
+                loss = loss + pull.add_planar(Yt, g_Y)
             return loss, g_Y
 
         (loss, g_Z), (point_loss, g_points) = lanes.both(sub_cluster_part, point_part)

@@ -54,6 +54,10 @@ class ProjectorSpec:
     #: Points of the warm-up fits (``clustviz.tasks.warm_up``): one per code path that compiles
     #: on its first call.
     warm_sizes: tuple[int, ...] = (40,)
+    #: ``"module:function"`` aligning this projector's layout to a map with its own loss
+    #: (``(X, labels, layout, map_rows, AlignParams, params) -> (n, 2)``); None: the generic
+    #: relaxation (:func:`clustviz.alignment.align_layout` dispatches).
+    aligner: str | None = None
 
 
 _SPECS = {
@@ -98,6 +102,7 @@ _SPECS = {
             # 40 points take the batched path; 700 pass dense_max_rows into the sparse path,
             # whose numba loops compile (or load from numba's cache) on first use
             warm_sizes=(40, 700),
+            aligner="clustviz.clusterplot.map_alignment:align_clusterplot",
         ),
     )
 }

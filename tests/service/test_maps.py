@@ -30,7 +30,13 @@ import pytest
 from fastapi.testclient import TestClient
 from support import DEMO10, DEMO_ID, SEED_PREAMBLE, Server, app_client
 
-from clustviz.alignment import AlignParams, align_to_map, centroid_offsets, similarity_transform
+from clustviz.alignment import (
+    AlignParams,
+    align_layout,
+    align_to_map,
+    centroid_offsets,
+    similarity_transform,
+)
 from clustviz.cli import main as cli_main
 from clustviz.client import Client
 from clustviz.data import DataCatalog
@@ -184,13 +190,15 @@ def test_a_done_maps_points_answer_if_none_match_with_304(
     assert httpx.get(url, headers={"If-None-Match": etag}).status_code == 200
 
 
+@pytest.mark.parametrize("projector", ["tsne", "clusterplot"])
 def test_a_projection_aligned_to_a_map_comes_back_in_its_frame(
-    server: Server, done_map: dict[str, Any]
+    server: Server, done_map: dict[str, Any], projector: str
 ) -> None:
     """POST /projections with align: the layout the server computed alone, aligned to the
     preamble's rows of the map by clustviz.alignment (checked by computing it here from the
-    same inputs), its clusters nearer their map places than the Procrustes-moved layout."""
-    request = {"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": "tsne"}
+    same inputs: the generic relaxation for tsne, ClusterPlot's own for clusterplot), its
+    clusters nearer their map places than the Procrustes-moved layout."""
+    request = {"dataset": DEMO_ID, "preamble": SEED_PREAMBLE, "projector": projector}
     alone = httpx.post(f"{server.url}/projections", json=request, timeout=120)
     assert alone.status_code == 200, alone.text
     answer = httpx.post(
@@ -215,7 +223,14 @@ def test_a_projection_aligned_to_a_map_comes_back_in_its_frame(
     ).json()["points"]
     rows = np.array([[p["x"], p["y"]] for p in map_rows])
     view = DataCatalog(DEMO10).get(DEMO_ID).view(SEED_PREAMBLE)
-    expected = align_to_map(view.X, view.labels, layout.astype(np.float32), rows)
+    params = alone.json()["params"]
+    expected = align_layout(
+        projector, view.X, view.labels, layout.astype(np.float32), rows, None, params
+    )
+    if projector == "tsne":  # the generic relaxation
+        np.testing.assert_array_equal(
+            expected, align_to_map(view.X, view.labels, layout.astype(np.float32), rows)
+        )
     np.testing.assert_allclose(moved, expected, atol=1e-4 * np.ptp(rows))
     framed = similarity_transform(layout, rows)
     nearer = centroid_offsets(moved, rows, view.labels).mean()
@@ -314,26 +329,27 @@ def test_a_batch_aligned_to_a_map_gives_each_item_what_projections_gives(
     """POST /batches with align: each item's result is the aligned layout POST /projections
     answers for that preamble; the exports say the map; an unaligned batch of the same items
     shares the layouts (nothing computed again) but never the aligned results."""
+    projectors = ["tsne", "pacmap", "clusterplot"]  # clusterplot: its own aligner
     preambles = tsv_rows()["preamble"].unique(maintain_order=True).to_list()[:3]
     align = {"map": done_map["id"], "weight": 0.5}
-    body = {"preambles": preambles, "projectors": ["tsne", "pacmap"], "seed": 61}
+    body = {"preambles": preambles, "projectors": projectors, "seed": 61}
     created = post_batch(server, **body, align=align)
     assert created.status_code == 202, created.text
     job = created.json()["id"]
     assert created.json()["spec"]["align"] == {**AlignParams().model_dump(), **align}
     status = wait_batch(server, job)
-    assert (status["state"], status["done"], status["failed"]) == ("done", 6, 0), status
+    assert (status["state"], status["done"], status["failed"]) == ("done", 9, 0), status
     frame = batch_results(server, job, "parquet")
     assert frame.columns == [
         *("preamble", "guess", "token_id", "cluster_id", "projector", "x", "y", "aligned_to")
     ]
-    assert frame.height == 6 * 40 and set(frame["aligned_to"]) == {done_map["id"]}
+    assert frame.height == 9 * 40 and set(frame["aligned_to"]) == {done_map["id"]}
     assert batch_results(server, job, "arrow").equals(frame)
     lines = batch_results(server, job, "json")
     assert lines["aligned_to"].to_list() == frame["aligned_to"].to_list()
     assert np.allclose(lines["x"].to_numpy(), frame["x"].to_numpy())
     for preamble in preambles:
-        for projector in ("tsne", "pacmap"):
+        for projector in projectors:
             request = {"dataset": DEMO_ID, "preamble": preamble, "projector": projector}
             single = httpx.post(
                 f"{server.url}/projections", json={**request, "seed": 61, "align": align}
@@ -349,7 +365,7 @@ def test_a_batch_aligned_to_a_map_gives_each_item_what_projections_gives(
     # the same items unaligned: the layouts come from the cache, the results are not aligned
     tasks = pool_tasks(server)
     plain_job = post_batch(server, **body).json()["id"]
-    assert wait_batch(server, plain_job)["done"] == 6
+    assert wait_batch(server, plain_job)["done"] == 9
     assert pool_tasks(server) == tasks  # nothing computed again
     plain = batch_results(server, plain_job, "parquet")
     assert "aligned_to" not in plain.columns and plain.height == frame.height
@@ -363,12 +379,12 @@ def test_a_batch_aligned_to_a_map_gives_each_item_what_projections_gives(
     assert first["x"].to_list() == pytest.approx([p["x"] for p in layout["points"]])
     # another weight: other results, under other keys
     heavier = post_batch(server, **body, align={**align, "weight": 2.0}).json()["id"]
-    assert wait_batch(server, heavier)["done"] == 6
+    assert wait_batch(server, heavier)["done"] == 9
     assert job_keys(server, heavier).isdisjoint(job_keys(server, job))
     assert not np.allclose(batch_results(server, heavier, "arrow")["x"].to_numpy(), frame["x"])
     # the same aligned batch again: its aligned results are found, not aligned again
     again = post_batch(server, **body, align=align).json()["id"]
-    assert wait_batch(server, again)["done"] == 6
+    assert wait_batch(server, again)["done"] == 9
     assert job_keys(server, again) == job_keys(server, job)
     assert batch_results(server, again, "parquet").equals(frame)
     with Client(server.url) as client:
