@@ -55,6 +55,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_server(port: int, data: Path, state: Path, env: dict[str, str]) -> subprocess.Popen:
+    """``python -m service`` on ``port`` over ``data`` with its state in ``state``, quiet."""
+    command = ["-m", "service", "--port", str(port), "--data-dir", str(data)]
+    return subprocess.Popen(
+        [sys.executable, *command, "--state-dir", str(state)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_warm(client: httpx.Client) -> None:
+    """Until the server at ``client`` answers /health with its pool warm."""
+    while True:
+        try:
+            if client.get("/health", timeout=1).json().get("warm"):
+                return
+        except httpx.TransportError:  # not listening yet
+            pass
+        time.sleep(0.2)
+
+
 def follow(client: httpx.Client, job_id: str) -> dict:
     """Follow the job's event stream to its end; its final status."""
     with client.stream("GET", f"/batches/{job_id}/events", timeout=None) as events:
@@ -128,24 +151,11 @@ def main() -> None:
             "CLUSTVIZ_WORKERS": str(args.workers),
             "CLUSTVIZ_NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba"),
         }
-        command = ["-m", "service", "--port", str(port), "--data-dir", str(data)]
-        server = subprocess.Popen(
-            [sys.executable, *command, "--state-dir", str(state)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = start_server(port, data, state, env)
         pid = server.pid
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
-                while True:
-                    try:
-                        if client.get("/health", timeout=1).json().get("warm"):
-                            break
-                    except httpx.TransportError:
-                        pass
-                    time.sleep(0.2)
+                wait_warm(client)
                 (dataset,) = client.get("/datasets").json()
                 dataset_id = dataset["id"]
                 info = client.get(f"/datasets/{dataset_id}").json()

@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_batch import cpu_seconds, free_port
+from bench_batch import cpu_seconds, free_port, start_server, wait_warm
 from bench_memory import reset_peak, rss_mb
 
 from clustviz.data import Dataset, discover_datasets, load_dataset
@@ -263,23 +262,10 @@ def service(map_request: dict, n_preambles: int, state: Path | None) -> None:
             "CLUSTVIZ_WORKERS": "1",
             "CLUSTVIZ_NUMBA_CACHE_DIR": str(REPO / ".cache" / "numba"),
         }
-        command = ["-m", "service", "--port", str(port), "--data-dir", str(data)]
-        server = subprocess.Popen(
-            [sys.executable, *command, "--state-dir", str(state)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = start_server(port, data, state, env)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=1800) as client:
-                while True:
-                    try:
-                        if client.get("/health", timeout=1).json().get("warm"):
-                            break
-                    except httpx.TransportError:
-                        pass
-                    time.sleep(0.2)
+                wait_warm(client)
                 (dataset,) = client.get("/datasets").json()
                 started = time.perf_counter()
                 status = client.post("/maps", json={"dataset": dataset["id"], **map_request})

@@ -62,14 +62,19 @@ def post(server: Server, **body: Any) -> httpx.Response:
     return httpx.post(server.url + "/maps", json=payload, timeout=60)
 
 
-def wait_done(server: Server, map_id: str, timeout: float = 240) -> dict[str, Any]:
+def wait_finished(server: Server, path: str, timeout: float = 240) -> dict[str, Any]:
+    """The status at ``path`` (a map's or a batch's) once it is no longer queued or running."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = httpx.get(f"{server.url}/maps/{map_id}", timeout=10).json()
+        status = httpx.get(f"{server.url}{path}", timeout=10).json()
         if status["state"] not in ("queued", "running"):
             return status
         time.sleep(0.1)
-    raise AssertionError(f"map {map_id} did not finish; log:\n{server.log_tail()}")
+    raise AssertionError(f"{path} did not finish; log:\n{server.log_tail()}")
+
+
+def wait_done(server: Server, map_id: str, timeout: float = 240) -> dict[str, Any]:
+    return wait_finished(server, f"/maps/{map_id}", timeout)
 
 
 def tsv_rows() -> pl.DataFrame:
@@ -292,13 +297,7 @@ def post_batch(server: Server, **body: Any) -> httpx.Response:
 
 
 def wait_batch(server: Server, job_id: str, timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = httpx.get(f"{server.url}/batches/{job_id}", timeout=10).json()
-        if status["state"] not in ("queued", "running"):
-            return status
-        time.sleep(0.1)
-    raise AssertionError(f"batch {job_id} did not finish; log:\n{server.log_tail()}")
+    return wait_finished(server, f"/batches/{job_id}", timeout)
 
 
 def batch_results(server: Server, job_id: str, fmt: str) -> pl.DataFrame:
