@@ -302,8 +302,11 @@ class JobManager:
         await self.status(job_id, max_errors=0)  # 404 before the stream
         live = self._live.setdefault(job_id, _Live())
 
-        async def read_status() -> dict[str, Any]:
-            return await self.status(job_id, max_errors=0)
+        async def read_status() -> dict[str, Any] | None:
+            try:
+                return await self.status(job_id, max_errors=0)
+            except NotFoundError:  # deleted meanwhile
+                return None
 
         async def settle() -> None:
             if not live.ended:
@@ -321,18 +324,34 @@ class JobManager:
             yield event
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
-        """Cancel an active job (finished items stay); remove a finished one (unpins results)."""
+        """Cancel an active job: its items not yet run are not run, the finished ones stay
+        (and export). A job that has ended is answered as it is."""
         status = await self.status(job_id, max_errors=0)
+        if status["state"] not in ACTIVE:
+            return status
         live = self._live.get(job_id)
-        if status["state"] in ACTIVE:
-            if live is not None:
-                live.cancelled = True
-            await self.job_store.finish(job_id, "cancelled", now=time.time())
-            if live is not None:
-                await notify(live)
-            return await self.status(job_id, max_errors=0)
+        if live is not None:
+            live.cancelled = True
+        await self.job_store.finish(job_id, "cancelled", now=time.time())
+        if live is not None:
+            await notify(live)
+        return await self.status(job_id, max_errors=0)
+
+    async def delete(self, job_id: str) -> dict[str, Any]:
+        """Remove a job and its items, stopping it first if it is active: afterwards every
+        route answers 404 for it. Its stored results stay in the store, no longer pinned."""
+        status = await self.status(job_id, max_errors=0)
+        live = self._live.pop(job_id, None)
+        if live is not None:
+            live.cancelled = True
+            if live.task is not None and not live.task.done():
+                live.task.cancel()  # its pool work finishes in the workers, unrecorded
+                await asyncio.wait({live.task})  # (asyncio.wait: this handler's own
+                # cancellation is not swallowed)
         await self.job_store.delete(job_id)
-        self._live.pop(job_id, None)
+        if live is not None:  # streams following it end
+            live.ended = True
+            await notify(live)
         return {**status, "state": "deleted"}
 
     async def results(self, job_id: str, fmt: ResultFormat) -> Iterator[bytes]:

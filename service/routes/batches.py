@@ -126,9 +126,22 @@ async def batch_results(
     return StreamingResponse(body, media_type=MEDIA_TYPES[format])
 
 
+@router.post(
+    "/batches/{job_id}/cancel",
+    response_model=BatchStatus,
+    responses=ERRORS,
+    dependencies=[ApiKeyDep],
+)
+async def cancel_batch(job_id: str, jobs: JobsDep) -> BatchStatus:
+    """Cancel an active job: items not yet run are not run, finished items stay and export.
+    A job that has ended is answered as it is."""
+    return _with_links(await jobs.cancel(job_id))
+
+
 @router.delete(
     "/batches/{job_id}", response_model=BatchStatus, responses=ERRORS, dependencies=[ApiKeyDep]
 )
 async def delete_batch(job_id: str, jobs: JobsDep) -> BatchStatus:
-    """Cancel an active job (finished items are kept); delete a finished one."""
-    return _with_links(await jobs.cancel(job_id))
+    """Remove the job and its items (stopping it first if it runs): 404 for it afterwards.
+    Its computed layouts stay in the result store for other requests."""
+    return _with_links(await jobs.delete(job_id))

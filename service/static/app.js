@@ -749,7 +749,7 @@ async function cancelBatch() {
   const button = $("batch-cancel");
   button.disabled = true;
   try {
-    const status = await requestJson(`/batches/${enc(batch.id)}`, { method: "DELETE" });
+    const status = await requestJson(`/batches/${enc(batch.id)}/cancel`, { method: "POST" });
     if (generation !== batch.generation) return;
     setBatchStatus(status, { keepErrors: true });
     refreshBatch(generation); // the failed items so far

@@ -202,12 +202,33 @@ def test_cancel_then_delete(client: TestClient) -> None:
     job_id = submit(
         client, preambles="all", projectors=["tsne"], params={"tsne": {"max_iter": 5000}}, seed=99
     ).json()["id"]
-    cancelled = client.delete(f"/batches/{job_id}").json()
+    cancelled = client.post(f"/batches/{job_id}/cancel").json()
     assert cancelled["state"] == "cancelled"
     final = wait_done(client, job_id)
     assert final["state"] == "cancelled" and final["done"] < 10
+    again = client.post(f"/batches/{job_id}/cancel").json()  # ended: answered as it is
+    assert (again["state"], again["done"]) == ("cancelled", final["done"])
+    assert client.get(f"/batches/{job_id}/results").status_code == 200  # finished items stay
     assert client.delete(f"/batches/{job_id}").json()["state"] == "deleted"
     assert client.get(f"/batches/{job_id}").status_code == 404
+    assert client.post(f"/batches/{job_id}/cancel").status_code == 404
+
+
+def test_deleting_a_running_job_stops_it_and_removes_it(client: TestClient) -> None:
+    """DELETE is removal, whatever the job's state: a running job is stopped first, and
+    afterwards its status, results, events and cancel are 404; the server goes on."""
+    job_id = submit(
+        client, preambles="all", projectors=["tsne"], params={"tsne": {"max_iter": 5000}}, seed=98
+    ).json()["id"]
+    assert client.get(f"/batches/{job_id}").json()["state"] in ("queued", "running")
+    assert client.delete(f"/batches/{job_id}").json()["state"] == "deleted"
+    for path in ("", "/results?format=parquet", "/events"):
+        gone = client.get(f"/batches/{job_id}{path}")
+        assert gone.status_code == 404 and gone.json()["code"] == "job_not_found", path
+    assert client.post(f"/batches/{job_id}/cancel").status_code == 404
+    assert client.delete(f"/batches/{job_id}").status_code == 404
+    later = submit(client, preambles="all", projectors=["tsne"], seed=97).json()["id"]
+    assert wait_done(client, later)["state"] == "done"
 
 
 def test_api_key_protects_mutating_endpoints(
@@ -223,6 +244,7 @@ def test_api_key_protects_mutating_endpoints(
         assert accepted.status_code == 202
         job_id = accepted.json()["id"]
         assert client.delete(f"/batches/{job_id}").status_code == 401
+        assert client.post(f"/batches/{job_id}/cancel").status_code == 401
         assert client.get(f"/batches/{job_id}").status_code == 200  # reading stays open
         wait_done(client, job_id)
 

@@ -84,7 +84,7 @@ def test_no_sqlite_statement_runs_on_the_event_loop(
             assert png.content[:4] == b"\x89PNG"
         slow = {**body, "params": {"tsne": {"max_iter": 5000}}, "seed": 7}
         cancelled = client.post("/batches", json=slow).json()["id"]
-        assert client.delete(f"/batches/{cancelled}").json()["state"] == "cancelled"
+        assert client.post(f"/batches/{cancelled}/cancel").json()["state"] == "cancelled"
         assert client.delete(f"/batches/{job_id}").json()["state"] == "deleted"
         # a global map: created, followed (progress copied to the store), listed, served, deleted
         params = {"early_exaggeration_iter": 50, "n_iter": 300}
