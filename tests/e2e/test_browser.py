@@ -7,6 +7,7 @@ Only t-SNE and UMAP are warmed in the fixture's workers, so these tests use them
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -360,6 +361,37 @@ def test_batch_over_all_preambles(
     expect(run).to_be_focused()
     assert "batch=" not in page.url
     assert page.request.get(f"/batches/{job}").status == 404
+    assert console_errors == []
+
+
+def test_a_running_batch_is_cancelled_from_the_page(page: Any, console_errors: list[str]) -> None:
+    """Cancel stops the job (POST /batches/{id}/cancel): the page shows it cancelled with the
+    items finished so far, and the job stays (its results export) until it is deleted."""
+
+    def slow(route: Any) -> None:  # the fixture's batches end too fast to be cancelled
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        body = json.loads(route.request.post_data)
+        body |= {"params": {"tsne": {"max_iter": 5000}}, "seed": 4242}
+        route.continue_(post_data=json.dumps(body))
+
+    page.route("**/batches", slow)
+    page.goto(f"/?dataset={DATASET}&projectors=tsne")
+    section = page.get_by_role("region", name="Batch")
+    section.get_by_role("button", name="Run batch over all preambles").click()
+    cancel = section.get_by_role("button", name="Cancel")
+    expect(cancel).to_be_visible()
+    with page.expect_request(lambda request: request.url.endswith("/cancel")) as sent:
+        cancel.click()
+    assert sent.value.method == "POST"
+    expect(section.locator("#batch-state")).to_have_text("cancelled")
+    expect(cancel).to_be_hidden()
+    job = batch_job_id(page)
+    status = page.request.get(f"/batches/{job}").json()
+    assert status["state"] == "cancelled" and status["done"] < 10
+    assert page.request.get(f"/batches/{job}/results?format=json").ok
+    assert page.request.delete(f"/batches/{job}").json()["state"] == "deleted"
     assert console_errors == []
 
 
