@@ -10,14 +10,14 @@
 from __future__ import annotations
 
 import io
-import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import polars as pl
+
+from clustviz.event_stream import follow_events, follow_with_bar
 
 __all__ = ["RESULT_FORMATS", "Client", "ClientError", "PlotImage"]
 
@@ -166,45 +166,14 @@ class Client:
         keep-alive comment every 15 s by default), is reopened with ``Last-Event-ID``: the
         stream goes on where it stopped, no event twice, none missed, across a server restart
         too. ``max_retries`` reconnects in a row that bring no event raise the last error."""
-        return self._events(
+        return follow_events(
+            self._http,
             f"/batches/{job_id}/events",
+            check=self._check_stream,
             last_event_id=last_event_id,
             read_timeout=read_timeout,
             max_retries=max_retries,
         )
-
-    def _events(
-        self,
-        url: str,
-        *,
-        last_event_id: str | None,
-        read_timeout: float | None,
-        max_retries: int,
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        base = self._http.timeout
-        timeout = httpx.Timeout(base.connect, read=read_timeout, write=base.write, pool=base.pool)
-        failures = 0
-        while True:
-            headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
-            try:
-                with self._http.stream("GET", url, headers=headers, timeout=timeout) as response:
-                    if response.status_code == 204:  # the end was already received
-                        return
-                    self._check_stream(response)
-                    for event, event_id, data in _sse_events(response.iter_lines()):
-                        failures = 0
-                        if event_id is not None:
-                            last_event_id = event_id
-                        yield event, json.loads(data)
-                        if event == "end":
-                            return
-                error: Exception = httpx.RemoteProtocolError("the event stream closed early")
-            except httpx.TransportError as exc:  # dropped, timed out, refused: reconnect
-                error = exc
-            failures += 1
-            if failures > max_retries:
-                raise error
-            time.sleep(min(0.25 * 2 ** (failures - 1), 5.0))
 
     def wait(self, job_id: str, *, progress: bool = True) -> dict[str, Any]:
         """Follow a job to its end (tqdm bar fed by the event stream); return the final status."""
@@ -215,31 +184,7 @@ class Client:
             bar.set_postfix(failed=data["failed"], refresh=False)
 
         bar = {"total": status["total"], "unit": "item", "desc": job_id}
-        return self._follow(self.events(job_id), status, bar, show, progress)
-
-    def _follow(
-        self,
-        events: Iterator[tuple[str, dict[str, Any]]],
-        status: dict[str, Any],
-        bar_args: dict[str, Any],
-        show: Callable[[Any, dict[str, Any]], None],
-        progress: bool,
-    ) -> dict[str, Any]:
-        """Read ``events`` to their end, showing each with ``show`` on a tqdm bar; the last
-        status (``status`` if none came)."""
-        from tqdm.auto import tqdm
-
-        bar = tqdm(disable=not progress, **bar_args)
-        try:
-            for event, data in events:
-                show(bar, data)
-                bar.refresh()
-                status = data
-                if event == "end":
-                    break
-        finally:
-            bar.close()
-        return status
+        return follow_with_bar(self.events(job_id), status, bar, show, progress)
 
     def results(self, job_id: str) -> pl.DataFrame:
         """The job's finished points (one row per point) as a polars DataFrame."""
@@ -318,11 +263,9 @@ class Client:
             bar.n = round(100 * data["progress"])
             bar.set_postfix(stage=data["stage"], refresh=False)
 
-        events = self._events(
-            f"/maps/{map_id}/events", last_event_id=None, read_timeout=60.0, max_retries=8
-        )
+        events = follow_events(self._http, f"/maps/{map_id}/events", check=self._check_stream)
         bar = {"total": 100, "unit": "%", "desc": map_id}
-        return self._follow(events, status, bar, show, progress)
+        return follow_with_bar(events, status, bar, show, progress)
 
     def map_points(self, map_id: str, *, preamble: str | None = None) -> pl.DataFrame:
         """A finished map's points (all rows, or one preamble's) as a polars DataFrame:
@@ -372,29 +315,6 @@ def _result_format(path: Path) -> str:
             f"output path={str(path)!r}: the suffix must be one of {sorted(RESULT_FORMATS)}"
         )
     return fmt
-
-
-def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, str | None, str]]:
-    """``(event, id, data)`` per event of a Server-Sent Events stream (comments skipped)."""
-    event: str
-    event_id: str | None
-    data: list[str]
-    event, event_id, data = "message", None, []
-    for line in lines:
-        if not line:  # a blank line dispatches the event
-            if data:
-                yield event, event_id, "\n".join(data)
-            event, event_id, data = "message", None, []
-            continue
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "event":
-            event = value
-        elif field == "data":
-            data.append(value)
-        elif field == "id":
-            event_id = value
-    # an event without its blank line was cut short: dropped, as a browser drops it
 
 
 def _body(

@@ -82,7 +82,7 @@ class Aligner:
         """A finished, current map of ``dataset_id`` to align layouts to: ``map_not_found``
         (404), ``map_not_ready`` / ``map_stale`` (409), another dataset's map (422). Both
         ``POST /projections`` and ``POST /batches`` check ``align.map`` here before any work."""
-        stored, _, _ = await self.maps.points(map_id, None, None)
+        stored = (await self.maps.points(map_id, None, None)).stored
         if stored.spec["dataset"] != dataset_id:
             raise InvalidInputError(
                 f"align.map={map_id!r} is a map of dataset {stored.spec['dataset']!r}, not of "

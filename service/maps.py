@@ -39,7 +39,7 @@ from service.events import Changes, event_stream, notify
 from service.map_store import MapStore, StoredMap
 from service.results import ResultStore
 
-__all__ = ["POINTS_SCHEMA", "MapManager", "MapNotReadyError", "end_event_id"]
+__all__ = ["POINTS_SCHEMA", "MapManager", "MapNotReadyError", "MapRows", "end_event_id"]
 
 logger = logging.getLogger("clustviz.maps")
 #: How often the server looks at a running map's progress file.
@@ -65,6 +65,17 @@ class MapNotReadyError(ClustvizError):
     """A map's points were asked for before it is done (→ 409)."""
 
     default_code = "map_not_ready"
+
+
+@dataclass(frozen=True, slots=True)
+class MapRows:
+    """A done map, its dataset, and the rows asked for: one preamble's (its text, its row
+    indices) or every row (``preamble`` and ``rows`` None)."""
+
+    stored: StoredMap
+    dataset: Dataset
+    preamble: str | None
+    rows: np.ndarray | None
 
 
 @dataclass(slots=True)
@@ -213,10 +224,8 @@ class MapManager:
         self.progress_dir.mkdir(parents=True, exist_ok=True)
         cancel_path(self.progress_dir / f"{map_id}.json").touch()
 
-    async def points(
-        self, map_id: str, preamble: str | None, preamble_id: str | None
-    ) -> tuple[StoredMap, Dataset, np.ndarray | None]:
-        """A done map, its dataset, and the rows of the preamble asked for (``None``: all).
+    async def points(self, map_id: str, preamble: str | None, preamble_id: str | None) -> MapRows:
+        """A done map, its dataset, and the rows of the preamble asked for (none: all).
 
         ``map_not_found`` (404), ``map_not_ready`` (409) before it is done; a dataset whose file
         changed since the map was made is ``map_stale`` (409): its rows are not the map's."""
@@ -241,9 +250,9 @@ class MapManager:
                 code="map_stale",
             )
         if preamble is None and preamble_id is None:
-            return stored, dataset, None
+            return MapRows(stored, dataset, None, None)
         text = dataset.resolve_preamble(preamble, preamble_id)
-        return stored, dataset, dataset.row_indices(text)
+        return MapRows(stored, dataset, text, dataset.row_indices(text))
 
     def plot_key(
         self, stored: StoredMap, preamble: str, fmt: str, *, width: float, height: float, dpi: int

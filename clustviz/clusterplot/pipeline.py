@@ -12,9 +12,10 @@ relaxation starts from the given layouts, with the centroid pull as one more ter
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from clustviz.clusterplot.backends import TorchBackend
@@ -28,7 +29,7 @@ from clustviz.clusterplot.init import (
     sampled_neighbour_embedding,
     umap_layouts,
 )
-from clustviz.clusterplot.losses import CentroidPull
+from clustviz.clusterplot.losses import CentroidPull, centroid_pull
 from clustviz.clusterplot.params import ClusterPlotParams
 from clustviz.clusterplot.relaxation import (
     RelaxSettings,
@@ -55,6 +56,15 @@ class FitOutput:
     after: dict[str, torch.Tensor]  # (B,) each: and of the layout
 
 
+@dataclass(frozen=True, slots=True)
+class Pull:
+    """Where one preamble's relaxation starts and where its clusters are pulled
+    (:meth:`ClusterPlot.relax_many`)."""
+
+    start: np.ndarray  # (n, 2): the layout to relax from, in input order
+    targets: np.ndarray  # (C, 2): each cluster's target centroid, in sorted label order
+
+
 @dataclass(slots=True)
 class Start:
     """Layouts to relax from instead of the init, and the centroid term that holds their
@@ -62,6 +72,31 @@ class Start:
 
     Y0: torch.Tensor  # (B, n, 2)
     pull: CentroidPull
+
+    @classmethod
+    def of(cls, part: ShapeBatch, pulls: Sequence[Pull], weight: float) -> Start:
+        """The relaxation's start and centroid pull for the preambles of ``part`` (one shape: one
+        point count; cluster slots past a preamble's own get no target)."""
+        batch = part.batch
+        B = batch.labels.shape[0]
+        dtype, device = batch.X.dtype, batch.X.device
+        starts = np.stack([np.asarray(pull.start, np.float64) for pull in pulls])  # (B, n, 2)
+        targets = np.zeros((B, batch.max_clusters, 2))
+        for b, pull in enumerate(pulls):
+            targets[b, : len(pull.targets)] = pull.targets
+        centred = starts - starts.mean(1, keepdims=True)
+        radius = np.sqrt((centred * centred).sum(2).mean(1))
+        radius = np.where(radius > 0, radius, 1.0)  # every point at one place: units of 1
+        return cls(
+            Y0=torch.from_numpy(starts).to(device, dtype),
+            pull=centroid_pull(
+                batch.labels,
+                batch.mask,
+                torch.from_numpy(targets).to(device, dtype),
+                weight,
+                torch.from_numpy(radius).to(device, dtype),
+            ),
+        )
 
 
 def relax_settings(p: ClusterPlotParams, *, sparse: bool) -> RelaxSettings:

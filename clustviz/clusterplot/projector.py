@@ -23,9 +23,8 @@ from clustviz.clusterplot.backends import TorchBackend, resolve_backend
 from clustviz.clusterplot.batch import pad_batch
 from clustviz.clusterplot.gram import gram_matrix
 from clustviz.clusterplot.hulls import ClusterHull, cluster_hulls
-from clustviz.clusterplot.losses import centroid_pull
 from clustviz.clusterplot.params import ClusterPlotParams
-from clustviz.clusterplot.pipeline import Start, fit_dense, fit_sparse
+from clustviz.clusterplot.pipeline import Pull, Start, fit_dense, fit_sparse
 from clustviz.clusterplot.shapes import ShapeBatch, select, shape_keys
 from clustviz.clusterplot.threads import one_thread
 from clustviz.device import resolve_device
@@ -39,15 +38,6 @@ CHUNK_POINTS = 32_768
 #: Pairs per padded chunk, ``B · (2 n_max)²``: the relaxation's ``(B, N, N)`` tensors stay a
 #: few MB (cache-sized), so the cost is linear in the number of preambles.
 CHUNK_PAIRS = 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Pull:
-    """Where one preamble's relaxation starts and where its clusters are pulled
-    (:meth:`ClusterPlot.relax_many`)."""
-
-    start: np.ndarray  # (n, 2): the layout to relax from, in input order
-    targets: np.ndarray  # (C, 2): each cluster's target centroid, in sorted label order
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +300,7 @@ class ClusterPlot(BaseProjector):
             and p.mode == "gradient"
             and batch.X.shape[1] + int(anchors.count[0]) > p.dense_max_rows
         )
-        start = None if pulls is None else _start(part, pulls, setting.pull_weight)
+        start = None if pulls is None else Start.of(part, pulls, setting.pull_weight)
         out = (fit_sparse if sparse else fit_dense)(part, p, setting.backend, lap, start)
         del part  # its Gram matrices
         Y, trace, before, after = out.Y, out.trace, out.before, out.after
@@ -370,31 +360,6 @@ class ClusterPlot(BaseProjector):
                 )
             )
         return results
-
-
-def _start(part: ShapeBatch, pulls: Sequence[Pull], weight: float) -> Start:
-    """The relaxation's start and centroid pull for the preambles of ``part`` (one shape: one
-    point count; cluster slots past a preamble's own get no target)."""
-    batch = part.batch
-    B = batch.labels.shape[0]
-    dtype, device = batch.X.dtype, batch.X.device
-    starts = np.stack([np.asarray(pull.start, np.float64) for pull in pulls])  # (B, n, 2)
-    targets = np.zeros((B, batch.max_clusters, 2))
-    for b, pull in enumerate(pulls):
-        targets[b, : len(pull.targets)] = pull.targets
-    centred = starts - starts.mean(1, keepdims=True)
-    radius = np.sqrt((centred * centred).sum(2).mean(1))
-    radius = np.where(radius > 0, radius, 1.0)  # every point at one place: units of 1
-    return Start(
-        Y0=torch.from_numpy(starts).to(device, dtype),
-        pull=centroid_pull(
-            batch.labels,
-            batch.mask,
-            torch.from_numpy(targets).to(device, dtype),
-            weight,
-            torch.from_numpy(radius).to(device, dtype),
-        ),
-    )
 
 
 def layout_hulls(

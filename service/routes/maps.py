@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import polars as pl
@@ -153,13 +154,14 @@ async def map_points(
     array per column, each preamble's text and id once (``preambles``, ``preamble_ids``) and
     ``preamble_index`` per row: a whole map for a browser. A done map's answers carry an
     ``ETag`` (``304`` for ``If-None-Match``); ``409 map_not_ready`` before it is done."""
-    stored, dataset, rows = await maps.points(map_id, preamble, preamble_id)
-    selection = "all" if rows is None else f"rows:{dataset.resolve_preamble(preamble, preamble_id)}"
+    found = await maps.points(map_id, preamble, preamble_id)
+    selection = "all" if found.preamble is None else f"rows:{found.preamble}"
     headers = {"ETag": etag(f"{map_id}\0{selection}\0{format}"), "Cache-Control": CACHE_CONTROL}
     if not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     # the table and its encoding off the event loop (a whole map: 10⁵ rows)
-    body = await asyncio.to_thread(lambda: _encode(points_table(stored, dataset, rows), format))
+    table = partial(points_table, found.stored, found.dataset, found.rows)
+    body = await asyncio.to_thread(lambda: _encode(table(), format))
     return Response(body, media_type=MEDIA_TYPES[format], headers=headers)
 
 
@@ -191,15 +193,21 @@ async def map_plot(
         raise InvalidInputError(
             "give the preamble as ?preamble=<text> or ?preamble_id=<id>", code="invalid_request"
         )
-    stored, dataset, rows = await maps.points(map_id, preamble, preamble_id)
-    assert rows is not None  # a preamble was given
-    text = dataset.resolve_preamble(preamble, preamble_id)
-    key = maps.plot_key(stored, text, fmt, width=width, height=height, dpi=dpi)
+    found = await maps.points(map_id, preamble, preamble_id)
+    assert found.preamble is not None and found.rows is not None  # a preamble was given
+    key = maps.plot_key(found.stored, found.preamble, fmt, width=width, height=height, dpi=dpi)
     headers = {"ETag": etag(key), "Cache-Control": CACHE_CONTROL}
     if not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     media_type, body = await maps.plot(
-        stored, dataset, text, rows, fmt, width=width, height=height, dpi=dpi
+        found.stored,
+        found.dataset,
+        found.preamble,
+        found.rows,
+        fmt,
+        width=width,
+        height=height,
+        dpi=dpi,
     )
     return Response(body, media_type=media_type, headers=headers)
 
